@@ -1,0 +1,226 @@
+//! Request preparation and application for writes: check a request against
+//! the tree exactly as the reference's `PrepRequestProcessor` does (same
+//! checks, same order, so the same error wins), turn it into a `Txn`, and
+//! apply it. A `multi` applies each op before checking the next, so later ops
+//! see earlier ones; the caller rolls the tree back if any op fails.
+
+use zk_proto::codes::perms;
+use zk_proto::records::*;
+use zk_proto::{CreateMode, ErrorCode, OpCode};
+
+use crate::acl;
+use crate::path;
+use crate::tree::{is_special_path, DataTree};
+use crate::txn::{Txn, TxnHeader};
+
+/// What a successful write returns to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    Create(String),
+    Create2(String, Stat),
+    Stat(Stat),
+    None,
+    Multi(Vec<MultiResult>),
+}
+
+type Res<T> = Result<T, ErrorCode>;
+
+fn decode<T: Record>(body: &[u8]) -> Res<T> {
+    T::decode(body).map_err(|_| ErrorCode::MARSHALLING_ERROR)
+}
+
+/// Prepares and applies one write request. On `Err` the caller rolls the
+/// tree back; `MarshallingError` means the body did not decode.
+pub fn execute(tree: &mut DataTree, hdr: &TxnHeader, ids: &[Id], op: OpCode, body: &[u8]) -> Res<(Txn, Applied)> {
+    match op {
+        OpCode::Create | OpCode::Create2 => {
+            let req: CreateRequest = decode(body)?;
+            let (txn, p, stat) = create(tree, hdr, ids, &req)?;
+            let applied = if op == OpCode::Create { Applied::Create(p) } else { Applied::Create2(p, stat) };
+            Ok((txn, applied))
+        }
+        OpCode::Delete => {
+            let req: DeleteRequest = decode(body)?;
+            let txn = delete(tree, hdr, ids, &req)?;
+            Ok((txn, Applied::None))
+        }
+        OpCode::SetData => {
+            let req: SetDataRequest = decode(body)?;
+            let (txn, stat) = set_data(tree, hdr, ids, &req)?;
+            Ok((txn, Applied::Stat(stat)))
+        }
+        OpCode::SetAcl => {
+            let req: SetAclRequest = decode(body)?;
+            let (txn, stat) = set_acl(tree, ids, &req)?;
+            Ok((txn, Applied::Stat(stat)))
+        }
+        OpCode::Check => {
+            let req: CheckVersionRequest = decode(body)?;
+            Ok((check(tree, ids, &req)?, Applied::None))
+        }
+        OpCode::Multi => {
+            let req: MultiRequest = decode(body)?;
+            multi(tree, hdr, ids, &req)
+        }
+        _ => Err(ErrorCode::UNIMPLEMENTED),
+    }
+}
+
+fn check_version(current: i32, expected: i32) -> Res<i32> {
+    if expected != -1 && expected != current {
+        return Err(ErrorCode::BAD_VERSION);
+    }
+    // Skip -1 on wrap-around: -1 means "any version" to clients (ZOOKEEPER-4743).
+    let next = current.wrapping_add(1);
+    Ok(if next == -1 { 0 } else { next })
+}
+
+fn allowed(tree: &DataTree, p: &str, perm: i32, ids: &[Id]) -> Res<()> {
+    let n = tree.get(p).ok_or(ErrorCode::NO_NODE)?;
+    if acl::allows(&n.acl, perm, ids) {
+        Ok(())
+    } else {
+        Err(ErrorCode::NO_AUTH)
+    }
+}
+
+fn valid_path(p: &str) -> Res<()> {
+    path::validate(p).map_err(|_| ErrorCode::BAD_ARGUMENTS)
+}
+
+/// The parent of a path given to delete: refuses paths with no slash, with
+/// NUL, and the reserved nodes (`getParentPathAndValidate`).
+fn parent_for_delete(p: &str) -> Res<&str> {
+    if !p.contains('/') || p.contains('\0') || is_special_path(p) {
+        return Err(ErrorCode::BAD_ARGUMENTS);
+    }
+    Ok(path::split(p).map(|(parent, _)| parent).ok_or(ErrorCode::BAD_ARGUMENTS)?)
+}
+
+fn create(tree: &mut DataTree, hdr: &TxnHeader, ids: &[Id], req: &CreateRequest) -> Res<(Txn, String, Stat)> {
+    let mode = CreateMode::from_flags(req.flags).ok_or(ErrorCode::BAD_ARGUMENTS)?;
+    // Containers and TTL nodes need their own opcodes and a reaper; this
+    // server does not offer them yet.
+    if matches!(mode, CreateMode::Container) || mode.is_ttl() {
+        return Err(ErrorCode::UNIMPLEMENTED);
+    }
+    let last_slash = req.path.rfind('/').ok_or(ErrorCode::BAD_ARGUMENTS)?;
+    if req.path.contains('\0') {
+        return Err(ErrorCode::BAD_ARGUMENTS);
+    }
+    let parent_path = if last_slash == 0 { "/" } else { &req.path[..last_slash] };
+    if req.path == "/" {
+        // The reference looks the root up under "" and finds it.
+        return Err(ErrorCode::NODE_EXISTS);
+    }
+    let acl = acl::fixup(&req.acl, ids).ok_or(ErrorCode::INVALID_ACL)?;
+    let parent = tree.get(parent_path).ok_or(ErrorCode::NO_NODE)?;
+    if !acl::allows(&parent.acl, perms::CREATE, ids) {
+        return Err(ErrorCode::NO_AUTH);
+    }
+    let parent_cversion = parent.stat.cversion;
+    let parent_owner = parent.stat.ephemeral_owner;
+    let full = if mode.is_sequential() { format!("{}{:010}", req.path, parent_cversion) } else { req.path.clone() };
+    valid_path(&full)?;
+    if tree.get(&full).is_some() {
+        return Err(ErrorCode::NODE_EXISTS);
+    }
+    if crate::tree::is_session_owner(parent_owner) {
+        return Err(ErrorCode::NO_CHILDREN_FOR_EPHEMERALS);
+    }
+    let owner = if mode.is_ephemeral() { hdr.session } else { 0 };
+    let new_cversion = parent_cversion.wrapping_add(1);
+    let txn = Txn::Create {
+        path: full.clone(),
+        data: req.data.clone(),
+        acl: acl.clone(),
+        ephemeral_owner: owner,
+        parent_cversion: new_cversion,
+    };
+    tree.create(&full, req.data.clone(), acl, owner, new_cversion, hdr.zxid, hdr.time);
+    let stat = tree.get(&full).expect("just created").stat();
+    Ok((txn, full, stat))
+}
+
+fn delete(tree: &mut DataTree, hdr: &TxnHeader, ids: &[Id], req: &DeleteRequest) -> Res<Txn> {
+    let parent = parent_for_delete(&req.path)?;
+    allowed(tree, parent, perms::DELETE, ids)?;
+    let n = tree.get(&req.path).ok_or(ErrorCode::NO_NODE)?;
+    check_version(n.stat.version, req.version)?;
+    if !n.children.is_empty() {
+        return Err(ErrorCode::NOT_EMPTY);
+    }
+    tree.delete(&req.path, hdr.zxid);
+    Ok(Txn::Delete { path: req.path.clone() })
+}
+
+fn set_data(tree: &mut DataTree, hdr: &TxnHeader, ids: &[Id], req: &SetDataRequest) -> Res<(Txn, Stat)> {
+    valid_path(&req.path)?;
+    allowed(tree, &req.path, perms::WRITE, ids)?;
+    let n = tree.get(&req.path).ok_or(ErrorCode::NO_NODE)?;
+    let version = check_version(n.stat.version, req.version)?;
+    let stat = tree.set_data(&req.path, req.data.clone(), version, hdr.zxid, hdr.time);
+    Ok((Txn::SetData { path: req.path.clone(), data: req.data.clone(), version }, stat))
+}
+
+fn set_acl(tree: &mut DataTree, ids: &[Id], req: &SetAclRequest) -> Res<(Txn, Stat)> {
+    valid_path(&req.path)?;
+    let acl = acl::fixup(&req.acl, ids).ok_or(ErrorCode::INVALID_ACL)?;
+    allowed(tree, &req.path, perms::ADMIN, ids)?;
+    let n = tree.get(&req.path).ok_or(ErrorCode::NO_NODE)?;
+    let version = check_version(n.stat.aversion, req.version)?;
+    let stat = tree.set_acl(&req.path, acl.clone(), version);
+    Ok((Txn::SetAcl { path: req.path.clone(), acl, version }, stat))
+}
+
+fn check(tree: &DataTree, ids: &[Id], req: &CheckVersionRequest) -> Res<Txn> {
+    valid_path(&req.path)?;
+    allowed(tree, &req.path, perms::READ, ids)?;
+    let n = tree.get(&req.path).ok_or(ErrorCode::NO_NODE)?;
+    check_version(n.stat.version, req.version)?;
+    Ok(Txn::Check { path: req.path.clone(), version: req.version })
+}
+
+fn multi(tree: &mut DataTree, hdr: &TxnHeader, ids: &[Id], req: &MultiRequest) -> Res<(Txn, Applied)> {
+    let mut txns = Vec::with_capacity(req.ops.len());
+    let mut results = Vec::with_capacity(req.ops.len());
+    for (i, op) in req.ops.iter().enumerate() {
+        let r = match op {
+            MultiOp::Create { op, req: c } => {
+                let code = if *op == 1 { OpCode::Create } else { OpCode::Create2 };
+                if *op == 19 {
+                    Err(ErrorCode::UNIMPLEMENTED)
+                } else {
+                    create(tree, hdr, ids, c).map(|(t, p, s)| {
+                        (t, if code == OpCode::Create { MultiResult::Create(p) } else { MultiResult::Create2(p, s) })
+                    })
+                }
+            }
+            MultiOp::CreateTtl(_) => Err(ErrorCode::UNIMPLEMENTED),
+            MultiOp::Delete(d) => delete(tree, hdr, ids, d).map(|t| (t, MultiResult::Delete)),
+            MultiOp::SetData(s) => set_data(tree, hdr, ids, s).map(|(t, st)| (t, MultiResult::SetData(st))),
+            MultiOp::Check(c) => check(tree, ids, c).map(|t| (t, MultiResult::Check)),
+            MultiOp::GetChildren(_) | MultiOp::GetData(_) => Err(ErrorCode::BAD_ARGUMENTS),
+        };
+        match r {
+            Ok((t, res)) => {
+                txns.push(t);
+                results.push(res);
+            }
+            Err(e) => {
+                // The reference's answer to a failed multi: earlier ops 0,
+                // the failing op its code, later ops RuntimeInconsistency.
+                tree.rollback();
+                let mut errs = vec![MultiResult::Error(0); i];
+                errs.push(MultiResult::Error(e.0));
+                errs.extend(std::iter::repeat(MultiResult::Error(ErrorCode::RUNTIME_INCONSISTENCY.0)).take(req.ops.len() - i - 1));
+                let txn = Txn::Multi(errs.iter().map(|r| match r {
+                    MultiResult::Error(e) => Txn::Error(*e),
+                    _ => unreachable!(),
+                }).collect());
+                return Ok((txn, Applied::Multi(errs)));
+            }
+        }
+    }
+    Ok((Txn::Multi(txns), Applied::Multi(results)))
+}

@@ -1,0 +1,656 @@
+//! The standalone server's state machine: connections, sessions, the tree and
+//! watches in, frames and persistence work out. It never reads a clock or
+//! touches a socket or disk; the runtime feeds it `Now` and bytes and carries
+//! out what `take_effects` and `take_persist` hand back.
+//!
+//! Contract with the runtime: after each call, the effects it produced may be
+//! released only once everything in `take_persist` from that call and earlier
+//! calls is durable. That one rule makes every reply and every watch event
+//! describe only durable state, and keeps each connection's output in order.
+
+use std::collections::HashMap;
+
+use zk_proto::codes::{perms, xid};
+use zk_proto::jute::{Reader, Writer};
+use zk_proto::records::*;
+use zk_proto::{ErrorCode, EventType, KeeperState, OpCode};
+
+use crate::acl;
+use crate::prep::{self, Applied};
+use crate::session::{ConnId, SessionTable};
+use crate::tree::DataTree;
+use crate::txn::{Txn, TxnHeader};
+use crate::watch::{Kind, WatchTable};
+
+/// Wall-clock time for stats, monotonic time for expiry, both in ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Now {
+    pub wall_ms: i64,
+    pub mono_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server_id: i64,
+    pub tick_ms: i32,
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+}
+
+/// Something the runtime must do on a connection, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    Send(ConnId, Vec<u8>),
+    Close(ConnId),
+}
+
+/// Work for storage: log records and the new state of every changed node and
+/// session, all of which must become durable together.
+#[derive(Debug, Default)]
+pub struct Persist {
+    pub last_zxid: i64,
+    pub log: Vec<(i64, Vec<u8>)>,
+    pub nodes: Vec<(String, Option<Vec<u8>>)>,
+    pub sessions: Vec<(i64, Option<Vec<u8>>)>,
+}
+
+impl Persist {
+    pub fn is_empty(&self) -> bool {
+        self.log.is_empty()
+    }
+}
+
+struct Conn {
+    session: i64,
+    ip: String,
+}
+
+/// Counters the four-letter words report.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub packets_received: u64,
+    pub packets_sent: u64,
+}
+
+pub struct Server {
+    cfg: Config,
+    tree: DataTree,
+    sessions: SessionTable,
+    watches: WatchTable,
+    conns: HashMap<ConnId, Conn>,
+    last_zxid: i64,
+    next_session: i64,
+    rng: u64,
+    effects: Vec<Effect>,
+    persist: Persist,
+    pub counters: Counters,
+}
+
+/// A session restored from storage.
+pub struct RestoredSession {
+    pub id: i64,
+    pub timeout_ms: i32,
+    pub passwd: [u8; 16],
+}
+
+pub fn encode_session(timeout_ms: i32, passwd: &[u8; 16]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.i32(timeout_ms).buffer(passwd);
+    w.buf
+}
+
+pub fn decode_session(id: i64, bytes: &[u8]) -> Option<RestoredSession> {
+    let mut r = Reader::new(bytes);
+    let timeout_ms = r.i32().ok()?;
+    let passwd: [u8; 16] = r.buffer().ok()?.try_into().ok()?;
+    Some(RestoredSession { id, timeout_ms, passwd })
+}
+
+fn frame(xid: i32, zxid: i64, err: ErrorCode, body: Option<&[u8]>) -> Vec<u8> {
+    let mut w = Writer::framed();
+    ReplyHeader { xid, zxid, err: err.0 }.write(&mut w);
+    if let Some(b) = body {
+        w.bytes(b);
+    }
+    w.finish_frame()
+}
+
+impl Server {
+    /// A server over a tree loaded from storage (or a fresh one), with the
+    /// sessions that were open when it stopped. Restored sessions get a full
+    /// timeout from `now` to reconnect, as in the reference.
+    pub fn new(
+        cfg: Config,
+        tree: DataTree,
+        last_zxid: i64,
+        sessions: Vec<RestoredSession>,
+        now: Now,
+        seed: u64,
+    ) -> Server {
+        let mut table = SessionTable::new(cfg.tick_ms as i64);
+        for s in sessions {
+            table.add(s.id, s.timeout_ms, s.passwd, now.mono_ms);
+        }
+        // The reference's session id layout: server id in the top byte, then
+        // a counter started from the wall clock so ids differ across restarts.
+        let base = ((now.wall_ms as u64) << 24) >> 8;
+        let next_session = (base as i64) | (cfg.server_id << 56);
+        Server {
+            cfg,
+            tree,
+            sessions: table,
+            watches: WatchTable::default(),
+            conns: HashMap::new(),
+            last_zxid,
+            next_session,
+            rng: seed | 1,
+            effects: Vec::new(),
+            persist: Persist::default(),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn tree(&self) -> &DataTree {
+        &self.tree
+    }
+
+    pub fn last_zxid(&self) -> i64 {
+        self.last_zxid
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn watch_count(&self) -> usize {
+        self.watches.count()
+    }
+
+    pub fn watch_paths(&self) -> usize {
+        self.watches.paths()
+    }
+
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    pub fn take_persist(&mut self) -> Persist {
+        let mut p = std::mem::take(&mut self.persist);
+        p.last_zxid = self.last_zxid;
+        p
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // splitmix64: passwords only need to be unguessable to other clients,
+        // and the seed comes from the OS at start-up.
+        self.rng = self.rng.wrapping_add(0x9e3779b97f4a7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+        z ^ (z >> 31)
+    }
+
+    fn send(&mut self, conn: ConnId, bytes: Vec<u8>) {
+        self.counters.packets_sent += 1;
+        self.effects.push(Effect::Send(conn, bytes));
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        self.effects.push(Effect::Close(conn));
+    }
+
+    fn ids(&self, conn: ConnId) -> Vec<Id> {
+        let mut v = Vec::new();
+        if let Some(c) = self.conns.get(&conn) {
+            v.push(Id { scheme: "ip".into(), id: c.ip.clone() });
+            if let Some(s) = self.sessions.get(c.session) {
+                v.extend(s.auth.iter().cloned());
+            }
+        }
+        v
+    }
+
+    // ---- connection lifecycle ------------------------------------------
+
+    /// A new connection's handshake.
+    pub fn connect(&mut self, now: Now, conn: ConnId, peer_ip: &str, req: &ConnectRequest) {
+        self.counters.packets_received += 1;
+        if req.last_zxid_seen > self.last_zxid {
+            // The client has seen a newer state than ours: refuse, as the
+            // reference does, so it tries a server that is caught up.
+            log::warn!(
+                "refusing session: client has seen zxid 0x{:x}, ours is 0x{:x}",
+                req.last_zxid_seen,
+                self.last_zxid
+            );
+            self.close(conn);
+            return;
+        }
+        let timeout = req
+            .timeout_ms
+            .clamp(self.cfg.min_session_timeout_ms, self.cfg.max_session_timeout_ms);
+        let read_only = req.read_only.map(|_| false);
+        if req.session_id == 0 {
+            let id = self.next_session;
+            self.next_session += 1;
+            let mut passwd = [0u8; 16];
+            passwd[..8].copy_from_slice(&self.next_random().to_be_bytes());
+            passwd[8..].copy_from_slice(&self.next_random().to_be_bytes());
+            let txn = Txn::CreateSession { timeout_ms: timeout, passwd };
+            self.commit_txn(now, id, 0, txn);
+            self.attach(now, conn, peer_ip, id);
+            let rsp = ConnectResponse { protocol_version: 0, timeout_ms: timeout, session_id: id, passwd: passwd.to_vec(), read_only };
+            self.send_connect_response(conn, &rsp);
+            log::debug!("session 0x{id:x} created, timeout {timeout} ms");
+            return;
+        }
+        let valid = self
+            .sessions
+            .get(req.session_id)
+            .is_some_and(|s| !s.closing && s.passwd[..] == req.passwd[..]);
+        if !valid {
+            let rsp = ConnectResponse { protocol_version: 0, timeout_ms: 0, session_id: 0, passwd: vec![0; 16], read_only };
+            self.send_connect_response(conn, &rsp);
+            self.close(conn);
+            return;
+        }
+        let id = req.session_id;
+        if let Some(old) = self.sessions.get(id).and_then(|s| s.conn) {
+            if old != conn {
+                self.detach(old);
+                self.close(old);
+            }
+        }
+        self.sessions.set_timeout(id, timeout, now.mono_ms);
+        self.attach(now, conn, peer_ip, id);
+        let passwd = self.sessions.get(id).map(|s| s.passwd.to_vec()).unwrap_or_default();
+        let rsp = ConnectResponse { protocol_version: 0, timeout_ms: timeout, session_id: id, passwd, read_only };
+        self.send_connect_response(conn, &rsp);
+    }
+
+    fn send_connect_response(&mut self, conn: ConnId, rsp: &ConnectResponse) {
+        let mut w = Writer::framed();
+        rsp.write(&mut w);
+        self.send(conn, w.finish_frame());
+    }
+
+    fn attach(&mut self, now: Now, conn: ConnId, ip: &str, session: i64) {
+        self.conns.insert(conn, Conn { session, ip: ip.to_owned() });
+        if let Some(s) = self.sessions.get_mut(session) {
+            s.conn = Some(conn);
+        }
+        self.sessions.touch(session, now.mono_ms);
+    }
+
+    fn detach(&mut self, conn: ConnId) {
+        self.watches.remove_conn(conn);
+        if let Some(c) = self.conns.remove(&conn) {
+            if let Some(s) = self.sessions.get_mut(c.session) {
+                if s.conn == Some(conn) {
+                    s.conn = None;
+                }
+            }
+        }
+    }
+
+    /// The connection is gone (peer closed, or the runtime closed it). The
+    /// session lives on until it expires or a client reattaches to it.
+    pub fn disconnected(&mut self, conn: ConnId) {
+        self.detach(conn);
+    }
+
+    /// Expires sessions whose deadline has passed.
+    pub fn tick(&mut self, now: Now) {
+        for id in self.sessions.expired(now.mono_ms) {
+            log::info!("session 0x{id:x} expired");
+            if let Some(s) = self.sessions.get_mut(id) {
+                s.closing = true;
+            }
+            let conn = self.sessions.get(id).and_then(|s| s.conn);
+            self.commit_txn(now, id, 0, Txn::CloseSession);
+            if let Some(c) = conn {
+                self.detach(c);
+                self.close(c);
+            }
+        }
+    }
+
+    // ---- requests --------------------------------------------------------
+
+    /// One frame from an established connection.
+    pub fn packet(&mut self, now: Now, conn: ConnId, body: &[u8]) {
+        self.counters.packets_received += 1;
+        let Some(session) = self.conns.get(&conn).map(|c| c.session) else {
+            self.close(conn);
+            return;
+        };
+        let mut r = Reader::new(body);
+        let Ok(hdr) = RequestHeader::read(&mut r) else {
+            log::info!("closing connection {conn}: request header does not decode");
+            self.close(conn);
+            return;
+        };
+        self.sessions.touch(session, now.mono_ms);
+        let body = r.rest();
+        let Some(op) = OpCode::from_i32(hdr.op) else {
+            self.reply(conn, hdr.xid, ErrorCode::UNIMPLEMENTED, None);
+            return;
+        };
+        let result = match op {
+            OpCode::Ping => {
+                let z = self.last_zxid;
+                self.send(conn, frame(xid::PING, z, ErrorCode::OK, None));
+                return;
+            }
+            OpCode::Auth => return self.auth(conn, session, body),
+            OpCode::SetWatches => return self.set_watches(conn, hdr.xid, body),
+            OpCode::CloseSession => {
+                if let Some(s) = self.sessions.get_mut(session) {
+                    s.closing = true;
+                }
+                self.commit_txn(now, session, hdr.xid, Txn::CloseSession);
+                let z = self.last_zxid;
+                self.send(conn, frame(hdr.xid, z, ErrorCode::OK, None));
+                self.detach(conn);
+                self.close(conn);
+                return;
+            }
+            OpCode::Exists => self.exists(conn, body),
+            OpCode::GetData => self.get_data(conn, body),
+            OpCode::GetChildren => self.get_children(conn, body, false),
+            OpCode::GetChildren2 => self.get_children(conn, body, true),
+            OpCode::GetAcl => self.get_acl(conn, body),
+            OpCode::Sync => PathRequest::decode(body).map_err(|_| ErrorCode::MARSHALLING_ERROR).map(|r| r.encode()),
+            OpCode::GetEphemerals => self.get_ephemerals(session, body),
+            OpCode::GetAllChildrenNumber => self.all_children_number(conn, body),
+            OpCode::Create
+            | OpCode::Create2
+            | OpCode::Delete
+            | OpCode::SetData
+            | OpCode::SetAcl
+            | OpCode::Check
+            | OpCode::Multi => return self.write(now, conn, session, hdr.xid, op, body),
+            OpCode::MultiRead => self.multi_read(conn, body),
+            _ => Err(ErrorCode::UNIMPLEMENTED),
+        };
+        match result {
+            Ok(b) => self.reply(conn, hdr.xid, ErrorCode::OK, Some(&b)),
+            Err(e) => self.reply(conn, hdr.xid, e, None),
+        }
+    }
+
+    fn reply(&mut self, conn: ConnId, xid: i32, err: ErrorCode, body: Option<&[u8]>) {
+        let z = self.last_zxid;
+        self.send(conn, frame(xid, z, err, body));
+    }
+
+    fn auth(&mut self, conn: ConnId, session: i64, body: &[u8]) {
+        let pkt = AuthPacket::decode(body).ok();
+        let id = pkt.as_ref().and_then(|p| match p.scheme.as_str() {
+            "digest" => std::str::from_utf8(&p.auth)
+                .ok()
+                .and_then(acl::digest_id)
+                .map(|id| Id { scheme: "digest".into(), id }),
+            _ => None,
+        });
+        match id {
+            Some(id) => {
+                if let Some(s) = self.sessions.get_mut(session) {
+                    if !s.auth.contains(&id) {
+                        s.auth.push(id);
+                    }
+                }
+                self.reply(conn, xid::AUTH, ErrorCode::OK, None);
+            }
+            None => {
+                // The reference answers AuthFailed and closes the connection.
+                self.reply(conn, xid::AUTH, ErrorCode::AUTH_FAILED, None);
+                self.detach(conn);
+                self.close(conn);
+            }
+        }
+    }
+
+    fn set_watches(&mut self, conn: ConnId, x: i32, body: &[u8]) {
+        let Ok(sw) = SetWatches::decode(body) else {
+            self.close(conn);
+            return;
+        };
+        let rel = sw.relative_zxid;
+        let mut events = Vec::new();
+        for p in &sw.data_watches {
+            match self.tree.get(p) {
+                None => events.push((EventType::NodeDeleted, p.clone())),
+                Some(n) if n.stat.mzxid > rel => events.push((EventType::NodeDataChanged, p.clone())),
+                Some(_) => self.watches.add(Kind::Data, p, conn),
+            }
+        }
+        for p in &sw.exist_watches {
+            match self.tree.get(p) {
+                Some(_) => events.push((EventType::NodeCreated, p.clone())),
+                None => self.watches.add(Kind::Data, p, conn),
+            }
+        }
+        for p in &sw.child_watches {
+            match self.tree.get(p) {
+                None => events.push((EventType::NodeDeleted, p.clone())),
+                Some(n) if n.stat.pzxid > rel => events.push((EventType::NodeChildrenChanged, p.clone())),
+                Some(_) => self.watches.add(Kind::Child, p, conn),
+            }
+        }
+        let z = self.last_zxid;
+        for (t, p) in events {
+            self.notify(conn, t, &p, z);
+        }
+        self.reply(conn, x, ErrorCode::OK, None);
+    }
+
+    fn notify(&mut self, conn: ConnId, t: EventType, path: &str, zxid: i64) {
+        let ev = WatcherEvent { typ: t as i32, state: KeeperState::SyncConnected as i32, path: path.to_owned() };
+        // 3.9 puts the triggering zxid in the header (3.8 sent -1).
+        self.send(conn, frame(xid::NOTIFICATION, zxid, ErrorCode::OK, Some(&ev.encode())));
+    }
+
+    // ---- reads -------------------------------------------------------------
+
+    fn read_path_watch(body: &[u8]) -> Result<PathWatch, ErrorCode> {
+        let r = PathWatch::decode(body).map_err(|_| ErrorCode::MARSHALLING_ERROR)?;
+        if r.path.contains('\0') {
+            return Err(ErrorCode::BAD_ARGUMENTS);
+        }
+        Ok(r)
+    }
+
+    fn check_acl(&self, conn: ConnId, path: &str, perm: i32) -> Result<(), ErrorCode> {
+        let n = self.tree.get(path).ok_or(ErrorCode::NO_NODE)?;
+        if acl::allows(&n.acl, perm, &self.ids(conn)) {
+            Ok(())
+        } else {
+            Err(ErrorCode::NO_AUTH)
+        }
+    }
+
+    fn exists(&mut self, conn: ConnId, body: &[u8]) -> Result<Vec<u8>, ErrorCode> {
+        let r = Self::read_path_watch(body)?;
+        if r.watch {
+            self.watches.add(Kind::Data, &r.path, conn);
+        }
+        let n = self.tree.get(&r.path).ok_or(ErrorCode::NO_NODE)?;
+        Ok(StatResponse { stat: n.stat() }.encode())
+    }
+
+    fn get_data(&mut self, conn: ConnId, body: &[u8]) -> Result<Vec<u8>, ErrorCode> {
+        let r = Self::read_path_watch(body)?;
+        self.check_acl(conn, &r.path, perms::READ)?;
+        if r.watch {
+            self.watches.add(Kind::Data, &r.path, conn);
+        }
+        let n = self.tree.get(&r.path).ok_or(ErrorCode::NO_NODE)?;
+        let mut w = Writer::new();
+        w.buffer(&n.data);
+        n.stat().write(&mut w);
+        Ok(w.buf)
+    }
+
+    fn get_children(&mut self, conn: ConnId, body: &[u8], with_stat: bool) -> Result<Vec<u8>, ErrorCode> {
+        let r = Self::read_path_watch(body)?;
+        self.check_acl(conn, &r.path, perms::READ)?;
+        if r.watch {
+            self.watches.add(Kind::Child, &r.path, conn);
+        }
+        let n = self.tree.get(&r.path).ok_or(ErrorCode::NO_NODE)?;
+        let mut w = Writer::new();
+        w.i32(n.children.len() as i32);
+        for c in &n.children {
+            w.ustring(c);
+        }
+        if with_stat {
+            n.stat().write(&mut w);
+        }
+        Ok(w.buf)
+    }
+
+    fn get_acl(&mut self, conn: ConnId, body: &[u8]) -> Result<Vec<u8>, ErrorCode> {
+        let r = PathRequest::decode(body).map_err(|_| ErrorCode::MARSHALLING_ERROR)?;
+        self.check_acl(conn, &r.path, perms::READ | perms::ADMIN)?;
+        let n = self.tree.get(&r.path).ok_or(ErrorCode::NO_NODE)?;
+        Ok(GetAclResponse { acl: n.acl.as_ref().clone(), stat: n.stat() }.encode())
+    }
+
+    fn get_ephemerals(&mut self, session: i64, body: &[u8]) -> Result<Vec<u8>, ErrorCode> {
+        let r = PathRequest::decode(body).map_err(|_| ErrorCode::MARSHALLING_ERROR)?;
+        let list: Vec<String> = self
+            .tree
+            .ephemerals_of(session)
+            .into_iter()
+            .filter(|p| r.path == "/" || p.starts_with(&r.path))
+            .collect();
+        let mut w = Writer::new();
+        w.strings(&list);
+        Ok(w.buf)
+    }
+
+    fn all_children_number(&mut self, conn: ConnId, body: &[u8]) -> Result<Vec<u8>, ErrorCode> {
+        let r = PathRequest::decode(body).map_err(|_| ErrorCode::MARSHALLING_ERROR)?;
+        self.check_acl(conn, &r.path, perms::READ)?;
+        let mut count = 0i32;
+        let mut stack = vec![r.path.clone()];
+        while let Some(p) = stack.pop() {
+            if let Some(n) = self.tree.get(&p) {
+                for c in &n.children {
+                    count += 1;
+                    stack.push(crate::path::join(&p, c));
+                }
+            }
+        }
+        let mut w = Writer::new();
+        w.i32(count);
+        Ok(w.buf)
+    }
+
+    fn multi_read(&mut self, conn: ConnId, body: &[u8]) -> Result<Vec<u8>, ErrorCode> {
+        let req = MultiRequest::decode(body).map_err(|_| ErrorCode::MARSHALLING_ERROR)?;
+        let mut results = Vec::new();
+        for op in &req.ops {
+            let res = match op {
+                MultiOp::GetChildren(p) => self
+                    .check_acl(conn, &p.path, perms::READ)
+                    .map(|_| self.tree.get(&p.path).map(|n| n.children.iter().cloned().collect()).unwrap_or_default())
+                    .map(MultiResult::GetChildren),
+                MultiOp::GetData(p) => self.check_acl(conn, &p.path, perms::READ).map(|_| {
+                    let n = self.tree.get(&p.path).expect("checked by check_acl");
+                    MultiResult::GetData(n.data.clone(), n.stat())
+                }),
+                _ => return Err(ErrorCode::BAD_ARGUMENTS),
+            };
+            results.push(res.unwrap_or_else(|e| MultiResult::Error(e.0)));
+        }
+        Ok(MultiResponse { results }.encode())
+    }
+
+    // ---- writes ------------------------------------------------------------
+
+    fn write(&mut self, now: Now, conn: ConnId, session: i64, x: i32, op: OpCode, body: &[u8]) {
+        let ids = self.ids(conn);
+        let zxid = self.last_zxid + 1;
+        let hdr = TxnHeader { session, cxid: x, zxid, time: now.wall_ms };
+        self.tree.begin();
+        let outcome = prep::execute(&mut self.tree, &hdr, &ids, op, body);
+        let (txn, reply) = match outcome {
+            Err(ErrorCode::MARSHALLING_ERROR) => {
+                self.tree.rollback();
+                self.reply(conn, x, ErrorCode::MARSHALLING_ERROR, None);
+                return;
+            }
+            Err(e) => {
+                self.tree.rollback();
+                (Txn::Error(e.0), Err(e))
+            }
+            Ok((txn, applied)) => (txn, Ok(applied)),
+        };
+        let changes = self.tree.commit();
+        self.record(hdr, &txn, changes);
+        match reply {
+            Ok(applied) => {
+                let body = applied.encode();
+                self.reply(conn, x, ErrorCode::OK, body.as_deref());
+            }
+            Err(e) => self.reply(conn, x, e, None),
+        }
+    }
+
+    /// Applies a txn that needs no preparation (session create/close) and
+    /// records it.
+    fn commit_txn(&mut self, now: Now, session: i64, cxid: i32, txn: Txn) {
+        let hdr = TxnHeader { session, cxid, zxid: self.last_zxid + 1, time: now.wall_ms };
+        self.tree.begin();
+        match &txn {
+            Txn::CreateSession { timeout_ms, passwd } => {
+                self.sessions.add(session, *timeout_ms, *passwd, now.mono_ms);
+                self.persist.sessions.push((session, Some(encode_session(*timeout_ms, passwd))));
+            }
+            Txn::CloseSession => {
+                for p in self.tree.ephemerals_of(session) {
+                    self.tree.delete(&p, hdr.zxid);
+                }
+                self.sessions.remove(session);
+                self.persist.sessions.push((session, None));
+            }
+            _ => unreachable!("commit_txn takes session txns only"),
+        }
+        let changes = self.tree.commit();
+        self.record(hdr, &txn, changes);
+    }
+
+    /// Logs a committed txn, queues its node changes for storage and fires
+    /// the watches it triggers (before any reply the caller sends next).
+    fn record(&mut self, hdr: TxnHeader, txn: &Txn, changes: crate::tree::Changes) {
+        self.last_zxid = hdr.zxid;
+        self.persist.log.push((hdr.zxid, Txn::encode_entry(&hdr, txn)));
+        for p in changes.paths {
+            let v = self.tree.get(&p).map(|n| n.encode());
+            self.persist.nodes.push((p, v));
+        }
+        for (t, p) in changes.events {
+            for c in self.watches.trigger(t, &p) {
+                self.notify(c, t, &p, hdr.zxid);
+            }
+        }
+    }
+}
+
+impl Applied {
+    fn encode(&self) -> Option<Vec<u8>> {
+        match self {
+            Applied::Create(p) => Some(CreateResponse { path: p.clone() }.encode()),
+            Applied::Create2(p, s) => Some(Create2Response { path: p.clone(), stat: s.clone() }.encode()),
+            Applied::Stat(s) => Some(StatResponse { stat: s.clone() }.encode()),
+            Applied::None => None,
+            Applied::Multi(results) => Some(MultiResponse { results: results.clone() }.encode()),
+        }
+    }
+}

@@ -1,0 +1,473 @@
+//! The data tree: every znode in memory, with the mutations a transaction can
+//! make. No networking, no clock, no disk: the caller passes zxids and times,
+//! and reads back which paths changed (to persist them) and which watch events
+//! the change fires.
+//!
+//! Mutations are journaled per transaction so a `multi` whose later op fails can
+//! be rolled back exactly; `commit` ends the transaction and hands back the
+//! touched paths and events, `rollback` restores the state before `begin`.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use zk_proto::jute::{Reader, Result as DecodeResult, Writer};
+use zk_proto::records::{Acl, Record, Stat};
+use zk_proto::EventType;
+
+use crate::path;
+
+/// The stored part of a znode's `Stat`; `dataLength` and `numChildren` are
+/// derived from the node itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NodeStat {
+    pub czxid: i64,
+    pub mzxid: i64,
+    pub ctime: i64,
+    pub mtime: i64,
+    pub version: i32,
+    pub cversion: i32,
+    pub aversion: i32,
+    pub ephemeral_owner: i64,
+    pub pzxid: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub data: Vec<u8>,
+    pub acl: Arc<Vec<Acl>>,
+    pub stat: NodeStat,
+    pub children: BTreeSet<String>,
+}
+
+impl Node {
+    pub fn stat(&self) -> Stat {
+        let s = &self.stat;
+        Stat {
+            czxid: s.czxid,
+            mzxid: s.mzxid,
+            ctime: s.ctime,
+            mtime: s.mtime,
+            version: s.version,
+            cversion: s.cversion,
+            aversion: s.aversion,
+            ephemeral_owner: s.ephemeral_owner,
+            data_length: self.data.len() as i32,
+            num_children: self.children.len() as i32,
+            pzxid: s.pzxid,
+        }
+    }
+
+    /// The persisted form: stat, ACL, data (children are implied by the
+    /// children's own records).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        let s = &self.stat;
+        w.i64(s.czxid).i64(s.mzxid).i64(s.ctime).i64(s.mtime);
+        w.i32(s.version).i32(s.cversion).i32(s.aversion).i64(s.ephemeral_owner).i64(s.pzxid);
+        w.i32(self.acl.len() as i32);
+        for a in self.acl.iter() {
+            a.write(&mut w);
+        }
+        w.buffer(&self.data);
+        w.buf
+    }
+
+    pub fn decode(bytes: &[u8]) -> DecodeResult<(NodeStat, Vec<Acl>, Vec<u8>)> {
+        let mut r = Reader::new(bytes);
+        let stat = NodeStat {
+            czxid: r.i64()?,
+            mzxid: r.i64()?,
+            ctime: r.i64()?,
+            mtime: r.i64()?,
+            version: r.i32()?,
+            cversion: r.i32()?,
+            aversion: r.i32()?,
+            ephemeral_owner: r.i64()?,
+            pzxid: r.i64()?,
+        };
+        let acl = r.vec(12, Acl::read)?;
+        let data = r.buffer()?;
+        Ok((stat, acl, data))
+    }
+}
+
+/// What a node looked like before the current transaction first touched it.
+type Saved = Option<(Vec<u8>, Arc<Vec<Acl>>, NodeStat)>;
+
+#[derive(Default)]
+struct Journal {
+    touched: HashSet<String>,
+    saved: Vec<(String, Saved)>,
+    events: Vec<(EventType, String)>,
+}
+
+/// What a committed transaction changed.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Every path whose record changed (created, deleted or updated).
+    pub paths: Vec<String>,
+    /// Watch events in the order the reference fires them.
+    pub events: Vec<(EventType, String)>,
+}
+
+pub struct DataTree {
+    nodes: HashMap<String, Node>,
+    ephemerals: HashMap<i64, BTreeSet<String>>,
+    acl_cache: HashMap<Vec<Acl>, Arc<Vec<Acl>>>,
+    data_bytes: u64,
+    journal: Journal,
+}
+
+/// Reserved nodes that can never be deleted (`DataTree.isSpecialPath`).
+pub fn is_special_path(p: &str) -> bool {
+    matches!(p, "/" | "/zookeeper" | "/zookeeper/quota" | "/zookeeper/config")
+}
+
+impl Default for DataTree {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DataTree {
+    /// A fresh tree as the reference starts one: `/`, `/zookeeper`,
+    /// `/zookeeper/quota` and a read-only `/zookeeper/config`, with the same
+    /// initial stats (the odd cversions and aversion are the reference's).
+    pub fn new() -> DataTree {
+        let mut t = DataTree::empty();
+        let open = t.intern_acl(Acl::open_unsafe());
+        let read = t.intern_acl(Acl::read_unsafe());
+        let mk = |acl: &Arc<Vec<Acl>>, cversion, aversion| Node {
+            data: Vec::new(),
+            acl: acl.clone(),
+            stat: NodeStat { cversion, aversion, ..Default::default() },
+            children: BTreeSet::new(),
+        };
+        t.insert_loaded("/".into(), mk(&open, -1, 0));
+        t.insert_loaded("/zookeeper".into(), mk(&open, -2, 0));
+        t.insert_loaded("/zookeeper/quota".into(), mk(&open, 0, 0));
+        t.insert_loaded("/zookeeper/config".into(), mk(&read, 0, -1));
+        t
+    }
+
+    /// A tree with no nodes at all, to be filled by `insert_loaded` from disk.
+    pub fn empty() -> DataTree {
+        DataTree {
+            nodes: HashMap::new(),
+            ephemerals: HashMap::new(),
+            acl_cache: HashMap::new(),
+            data_bytes: 0,
+            journal: Journal::default(),
+        }
+    }
+
+    /// Adds a node read back from storage; parents may arrive after children,
+    /// so children are linked by `link_children` once everything is loaded.
+    pub fn insert_loaded(&mut self, path: String, node: Node) {
+        self.data_bytes += node.data.len() as u64 + path.len() as u64;
+        if node.stat.ephemeral_owner != 0 && is_session_owner(node.stat.ephemeral_owner) {
+            self.ephemerals.entry(node.stat.ephemeral_owner).or_default().insert(path.clone());
+        }
+        if let Some((parent, name)) = path::split(&path) {
+            if let Some(p) = self.nodes.get_mut(parent) {
+                p.children.insert(name.to_owned());
+            }
+        }
+        self.nodes.insert(path, node);
+    }
+
+    /// Rebuilds every parent's children set; returns paths whose parent is
+    /// missing (a damaged store), which the caller must treat as corruption.
+    pub fn link_children(&mut self) -> Vec<String> {
+        let paths: Vec<String> = self.nodes.keys().cloned().collect();
+        let mut orphans = Vec::new();
+        for p in paths {
+            if let Some((parent, name)) = path::split(&p) {
+                match self.nodes.get_mut(parent) {
+                    Some(n) => {
+                        n.children.insert(name.to_owned());
+                    }
+                    None => orphans.push(p),
+                }
+            }
+        }
+        orphans
+    }
+
+    pub fn intern_acl(&mut self, acl: Vec<Acl>) -> Arc<Vec<Acl>> {
+        if let Some(a) = self.acl_cache.get(&acl) {
+            return a.clone();
+        }
+        let a = Arc::new(acl.clone());
+        self.acl_cache.insert(acl, a.clone());
+        a
+    }
+
+    pub fn get(&self, path: &str) -> Option<&Node> {
+        self.nodes.get(path)
+    }
+
+    /// The number of znodes, counted as the reference counts them (its map
+    /// holds the root twice, under "" and "/", and `srvr`/`mntr` report that).
+    pub fn node_count_reported(&self) -> usize {
+        self.nodes.len() + 1
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Bytes of data plus path names, as `zk_approximate_data_size` reports.
+    pub fn approximate_data_size(&self) -> u64 {
+        self.data_bytes
+    }
+
+    pub fn ephemerals_of(&self, session: i64) -> Vec<String> {
+        self.ephemerals.get(&session).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    pub fn ephemeral_count(&self) -> usize {
+        self.ephemerals.values().map(|s| s.len()).sum()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Node)> {
+        self.nodes.iter()
+    }
+
+    // ---- journaled mutations -------------------------------------------
+
+    fn save(&mut self, path: &str) {
+        if self.journal.touched.insert(path.to_owned()) {
+            let saved = self.nodes.get(path).map(|n| (n.data.clone(), n.acl.clone(), n.stat));
+            self.journal.saved.push((path.to_owned(), saved));
+        }
+    }
+
+    /// Creates `path` under an existing parent. The caller (request
+    /// preparation) has checked every precondition.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create(
+        &mut self,
+        path: &str,
+        data: Vec<u8>,
+        acl: Vec<Acl>,
+        ephemeral_owner: i64,
+        parent_cversion: i32,
+        zxid: i64,
+        time: i64,
+    ) {
+        let (parent, name) = path::split(path).expect("create of the root");
+        self.save(parent);
+        self.save(path);
+        let acl = self.intern_acl(acl);
+        let p = self.nodes.get_mut(parent).expect("create under a missing parent");
+        p.children.insert(name.to_owned());
+        p.stat.cversion = parent_cversion;
+        p.stat.pzxid = zxid;
+        self.data_bytes += data.len() as u64 + path.len() as u64;
+        let stat = NodeStat {
+            czxid: zxid,
+            mzxid: zxid,
+            ctime: time,
+            mtime: time,
+            pzxid: zxid,
+            ephemeral_owner,
+            ..Default::default()
+        };
+        if is_session_owner(ephemeral_owner) {
+            self.ephemerals.entry(ephemeral_owner).or_default().insert(path.to_owned());
+        }
+        self.nodes.insert(path.to_owned(), Node { data, acl, stat, children: BTreeSet::new() });
+        self.journal.events.push((EventType::NodeCreated, path.to_owned()));
+        self.journal.events.push((EventType::NodeChildrenChanged, parent.to_owned()));
+    }
+
+    pub fn delete(&mut self, path: &str, zxid: i64) {
+        let (parent, name) = path::split(path).expect("delete of the root");
+        self.save(parent);
+        self.save(path);
+        let node = self.nodes.remove(path).expect("delete of a missing node");
+        self.data_bytes -= node.data.len() as u64 + path.len() as u64;
+        self.unindex_ephemeral(path, node.stat.ephemeral_owner);
+        if let Some(p) = self.nodes.get_mut(parent) {
+            p.children.remove(name);
+            p.stat.cversion = p.stat.cversion.wrapping_add(1);
+            // A replayed delete must not move pzxid backwards past a later create.
+            if zxid > p.stat.pzxid {
+                p.stat.pzxid = zxid;
+            }
+        }
+        self.journal.events.push((EventType::NodeDeleted, path.to_owned()));
+        self.journal.events.push((EventType::NodeChildrenChanged, parent.to_owned()));
+    }
+
+    pub fn set_data(&mut self, path: &str, data: Vec<u8>, version: i32, zxid: i64, time: i64) -> Stat {
+        self.save(path);
+        let n = self.nodes.get_mut(path).expect("setData of a missing node");
+        self.data_bytes = self.data_bytes - n.data.len() as u64 + data.len() as u64;
+        n.data = data;
+        n.stat.version = version;
+        n.stat.mzxid = zxid;
+        n.stat.mtime = time;
+        let stat = n.stat();
+        self.journal.events.push((EventType::NodeDataChanged, path.to_owned()));
+        stat
+    }
+
+    pub fn set_acl(&mut self, path: &str, acl: Vec<Acl>, aversion: i32) -> Stat {
+        self.save(path);
+        let acl = self.intern_acl(acl);
+        let n = self.nodes.get_mut(path).expect("setACL of a missing node");
+        n.acl = acl;
+        n.stat.aversion = aversion;
+        n.stat()
+    }
+
+    fn unindex_ephemeral(&mut self, path: &str, owner: i64) {
+        if is_session_owner(owner) {
+            if let Some(set) = self.ephemerals.get_mut(&owner) {
+                set.remove(path);
+                if set.is_empty() {
+                    self.ephemerals.remove(&owner);
+                }
+            }
+        }
+    }
+
+    /// Starts a transaction (clears the journal).
+    pub fn begin(&mut self) {
+        self.journal = Journal::default();
+    }
+
+    /// Ends the transaction, keeping its changes.
+    pub fn commit(&mut self) -> Changes {
+        let j = std::mem::take(&mut self.journal);
+        Changes { paths: j.saved.into_iter().map(|(p, _)| p).collect(), events: j.events }
+    }
+
+    /// Undoes everything since `begin`, newest first.
+    pub fn rollback(&mut self) {
+        let j = std::mem::take(&mut self.journal);
+        for (path, saved) in j.saved.into_iter().rev() {
+            let split = path::split(&path).map(|(p, n)| (p.to_owned(), n.to_owned()));
+            match saved {
+                None => {
+                    if let Some(node) = self.nodes.remove(&path) {
+                        self.data_bytes -= node.data.len() as u64 + path.len() as u64;
+                        self.unindex_ephemeral(&path, node.stat.ephemeral_owner);
+                    }
+                    if let Some((parent, name)) = split {
+                        if let Some(p) = self.nodes.get_mut(&parent) {
+                            p.children.remove(&name);
+                        }
+                    }
+                }
+                Some((data, acl, stat)) => {
+                    if let Some(n) = self.nodes.get_mut(&path) {
+                        self.data_bytes = self.data_bytes - n.data.len() as u64 + data.len() as u64;
+                        let old_owner = n.stat.ephemeral_owner;
+                        n.data = data;
+                        n.acl = acl;
+                        n.stat = stat;
+                        self.unindex_ephemeral(&path, old_owner);
+                    } else {
+                        self.data_bytes += data.len() as u64 + path.len() as u64;
+                        self.nodes.insert(
+                            path.clone(),
+                            Node { data, acl, stat, children: BTreeSet::new() },
+                        );
+                        if let Some((parent, name)) = split {
+                            if let Some(p) = self.nodes.get_mut(&parent) {
+                                p.children.insert(name);
+                            }
+                        }
+                    }
+                    if is_session_owner(stat.ephemeral_owner) {
+                        self.ephemerals.entry(stat.ephemeral_owner).or_default().insert(path);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Container and TTL nodes borrow `ephemeralOwner` for a marker with the top
+/// byte set (0x80 container, 0xFF TTL); only other non-zero values are sessions.
+pub fn is_session_owner(owner: i64) -> bool {
+    owner != 0 && (owner as u64 >> 56) != 0x80 && (owner as u64 >> 56) != 0xFF
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree_with(paths: &[&str]) -> DataTree {
+        let mut t = DataTree::new();
+        for (i, p) in paths.iter().enumerate() {
+            let parent = path::split(p).unwrap().0;
+            let cv = t.get(parent).unwrap().stat.cversion + 1;
+            t.begin();
+            t.create(p, vec![i as u8], Acl::open_unsafe(), 0, cv, 10 + i as i64, 1000);
+            t.commit();
+        }
+        t
+    }
+
+    #[test]
+    fn create_updates_parent_and_reports_events() {
+        let mut t = tree_with(&["/a"]);
+        t.begin();
+        t.create("/a/b", b"x".to_vec(), Acl::open_unsafe(), 7, 1, 20, 5);
+        let ch = t.commit();
+        assert_eq!(ch.paths, vec!["/a".to_string(), "/a/b".to_string()]);
+        assert_eq!(ch.events[0], (EventType::NodeCreated, "/a/b".into()));
+        assert_eq!(ch.events[1], (EventType::NodeChildrenChanged, "/a".into()));
+        let a = t.get("/a").unwrap().stat();
+        assert_eq!((a.cversion, a.pzxid, a.num_children), (1, 20, 1));
+        assert_eq!(t.ephemerals_of(7), vec!["/a/b".to_string()]);
+    }
+
+    #[test]
+    fn rollback_restores_everything() {
+        let mut t = tree_with(&["/a", "/a/b"]);
+        let before: Vec<(String, Stat, Vec<u8>)> = {
+            let mut v: Vec<_> =
+                t.iter().map(|(p, n)| (p.clone(), n.stat(), n.data.clone())).collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        let size = t.approximate_data_size();
+        t.begin();
+        t.delete("/a/b", 30);
+        t.create("/a/b", b"new".to_vec(), Acl::open_unsafe(), 9, 5, 30, 7);
+        t.create("/a/b/c", vec![], Acl::open_unsafe(), 9, 1, 30, 7);
+        t.set_data("/a", b"zz".to_vec(), 1, 30, 7);
+        t.create("/x", vec![], Acl::open_unsafe(), 0, 3, 30, 7);
+        t.rollback();
+        let mut after: Vec<_> = t.iter().map(|(p, n)| (p.clone(), n.stat(), n.data.clone())).collect();
+        after.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(before, after);
+        assert_eq!(size, t.approximate_data_size());
+        assert!(t.ephemerals_of(9).is_empty());
+    }
+
+    #[test]
+    fn delete_bumps_cversion_and_pzxid() {
+        let mut t = tree_with(&["/a", "/a/b"]);
+        t.begin();
+        t.delete("/a/b", 40);
+        t.commit();
+        let a = t.get("/a").unwrap().stat();
+        assert_eq!((a.cversion, a.pzxid, a.num_children), (2, 40, 0));
+    }
+
+    #[test]
+    fn node_record_round_trips() {
+        let t = tree_with(&["/a"]);
+        let n = t.get("/a").unwrap();
+        let (stat, acl, data) = Node::decode(&n.encode()).unwrap();
+        assert_eq!(stat, n.stat);
+        assert_eq!(&acl, n.acl.as_ref());
+        assert_eq!(data, n.data);
+    }
+}
