@@ -48,7 +48,10 @@ impl Node {
             ctime: s.ctime,
             mtime: s.mtime,
             version: s.version,
-            cversion: s.cversion,
+            // The reference stores a count of child creates and reports
+            // creates + deletes, derived as 2*creates - children
+            // (`DataNode.copyStat`); sequential names use the stored count.
+            cversion: s.cversion.wrapping_mul(2).wrapping_sub(self.children.len() as i32),
             aversion: s.aversion,
             ephemeral_owner: s.ephemeral_owner,
             data_length: self.data.len() as i32,
@@ -132,7 +135,7 @@ impl Default for DataTree {
 impl DataTree {
     /// A fresh tree as the reference starts one: `/`, `/zookeeper`,
     /// `/zookeeper/quota` and a read-only `/zookeeper/config`, with the same
-    /// initial stats (the odd cversions and aversion are the reference's).
+    /// initial stats (the config node's aversion of -1 is the reference's).
     pub fn new() -> DataTree {
         let mut t = DataTree::empty();
         let open = t.intern_acl(Acl::open_unsafe());
@@ -143,8 +146,8 @@ impl DataTree {
             stat: NodeStat { cversion, aversion, ..Default::default() },
             children: BTreeSet::new(),
         };
-        t.insert_loaded("/".into(), mk(&open, -1, 0));
-        t.insert_loaded("/zookeeper".into(), mk(&open, -2, 0));
+        t.insert_loaded("/".into(), mk(&open, 0, 0));
+        t.insert_loaded("/zookeeper".into(), mk(&open, 0, 0));
         t.insert_loaded("/zookeeper/quota".into(), mk(&open, 0, 0));
         t.insert_loaded("/zookeeper/config".into(), mk(&read, 0, -1));
         t
@@ -291,7 +294,6 @@ impl DataTree {
         self.unindex_ephemeral(path, node.stat.ephemeral_owner);
         if let Some(p) = self.nodes.get_mut(parent) {
             p.children.remove(name);
-            p.stat.cversion = p.stat.cversion.wrapping_add(1);
             // A replayed delete must not move pzxid backwards past a later create.
             if zxid > p.stat.pzxid {
                 p.stat.pzxid = zxid;
@@ -452,13 +454,17 @@ mod tests {
     }
 
     #[test]
-    fn delete_bumps_cversion_and_pzxid() {
+    fn delete_counts_in_reported_cversion_but_not_in_stored() {
         let mut t = tree_with(&["/a", "/a/b"]);
         t.begin();
         t.delete("/a/b", 40);
         t.commit();
-        let a = t.get("/a").unwrap().stat();
-        assert_eq!((a.cversion, a.pzxid, a.num_children), (2, 40, 0));
+        let a = t.get("/a").unwrap();
+        assert_eq!((a.stat().cversion, a.stat().pzxid, a.stat().num_children), (2, 40, 0));
+        assert_eq!(a.stat.cversion, 1);
+        let fresh = DataTree::new();
+        assert_eq!(fresh.get("/").unwrap().stat().cversion, -1);
+        assert_eq!(fresh.get("/zookeeper").unwrap().stat().cversion, -2);
     }
 
     #[test]

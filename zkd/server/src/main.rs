@@ -1,1 +1,21 @@
-fn main(){}
+//! zkd: a ZooKeeper-compatible coordination daemon.
+//!
+//! Map of the crate:
+//! - `config`  — zoo.cfg and myid, as Apache ZooKeeper reads them.
+//! - `storage` — RocksDB layout: tree, sessions, log; synced group commits.
+//! - `runtime` — the task that owns the pure core (`zkd_core`), the storage
+//!               thread, and the durability gate between them and clients.
+//! - `net`     — the client port: frames in, frames out, four-letter words.
+//! - `fourlw`  — the four-letter-word answers.
+//! - `cli`     — `zkd serve`, `zkd status`, `--help`.
+
+mod cli;
+mod config;
+mod fourlw;
+mod net;
+mod runtime;
+mod storage;
+
+fn main() {
+    std::process::exit(cli::main(std::env::args().skip(1).collect()));
+}

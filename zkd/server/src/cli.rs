@@ -1,0 +1,186 @@
+//! Command line: `zkd serve <zoo.cfg>`, `zkd status [host:port]`.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::runtime::Core;
+use crate::storage::Store;
+
+const HELP: &str = "\
+zkd - a ZooKeeper-compatible coordination server
+
+Usage:
+  zkd serve <zoo.cfg>        run a server in the foreground with this configuration
+  zkd status [host:port]     print mode, zxid, connections and node count of a
+                             running server (default 127.0.0.1:2181)
+  zkd --help                 this text
+  zkd --version              print the version
+
+zkd reads Apache ZooKeeper's zoo.cfg (and myid in dataDir). Logs go to stderr;
+set the level with RUST_LOG (error, warn, info, debug, trace; default info).
+See zkd(8) and zoo.cfg(5).
+";
+
+pub fn main(args: Vec<String>) -> i32 {
+    match args.first().map(String::as_str) {
+        None | Some("-h") | Some("--help") | Some("help") => {
+            print!("{HELP}");
+            if args.is_empty() {
+                2
+            } else {
+                0
+            }
+        }
+        Some("-V") | Some("--version") => {
+            println!("zkd {} (ZooKeeper protocol {})", env!("CARGO_PKG_VERSION"), crate::fourlw::VERSION);
+            0
+        }
+        Some("serve") => match args.get(1..).unwrap_or(&[]) {
+            [cfg] if cfg != "--help" && cfg != "-h" => serve(PathBuf::from(cfg)),
+            [h] if h == "--help" || h == "-h" => {
+                print!("{HELP}");
+                0
+            }
+            _ => {
+                eprintln!("zkd serve: expected exactly one argument, the path of zoo.cfg");
+                2
+            }
+        },
+        Some("status") => match args.get(1..).unwrap_or(&[]) {
+            [] => status("127.0.0.1:2181"),
+            [h] if h == "--help" || h == "-h" => {
+                print!("{HELP}");
+                0
+            }
+            [addr] => status(addr),
+            _ => {
+                eprintln!("zkd status: expected at most one argument, host:port");
+                2
+            }
+        },
+        Some(other) => {
+            eprintln!("zkd: unknown command '{other}' (try zkd --help)");
+            2
+        }
+    }
+}
+
+fn serve(cfg_path: PathBuf) -> i32 {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    let cfg = match Config::load(&cfg_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("zkd: {}: {e}", cfg_path.display());
+            return 78;
+        }
+    };
+    for k in &cfg.unknown_keys {
+        log::warn!("{}: unknown key '{k}' ignored", cfg_path.display());
+    }
+    for k in &cfg.ignored_keys {
+        log::info!("{}: key '{k}' is accepted but has no effect in zkd", cfg_path.display());
+    }
+    if !cfg.servers.is_empty() {
+        log::warn!(
+            "{} server.N lines found: ensemble mode is not implemented yet, serving standalone",
+            cfg.servers.len()
+        );
+    }
+    if cfg.data_log_dir != cfg.data_dir {
+        log::info!("dataLogDir is set: zkd keeps tree and log together in dataDir/zkd.db");
+    }
+    let cfg = Arc::new(cfg);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("zkd: cannot start runtime: {e}");
+            return 71;
+        }
+    };
+    rt.block_on(async move {
+        let store = match Store::open(&cfg.data_dir.join("zkd.db")) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot open store in {}: {e}", cfg.data_dir.display());
+                return 74;
+            }
+        };
+        let (durable_tx, durable_rx) = tokio::sync::mpsc::unbounded_channel();
+        let core = match Core::new(cfg.clone(), store, durable_tx) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("cannot load {}: {e}", cfg.data_dir.display());
+                return 74;
+            }
+        };
+        let addr = std::net::SocketAddr::new(cfg.client_port_address, cfg.client_port);
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!("cannot listen on {addr}: {e}");
+                return 75;
+            }
+        };
+        log::info!("serving clients on {addr}, data in {}", cfg.data_dir.display());
+        let (tx, rx) = tokio::sync::mpsc::channel(4096);
+        tokio::spawn(crate::net::serve(listener, cfg.clone(), tx));
+        let core_task = tokio::spawn(core.run(rx, durable_rx));
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => log::info!("interrupted, stopping"),
+            _ = terminate() => log::info!("terminated, stopping"),
+            _ = core_task => log::error!("core stopped"),
+        }
+        0
+    })
+}
+
+async fn terminate() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// Sends a four-letter word and returns the answer.
+pub fn four_letter(addr: &str, word: &str) -> std::io::Result<String> {
+    let sa = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))?;
+    let mut s = TcpStream::connect_timeout(&sa, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(word.as_bytes())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+fn status(addr: &str) -> i32 {
+    let addr = if addr.contains(':') { addr.to_owned() } else { format!("{addr}:2181") };
+    match four_letter(&addr, "srvr") {
+        Ok(text) if text.contains("Mode:") => {
+            for key in ["Mode", "Zxid", "Connections", "Node count"] {
+                if let Some(line) = text.lines().find(|l| l.starts_with(&format!("{key}:"))) {
+                    println!("{line}");
+                }
+            }
+            0
+        }
+        Ok(text) => {
+            eprintln!("zkd status: {addr} answered without a mode: {}", text.trim());
+            1
+        }
+        Err(e) => {
+            eprintln!("Error contacting service at {addr}. It is probably not running. ({e})");
+            1
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! `zoo.cfg`, read the way Apache ZooKeeper reads it (Java properties:
+//! `key=value`, `key: value` or `key value`; `#`/`!` comments), so an operator
+//! can reuse theirs. Unknown keys are warned about by name; a known key with
+//! an invalid value refuses to start with a message naming key and value.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSpec {
+    pub id: u64,
+    pub host: String,
+    pub quorum_port: u16,
+    pub election_port: u16,
+    pub observer: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub tick_time_ms: i32,
+    pub data_dir: PathBuf,
+    pub data_log_dir: PathBuf,
+    pub client_port: u16,
+    pub client_port_address: IpAddr,
+    pub max_client_cnxns: u32,
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+    pub init_limit: Option<u32>,
+    pub sync_limit: Option<u32>,
+    pub servers: Vec<ServerSpec>,
+    /// Four-letter words allowed on the client port; `None` means all (`*`).
+    pub four_letter_words: Option<Vec<String>>,
+    pub frame_bytes_max: usize,
+    /// From `dataDir/myid`; 0 in standalone mode without one.
+    pub my_id: u64,
+    /// Keys that were present but that zkd does not know.
+    pub unknown_keys: Vec<String>,
+    /// Keys that ZooKeeper knows and zkd accepts without acting on them.
+    pub ignored_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    Io(String, String),
+    Invalid { key: String, value: String, why: String },
+    Missing(&'static str),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Io(path, e) => write!(f, "cannot read {path}: {e}"),
+            ConfigError::Invalid { key, value, why } => {
+                write!(f, "invalid value for {key}: '{value}' ({why})")
+            }
+            ConfigError::Missing(key) => write!(f, "{key} is not set"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Keys of Apache ZooKeeper's zoo.cfg that zkd accepts and does not act on,
+/// so a reused file starts without noise beyond one line each.
+const IGNORED_KEYS: &[&str] = &[
+    "autopurge.snapRetainCount",
+    "autopurge.purgeInterval",
+    "admin.enableServer",
+    "admin.serverPort",
+    "admin.serverAddress",
+    "standaloneEnabled",
+    "reconfigEnabled",
+    "preAllocSize",
+    "snapCount",
+    "snapSizeLimitInKb",
+    "txnLogSizeLimitInKb",
+    "globalOutstandingLimit",
+    "syncEnabled",
+    "electionAlg",
+    "peerType",
+    "forceSync",
+    "leaderServes",
+    "cnxTimeout",
+    "quorumListenOnAllIPs",
+    "metricsProvider.className",
+    "metricsProvider.httpPort",
+    "metricsProvider.exportJvmInfo",
+    "localSessionsEnabled",
+    "localSessionsUpgradingEnabled",
+    "maxResponseCacheSize",
+    "maxGetChildrenResponseCacheSize",
+    "clientPortListenBacklog",
+    "fsync.warningthresholdms",
+    "initialConfig",
+];
+
+/// Parses Java-properties text into key/value pairs, last one winning.
+pub fn parse_properties(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        let mut line = line.trim_start().to_owned();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        // A trailing backslash continues the logical line.
+        while line.ends_with('\\') {
+            line.pop();
+            match lines.next() {
+                Some(next) => line.push_str(next.trim_start()),
+                None => break,
+            }
+        }
+        let split = line.find(['=', ':', ' ', '\t']);
+        let (k, v) = match split {
+            Some(i) => {
+                let k = &line[..i];
+                let rest = line[i..].trim_start_matches([' ', '\t']);
+                let rest = rest.strip_prefix(['=', ':']).unwrap_or(rest);
+                (k.to_owned(), rest.trim().to_owned())
+            }
+            None => (line.trim().to_owned(), String::new()),
+        };
+        out.push((k, v));
+    }
+    out
+}
+
+fn invalid(key: &str, value: &str, why: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), value: value.into(), why: why.into() }
+}
+
+fn int<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
+    v.parse::<T>().map_err(|_| invalid(key, v, "not a valid number"))
+}
+
+fn parse_server(key: &str, id: &str, v: &str) -> Result<ServerSpec, ConfigError> {
+    let id: u64 = id.parse().map_err(|_| invalid(key, v, "server id must be a number"))?;
+    // host:quorumPort:electionPort[:participant|observer][;[clientAddr:]clientPort]
+    let spec = v.split(';').next().unwrap_or("");
+    let parts: Vec<&str> = spec.split(':').collect();
+    if parts.len() < 3 || parts.len() > 4 {
+        return Err(invalid(key, v, "expected host:quorumPort:electionPort[:observer]"));
+    }
+    let port = |s: &str| s.parse::<u16>().map_err(|_| invalid(key, v, format!("'{s}' is not a port")));
+    let observer = match parts.get(3) {
+        None | Some(&"participant") => false,
+        Some(&"observer") => true,
+        Some(other) => return Err(invalid(key, v, format!("unknown role '{other}'"))),
+    };
+    Ok(ServerSpec {
+        id,
+        host: parts[0].to_owned(),
+        quorum_port: port(parts[1])?,
+        election_port: port(parts[2])?,
+        observer,
+    })
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Io(path.display().to_string(), e.to_string()))?;
+        let mut cfg = Config::parse(&text)?;
+        cfg.my_id = read_myid(&cfg.data_dir, !cfg.servers.is_empty())?;
+        Ok(cfg)
+    }
+
+    /// Parses zoo.cfg text (without reading `myid`).
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut kv: BTreeMap<String, String> = BTreeMap::new();
+        for (k, v) in parse_properties(text) {
+            kv.insert(k, v);
+        }
+        let get = |k: &str| kv.get(k).map(|s| s.as_str());
+        let tick_time_ms: i32 = match get("tickTime") {
+            Some(v) => int("tickTime", v)?,
+            None => 3000,
+        };
+        if tick_time_ms <= 0 {
+            return Err(invalid("tickTime", &tick_time_ms.to_string(), "must be positive"));
+        }
+        let data_dir = PathBuf::from(get("dataDir").ok_or(ConfigError::Missing("dataDir"))?);
+        if data_dir.as_os_str().is_empty() {
+            return Err(invalid("dataDir", "", "must not be empty"));
+        }
+        let data_log_dir = get("dataLogDir").map(PathBuf::from).unwrap_or_else(|| data_dir.clone());
+        let client_port: u16 = match get("clientPort") {
+            Some(v) => int("clientPort", v)?,
+            None => return Err(ConfigError::Missing("clientPort")),
+        };
+        let client_port_address = match get("clientPortAddress") {
+            Some(v) => v.parse().map_err(|_| invalid("clientPortAddress", v, "not an IP address"))?,
+            None => IpAddr::from([0, 0, 0, 0]),
+        };
+        let max_client_cnxns = match get("maxClientCnxns") {
+            Some(v) => int("maxClientCnxns", v)?,
+            None => 60,
+        };
+        let timeout = |k: &str, default: i32| -> Result<i32, ConfigError> {
+            match get(k) {
+                Some(v) => {
+                    let n: i32 = int(k, v)?;
+                    if n == -1 {
+                        Ok(default)
+                    } else if n <= 0 {
+                        Err(invalid(k, v, "must be positive (or -1 for the default)"))
+                    } else {
+                        Ok(n)
+                    }
+                }
+                None => Ok(default),
+            }
+        };
+        let min_session_timeout_ms = timeout("minSessionTimeout", 2 * tick_time_ms)?;
+        let max_session_timeout_ms = timeout("maxSessionTimeout", 20 * tick_time_ms)?;
+        if min_session_timeout_ms > max_session_timeout_ms {
+            return Err(invalid(
+                "minSessionTimeout",
+                &min_session_timeout_ms.to_string(),
+                format!("must not be larger than maxSessionTimeout ({max_session_timeout_ms})"),
+            ));
+        }
+        let init_limit = get("initLimit").map(|v| int("initLimit", v)).transpose()?;
+        let sync_limit = get("syncLimit").map(|v| int("syncLimit", v)).transpose()?;
+        let four_letter_words = match get("4lw.commands.whitelist") {
+            None => Some(vec!["srvr".to_owned()]),
+            Some(v) if v.trim() == "*" => None,
+            Some(v) => {
+                let mut words = Vec::new();
+                for w in v.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+                    if !zk_proto::frame::FOUR_LETTER_WORDS.contains(&w) {
+                        return Err(invalid("4lw.commands.whitelist", v, format!("unknown command '{w}'")));
+                    }
+                    words.push(w.to_owned());
+                }
+                Some(words)
+            }
+        };
+        let frame_bytes_max = match get("jute.maxbuffer") {
+            Some(v) => {
+                let n: i64 = int("jute.maxbuffer", v)?;
+                if n < 1024 || n > i32::MAX as i64 {
+                    return Err(invalid("jute.maxbuffer", v, "must be between 1024 and 2147483647"));
+                }
+                n as usize
+            }
+            None => zk_proto::frame::FRAME_BYTES_MAX_DEFAULT,
+        };
+        let mut servers = Vec::new();
+        let mut unknown_keys = Vec::new();
+        let mut ignored_keys = Vec::new();
+        const KNOWN: &[&str] = &[
+            "tickTime",
+            "dataDir",
+            "dataLogDir",
+            "clientPort",
+            "clientPortAddress",
+            "maxClientCnxns",
+            "minSessionTimeout",
+            "maxSessionTimeout",
+            "initLimit",
+            "syncLimit",
+            "4lw.commands.whitelist",
+            "jute.maxbuffer",
+        ];
+        for (k, v) in &kv {
+            if let Some(id) = k.strip_prefix("server.") {
+                servers.push(parse_server(k, id, v)?);
+            } else if KNOWN.contains(&k.as_str()) {
+            } else if IGNORED_KEYS.contains(&k.as_str()) {
+                ignored_keys.push(k.clone());
+            } else {
+                unknown_keys.push(k.clone());
+            }
+        }
+        servers.sort_by_key(|s| s.id);
+        Ok(Config {
+            tick_time_ms,
+            data_dir,
+            data_log_dir,
+            client_port,
+            client_port_address,
+            max_client_cnxns,
+            min_session_timeout_ms,
+            max_session_timeout_ms,
+            init_limit,
+            sync_limit,
+            servers,
+            four_letter_words,
+            frame_bytes_max,
+            my_id: 0,
+            unknown_keys,
+            ignored_keys,
+        })
+    }
+
+    pub fn four_letter_word_allowed(&self, w: &str) -> bool {
+        self.four_letter_words.as_ref().is_none_or(|l| l.iter().any(|x| x == w))
+    }
+}
+
+/// `dataDir/myid`: required when `server.N` lines are present.
+fn read_myid(data_dir: &Path, required: bool) -> Result<u64, ConfigError> {
+    let p = data_dir.join("myid");
+    match std::fs::read_to_string(&p) {
+        Ok(s) => s.trim().parse().map_err(|_| invalid("myid", s.trim(), format!("{} must hold a number", p.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(0),
+        Err(e) => Err(ConfigError::Io(p.display().to_string(), e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_reference_zoo_cfg() {
+        let cfg = Config::parse(
+            "# The number of milliseconds of each tick\ntickTime=2000\ninitLimit=10\nsyncLimit: 5\n\
+             dataDir=/var/lib/zookeeper\nclientPort 2181\nautopurge.purgeInterval=1\nflavour=x\n\
+             server.1=zoo1:2888:3888\nserver.2=zoo2:2888:3888:observer;2181\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.tick_time_ms, 2000);
+        assert_eq!(cfg.client_port, 2181);
+        assert_eq!((cfg.min_session_timeout_ms, cfg.max_session_timeout_ms), (4000, 40000));
+        assert_eq!(cfg.sync_limit, Some(5));
+        assert_eq!(cfg.servers.len(), 2);
+        assert!(cfg.servers[1].observer);
+        assert_eq!(cfg.unknown_keys, vec!["flavour".to_string()]);
+        assert_eq!(cfg.ignored_keys, vec!["autopurge.purgeInterval".to_string()]);
+        assert_eq!(cfg.frame_bytes_max, 0xfffff);
+        assert!(cfg.four_letter_word_allowed("srvr"));
+        assert!(!cfg.four_letter_word_allowed("mntr"));
+    }
+
+    #[test]
+    fn invalid_values_name_key_and_value() {
+        let e = Config::parse("dataDir=/d\nclientPort=21x81\n").unwrap_err();
+        assert_eq!(e.to_string(), "invalid value for clientPort: '21x81' (not a valid number)");
+        let e = Config::parse("dataDir=/d\nclientPort=1\ntickTime=-5\n").unwrap_err();
+        assert!(e.to_string().contains("tickTime"));
+        let e = Config::parse("clientPort=1\n").unwrap_err();
+        assert_eq!(e.to_string(), "dataDir is not set");
+        let e = Config::parse("dataDir=/d\nclientPort=1\nserver.1=a:b:c\n").unwrap_err();
+        assert!(e.to_string().contains("server.1"), "{e}");
+        let e = Config::parse("dataDir=/d\nclientPort=1\n4lw.commands.whitelist=srvr, nope\n").unwrap_err();
+        assert!(e.to_string().contains("nope"));
+    }
+}

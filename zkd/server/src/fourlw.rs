@@ -1,0 +1,155 @@
+//! Four-letter words answered from the core's state, in the reference's
+//! output formats (`srvr`, `stat`, `mntr`, ... are parsed by monitoring
+//! scripts, so field names and order follow ZooKeeper's).
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use crate::runtime::Core;
+
+pub const VERSION: &str = concat!("3.9.0-zkd-", env!("CARGO_PKG_VERSION"));
+
+fn latency_ms(core: &Core) -> (u64, f64, u64) {
+    let m = &core.metrics;
+    let n = m.latency_count.load(Ordering::Relaxed);
+    if n == 0 {
+        return (0, 0.0, 0);
+    }
+    let avg = m.latency_sum_us.load(Ordering::Relaxed) as f64 / n as f64 / 1000.0;
+    (m.latency_min_us.load(Ordering::Relaxed) / 1000, avg, m.latency_max_us.load(Ordering::Relaxed) / 1000)
+}
+
+fn fmt_avg(v: f64) -> String {
+    let s = format!("{v:.4}");
+    let s = s.trim_end_matches('0');
+    if s.ends_with('.') {
+        format!("{s}0")
+    } else {
+        s.to_owned()
+    }
+}
+
+fn mode(_core: &Core) -> &'static str {
+    "standalone"
+}
+
+fn srvr_body(core: &Core, out: &mut String) {
+    let (min, avg, max) = latency_ms(core);
+    let s = &core.server;
+    let _ = writeln!(out, "Latency min/avg/max: {min}/{}/{max}", fmt_avg(avg));
+    let _ = writeln!(out, "Received: {}", s.counters.packets_received);
+    let _ = writeln!(out, "Sent: {}", s.counters.packets_sent);
+    let _ = writeln!(out, "Connections: {}", s.connection_count());
+    let _ = writeln!(out, "Outstanding: {}", core.outstanding());
+    let _ = writeln!(out, "Zxid: 0x{:x}", s.last_zxid());
+    let _ = writeln!(out, "Mode: {}", mode(core));
+    let _ = writeln!(out, "Node count: {}", s.tree().node_count_reported());
+}
+
+fn fd_counts() -> (u64, u64) {
+    let open = std::fs::read_dir("/proc/self/fd").map(|d| d.count() as u64).unwrap_or(0);
+    let max = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|x| x.starts_with("Max open files"))
+                .and_then(|x| x.split_whitespace().nth(3).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0);
+    (open, max)
+}
+
+pub fn answer(core: &mut Core, word: &str) -> String {
+    let mut out = String::new();
+    let cfg = core.cfg.clone();
+    match word {
+        "ruok" => out.push_str("imok"),
+        "isro" => out.push_str("rw"),
+        "srvr" => {
+            let _ = writeln!(out, "Zookeeper version: {VERSION}");
+            srvr_body(core, &mut out);
+        }
+        "stat" => {
+            let _ = writeln!(out, "Zookeeper version: {VERSION}");
+            let _ = writeln!(out, "Clients:");
+            let _ = writeln!(out);
+            srvr_body(core, &mut out);
+        }
+        "srst" => {
+            core.metrics.reset();
+            core.server.counters = Default::default();
+            out.push_str("Server stats reset.\n");
+        }
+        "crst" => {
+            core.metrics.reset();
+            out.push_str("Connection stats reset.\n");
+        }
+        "conf" => {
+            let _ = writeln!(out, "clientPort={}", cfg.client_port);
+            let _ = writeln!(out, "secureClientPort=-1");
+            let _ = writeln!(out, "dataDir={}", cfg.data_dir.display());
+            let _ = writeln!(out, "dataLogDir={}", cfg.data_log_dir.display());
+            let _ = writeln!(out, "tickTime={}", cfg.tick_time_ms);
+            let _ = writeln!(out, "maxClientCnxns={}", cfg.max_client_cnxns);
+            let _ = writeln!(out, "minSessionTimeout={}", cfg.min_session_timeout_ms);
+            let _ = writeln!(out, "maxSessionTimeout={}", cfg.max_session_timeout_ms);
+            let _ = writeln!(out, "clientPortListenBacklog=-1");
+            let _ = writeln!(out, "serverId={}", cfg.my_id);
+        }
+        "envi" => {
+            let _ = writeln!(out, "Environment:");
+            let _ = writeln!(out, "zookeeper.version={VERSION}");
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            let _ = writeln!(out, "host.name={}", host.trim());
+            let _ = writeln!(out, "os.name=Linux");
+            let _ = writeln!(out, "user.dir={}", std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default());
+        }
+        "mntr" => {
+            let (min, avg, max) = latency_ms(core);
+            let s = &core.server;
+            let (fds, fd_max) = fd_counts();
+            let rows: Vec<(&str, String)> = vec![
+                ("zk_version", VERSION.to_owned()),
+                ("zk_server_state", mode(core).to_owned()),
+                ("zk_avg_latency", fmt_avg(avg)),
+                ("zk_max_latency", max.to_string()),
+                ("zk_min_latency", min.to_string()),
+                ("zk_packets_received", s.counters.packets_received.to_string()),
+                ("zk_packets_sent", s.counters.packets_sent.to_string()),
+                ("zk_num_alive_connections", s.connection_count().to_string()),
+                ("zk_outstanding_requests", core.outstanding().to_string()),
+                ("zk_znode_count", s.tree().node_count_reported().to_string()),
+                ("zk_watch_count", s.watch_count().to_string()),
+                ("zk_ephemerals_count", s.tree().ephemeral_count().to_string()),
+                ("zk_approximate_data_size", s.tree().approximate_data_size().to_string()),
+                ("zk_open_file_descriptor_count", fds.to_string()),
+                ("zk_max_file_descriptor_count", fd_max.to_string()),
+                ("zk_global_sessions", s.session_count().to_string()),
+                ("zk_uptime", core.started.elapsed().as_millis().to_string()),
+            ];
+            for (k, v) in rows {
+                let _ = writeln!(out, "{k}\t{v}");
+            }
+        }
+        "wchs" => {
+            let s = &core.server;
+            let _ = writeln!(out, "{} connections watching {} paths", s.connection_count(), s.watch_paths());
+            let _ = writeln!(out, "Total watches:{}", s.watch_count());
+        }
+        "dirs" => {
+            let _ = writeln!(out, "datadir_size: {}", dir_size(&cfg.data_dir));
+            let _ = writeln!(out, "logdir_size: {}", dir_size(&cfg.data_log_dir));
+        }
+        other => {
+            // Known to the protocol but not (yet) answered by zkd.
+            let _ = writeln!(out, "{other} is not supported by zkd.");
+        }
+    }
+    out
+}
+
+fn dir_size(p: &std::path::Path) -> u64 {
+    std::fs::read_dir(p)
+        .map(|d| d.filter_map(|e| e.ok()).filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
+        .unwrap_or(0)
+}

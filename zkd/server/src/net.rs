@@ -1,0 +1,188 @@
+//! The client port: accepts connections, splits them into frames, and moves
+//! bytes between sockets and the core. Nothing here decides anything about
+//! the tree; it enforces only what belongs to the socket: `jute.maxbuffer`,
+//! `maxClientCnxns` per address, and four-letter words on a connection's
+//! first bytes.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+use zk_proto::frame::{check_len, four_letter_word};
+use zk_proto::records::{ConnectRequest, Record};
+
+use crate::config::Config;
+use crate::runtime::{next_conn_id, Msg, Out};
+
+/// Connections per client address, for `maxClientCnxns`.
+#[derive(Default)]
+struct PerIp(Mutex<HashMap<IpAddr, u32>>);
+
+struct IpSlot {
+    ip: IpAddr,
+    table: Arc<PerIp>,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut t = self.table.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = t.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                t.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl PerIp {
+    fn take(self: &Arc<Self>, ip: IpAddr, max: u32) -> Option<IpSlot> {
+        let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = t.entry(ip).or_insert(0);
+        if max != 0 && *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot { ip, table: self.clone() })
+    }
+}
+
+pub async fn serve(listener: TcpListener, cfg: Arc<Config>, core: mpsc::Sender<Msg>) {
+    let per_ip = Arc::new(PerIp::default());
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of descriptors and the like: keep serving the
+                // connections we have, try again shortly.
+                log::warn!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(slot) = per_ip.take(peer.ip(), cfg.max_client_cnxns) else {
+            log::warn!("too many connections from {} - max is {}", peer.ip(), cfg.max_client_cnxns);
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let cfg = cfg.clone();
+        let core = core.clone();
+        tokio::spawn(async move {
+            connection(stream, peer, cfg, core).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn read_frame(rd: &mut BufReader<OwnedReadHalf>, head: [u8; 4], max: usize) -> Result<Vec<u8>, String> {
+    let len = check_len(head, max).map_err(|e| e.to_string())?;
+    let mut body = vec![0u8; len];
+    rd.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+    Ok(body)
+}
+
+async fn connection(stream: TcpStream, peer: SocketAddr, cfg: Arc<Config>, core: mpsc::Sender<Msg>) {
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::with_capacity(64 * 1024, rd);
+    let mut head = [0u8; 4];
+    if rd.read_exact(&mut head).await.is_err() {
+        return;
+    }
+    if let Some(word) = four_letter_word(head) {
+        let text = if cfg.four_letter_word_allowed(word) {
+            let (tx, rx) = oneshot::channel();
+            if core.send(Msg::FourLetter { word, reply: tx }).await.is_err() {
+                return;
+            }
+            rx.await.unwrap_or_default()
+        } else {
+            format!("{word} is not executed because it is not in the whitelist.\n")
+        };
+        let _ = wr.write_all(text.as_bytes()).await;
+        let _ = wr.shutdown().await;
+        return;
+    }
+    let body = match read_frame(&mut rd, head, cfg.frame_bytes_max).await {
+        Ok(b) => b,
+        Err(e) => {
+            log::info!("closing connection from {peer}: {e}");
+            return;
+        }
+    };
+    let req = match ConnectRequest::decode(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            log::info!("closing connection from {peer}: bad connect request: {e}");
+            return;
+        }
+    };
+    let conn = next_conn_id();
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let (closed_tx, mut closed_rx) = oneshot::channel::<()>();
+    tokio::spawn(writer(wr, out_rx, closed_tx));
+    let ip = peer.ip().to_canonical().to_string();
+    if core.send(Msg::Connect { conn, ip, req, out: out_tx }).await.is_err() {
+        return;
+    }
+    loop {
+        let mut head = [0u8; 4];
+        let read = tokio::select! {
+            r = rd.read_exact(&mut head) => r.map(|_| ()),
+            _ = &mut closed_rx => break,
+        };
+        if read.is_err() {
+            break;
+        }
+        match read_frame(&mut rd, head, cfg.frame_bytes_max).await {
+            Ok(body) => {
+                if core.send(Msg::Packet { conn, body }).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                log::info!("closing connection 0x{conn:x} from {peer}: {e}");
+                break;
+            }
+        }
+    }
+    let _ = core.send(Msg::Closed { conn }).await;
+}
+
+async fn writer(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Out>, closed: oneshot::Sender<()>) {
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut closing = false;
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        // Coalesce whatever is queued into one write.
+        while let Some(o) = next.take() {
+            match o {
+                Out::Frame(b) => buf.extend_from_slice(&b),
+                Out::Close => {
+                    closing = true;
+                    break;
+                }
+            }
+            if buf.len() > 1 << 20 {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        if !buf.is_empty() {
+            if wr.write_all(&buf).await.is_err() {
+                break;
+            }
+            buf.clear();
+        }
+        if closing {
+            break;
+        }
+    }
+    let _ = wr.shutdown().await;
+    let _ = closed.send(());
+}

@@ -1,0 +1,277 @@
+//! The thin shell around `zkd_core::server::Server`: one task owns it and is
+//! the only place requests are decided; one OS thread owns RocksDB and makes
+//! batches durable; connection tasks (see `net`) move bytes.
+//!
+//! Durability gate: every step of the core yields effects (frames, closes)
+//! and perhaps a `Persist`. The effects wait in `held` until the storage
+//! thread reports that everything up to the core's zxid at that step is
+//! synced. While one sync runs, later persists queue up and go down together
+//! in the next one (group commit).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+
+use zk_proto::records::ConnectRequest;
+use zkd_core::server::{Effect, Now, Persist, Server};
+use zkd_core::session::ConnId;
+
+use crate::config::Config;
+use crate::fourlw;
+use crate::storage::Store;
+
+/// What a connection task tells the core.
+pub enum Msg {
+    Connect { conn: ConnId, ip: String, req: ConnectRequest, out: mpsc::UnboundedSender<Out> },
+    Packet { conn: ConnId, body: Vec<u8> },
+    Closed { conn: ConnId },
+    FourLetter { word: &'static str, reply: tokio::sync::oneshot::Sender<String> },
+}
+
+/// What the core tells a connection's writer.
+pub enum Out {
+    Frame(Vec<u8>),
+    Close,
+}
+
+/// Numbers the runtime measures itself (the core cannot see time passing).
+#[derive(Default)]
+pub struct Metrics {
+    pub latency_min_us: AtomicU64,
+    pub latency_max_us: AtomicU64,
+    pub latency_sum_us: AtomicU64,
+    pub latency_count: AtomicU64,
+}
+
+impl Metrics {
+    fn record(&self, us: u64, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let min = self.latency_min_us.load(Ordering::Relaxed);
+        if self.latency_count.load(Ordering::Relaxed) == 0 || us < min {
+            self.latency_min_us.store(us, Ordering::Relaxed);
+        }
+        self.latency_max_us.fetch_max(us, Ordering::Relaxed);
+        self.latency_sum_us.fetch_add(us * n, Ordering::Relaxed);
+        self.latency_count.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn reset(&self) {
+        self.latency_min_us.store(0, Ordering::Relaxed);
+        self.latency_max_us.store(0, Ordering::Relaxed);
+        self.latency_sum_us.store(0, Ordering::Relaxed);
+        self.latency_count.store(0, Ordering::Relaxed);
+    }
+}
+
+struct Held {
+    need_zxid: i64,
+    started: Instant,
+    effects: Vec<Effect>,
+}
+
+pub struct Clock {
+    start: Instant,
+}
+
+impl Clock {
+    pub fn now(&self) -> Now {
+        let wall_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        Now { wall_ms, mono_ms: self.start.elapsed().as_millis() as i64 }
+    }
+}
+
+/// Starts the storage thread; it answers each group it syncs with the zxid
+/// now durable. A storage error is fatal: the process exits without
+/// acknowledging anything it could not make durable.
+fn spawn_storage(mut store: Store, durable_tx: mpsc::UnboundedSender<i64>) -> std::sync::mpsc::Sender<Persist> {
+    let (tx, rx) = std::sync::mpsc::channel::<Persist>();
+    std::thread::Builder::new()
+        .name("zkd-storage".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut group = vec![first];
+                while let Ok(more) = rx.try_recv() {
+                    group.push(more);
+                }
+                match store.commit(&group) {
+                    Ok(z) => {
+                        if durable_tx.send(z).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        log::error!("cannot make transactions durable, stopping: {e}");
+                        std::process::exit(70);
+                    }
+                }
+            }
+        })
+        .expect("spawn storage thread");
+    tx
+}
+
+pub struct Core {
+    pub server: Server,
+    pub cfg: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    clock: Clock,
+    conns: HashMap<ConnId, mpsc::UnboundedSender<Out>>,
+    held: VecDeque<Held>,
+    durable: i64,
+    storage: std::sync::mpsc::Sender<Persist>,
+    pub started: Instant,
+}
+
+impl Core {
+    pub fn new(cfg: Arc<Config>, mut store: Store, durable_tx: mpsc::UnboundedSender<i64>) -> Result<Core, crate::storage::StoreError> {
+        let loaded = store.load()?;
+        let clock = Clock { start: Instant::now() };
+        let now = clock.now();
+        let core_cfg = zkd_core::server::Config {
+            server_id: cfg.my_id as i64,
+            tick_ms: cfg.tick_time_ms,
+            min_session_timeout_ms: cfg.min_session_timeout_ms,
+            max_session_timeout_ms: cfg.max_session_timeout_ms,
+        };
+        log::info!(
+            "loaded {} znodes and {} sessions, last zxid 0x{:x}",
+            loaded.tree.node_count(),
+            loaded.sessions.len(),
+            loaded.last_zxid
+        );
+        let seed = {
+            let mut b = [0u8; 8];
+            // Session passwords must not be guessable: seed from the OS.
+            b.copy_from_slice(&rand::random::<[u8; 8]>());
+            u64::from_le_bytes(b)
+        };
+        let durable = loaded.last_zxid;
+        let server = Server::new(core_cfg, loaded.tree, loaded.last_zxid, loaded.sessions, now, seed);
+        Ok(Core {
+            server,
+            cfg,
+            metrics: Arc::new(Metrics::default()),
+            clock,
+            conns: HashMap::new(),
+            held: VecDeque::new(),
+            durable,
+            storage: spawn_storage(store, durable_tx),
+            started: Instant::now(),
+        })
+    }
+
+    pub fn outstanding(&self) -> usize {
+        self.held.iter().map(|h| h.effects.len()).sum()
+    }
+
+    /// Collects what the last step produced and either releases it or holds
+    /// it until its state is durable.
+    fn after_step(&mut self, started: Instant) {
+        let persist = self.server.take_persist();
+        if !persist.is_empty() && self.storage.send(persist).is_err() {
+            log::error!("storage thread is gone, stopping");
+            std::process::exit(70);
+        }
+        let effects = self.server.take_effects();
+        if effects.is_empty() {
+            return;
+        }
+        let need = self.server.last_zxid();
+        if need <= self.durable && self.held.is_empty() {
+            self.release(effects, started);
+        } else {
+            self.held.push_back(Held { need_zxid: need, started, effects });
+        }
+    }
+
+    fn on_durable(&mut self, zxid: i64) {
+        self.durable = self.durable.max(zxid);
+        while self.held.front().is_some_and(|h| h.need_zxid <= self.durable) {
+            let h = self.held.pop_front().expect("checked");
+            self.release(h.effects, h.started);
+        }
+    }
+
+    fn release(&mut self, effects: Vec<Effect>, started: Instant) {
+        let us = started.elapsed().as_micros() as u64;
+        self.metrics.record(us, effects.len() as u64);
+        for e in effects {
+            match e {
+                Effect::Send(c, bytes) => {
+                    if let Some(tx) = self.conns.get(&c) {
+                        let _ = tx.send(Out::Frame(bytes));
+                    }
+                }
+                Effect::Close(c) => {
+                    if let Some(tx) = self.conns.remove(&c) {
+                        let _ = tx.send(Out::Close);
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        let started = Instant::now();
+        let now = self.clock.now();
+        match msg {
+            Msg::Connect { conn, ip, req, out } => {
+                self.conns.insert(conn, out);
+                self.server.connect(now, conn, &ip, &req);
+            }
+            Msg::Packet { conn, body } => self.server.packet(now, conn, &body),
+            Msg::Closed { conn } => {
+                self.conns.remove(&conn);
+                self.server.disconnected(conn);
+            }
+            Msg::FourLetter { word, reply } => {
+                let _ = reply.send(fourlw::answer(self, word));
+            }
+        }
+        self.after_step(started);
+    }
+
+    /// The core loop: requests, durability reports and the expiry tick.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Msg>, mut durable_rx: mpsc::UnboundedReceiver<i64>) {
+        let tick = Duration::from_millis((self.cfg.tick_time_ms as u64 / 2).clamp(10, 1000));
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                Some(z) = durable_rx.recv() => self.on_durable(z),
+                msg = rx.recv() => match msg {
+                    Some(m) => {
+                        self.handle(m);
+                        // Drain what is already queued before yielding, so a
+                        // burst shares one durability wait.
+                        for _ in 0..256 {
+                            match rx.try_recv() {
+                                Ok(m) => self.handle(m),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => break,
+                },
+                _ = ticker.tick() => {
+                    let started = Instant::now();
+                    let now = self.clock.now();
+                    self.server.tick(now);
+                    self.after_step(started);
+                }
+            }
+        }
+    }
+}
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+pub fn next_conn_id() -> ConnId {
+    NEXT_CONN.fetch_add(1, Ordering::Relaxed)
+}

@@ -1,0 +1,271 @@
+//! RocksDB: the durable tree, the sessions and the transaction log.
+//!
+//! Column families:
+//! - `nodes`:    key `parent \0 name` (the root's key is empty) -> node record.
+//!               All children of a node share the prefix `parent \0`, so
+//!               listing them is one prefix scan, never a scan of the tree.
+//! - `sessions`: session id (8 bytes, big-endian) -> timeout and password.
+//! - `log`:      zxid (8 bytes, big-endian) -> txn record. One log, ordered by
+//!               zxid, so it can be replayed from any point and truncated at
+//!               either end (ZAB's DIFF and TRUNC need exactly that).
+//! - `default`:  `last_zxid` -> the zxid of the last txn in the tree.
+//!
+//! Every batch of txns is written as one RocksDB `WriteBatch` with `sync`: the
+//! log records, the nodes and sessions they changed and `last_zxid` land
+//! together or not at all, so after a crash the tree is exactly the state
+//! after some txn, never in between.
+
+use std::path::Path;
+
+use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+
+use zkd_core::server::{decode_session, Persist, RestoredSession};
+use zkd_core::tree::{DataTree, Node};
+
+const CF_NODES: &str = "nodes";
+const CF_SESSIONS: &str = "sessions";
+const CF_LOG: &str = "log";
+const KEY_LAST_ZXID: &[u8] = b"last_zxid";
+
+/// How many txns of log to keep behind the tree.
+pub const LOG_RETAIN_TXNS: i64 = 100_000;
+
+pub struct Store {
+    db: DB,
+    log_floor: i64,
+}
+
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<rocksdb::Error> for StoreError {
+    fn from(e: rocksdb::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+/// What was on disk at start-up.
+pub struct Loaded {
+    pub tree: DataTree,
+    pub last_zxid: i64,
+    pub sessions: Vec<RestoredSession>,
+}
+
+pub fn node_key(path: &str) -> Vec<u8> {
+    match zkd_core::path::split(path) {
+        None => Vec::new(),
+        Some((parent, name)) => {
+            let mut k = Vec::with_capacity(parent.len() + 1 + name.len());
+            k.extend_from_slice(parent.as_bytes());
+            k.push(0);
+            k.extend_from_slice(name.as_bytes());
+            k
+        }
+    }
+}
+
+pub fn key_path(key: &[u8]) -> Option<String> {
+    if key.is_empty() {
+        return Some("/".to_owned());
+    }
+    let i = key.iter().position(|&b| b == 0)?;
+    let parent = std::str::from_utf8(&key[..i]).ok()?;
+    let name = std::str::from_utf8(&key[i + 1..]).ok()?;
+    Some(zkd_core::path::join(parent, name))
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let cfs = [CF_NODES, CF_SESSIONS, CF_LOG]
+            .into_iter()
+            .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
+        Ok(Store { db, log_floor: 0 })
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(name).expect("column families are created at open")
+    }
+
+    /// Reads the tree and sessions back. A store with log records but no
+    /// tree state is refused rather than started empty (ZOOKEEPER-2325).
+    pub fn load(&mut self) -> Result<Loaded, StoreError> {
+        let last = self.db.get(KEY_LAST_ZXID)?;
+        let Some(last) = last else {
+            let has_log = self.db.iterator_cf(self.cf(CF_LOG), rocksdb::IteratorMode::Start).next().is_some();
+            let has_nodes = self.db.iterator_cf(self.cf(CF_NODES), rocksdb::IteratorMode::Start).next().is_some();
+            if has_log || has_nodes {
+                return Err(StoreError(
+                    "the data directory holds log or tree records but no last_zxid: refusing to start over it".into(),
+                ));
+            }
+            // A new store: write the initial tree durably before serving.
+            let tree = DataTree::new();
+            let mut batch = WriteBatch::default();
+            for (p, n) in tree.iter() {
+                batch.put_cf(self.cf(CF_NODES), node_key(p), n.encode());
+            }
+            batch.put(KEY_LAST_ZXID, 0i64.to_be_bytes());
+            self.write(batch)?;
+            return Ok(Loaded { tree, last_zxid: 0, sessions: Vec::new() });
+        };
+        let last_zxid = i64::from_be_bytes(
+            last.as_slice().try_into().map_err(|_| StoreError("last_zxid record is damaged".into()))?,
+        );
+        let mut tree = DataTree::empty();
+        for item in self.db.iterator_cf(self.cf(CF_NODES), rocksdb::IteratorMode::Start) {
+            let (k, v) = item?;
+            let path = key_path(&k).ok_or_else(|| StoreError(format!("damaged node key {k:?}")))?;
+            let (stat, acl, data) =
+                Node::decode(&v).map_err(|e| StoreError(format!("damaged node record for {path}: {e}")))?;
+            let acl = tree.intern_acl(acl);
+            tree.insert_loaded(path, Node { data, acl, stat, children: Default::default() });
+        }
+        let orphans = tree.link_children();
+        if !orphans.is_empty() || tree.get("/").is_none() {
+            return Err(StoreError(format!("damaged tree: nodes without a parent: {orphans:?}")));
+        }
+        let mut sessions = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_SESSIONS), rocksdb::IteratorMode::Start) {
+            let (k, v) = item?;
+            let id = i64::from_be_bytes(k.as_ref().try_into().map_err(|_| StoreError("damaged session key".into()))?);
+            sessions.push(decode_session(id, &v).ok_or_else(|| StoreError(format!("damaged session 0x{id:x}")))?);
+        }
+        self.log_floor = match self.db.iterator_cf(self.cf(CF_LOG), rocksdb::IteratorMode::Start).next() {
+            Some(item) => {
+                let (k, _) = item?;
+                i64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]))
+            }
+            None => last_zxid,
+        };
+        Ok(Loaded { tree, last_zxid, sessions })
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut wo = WriteOptions::default();
+        // Durable before acknowledged: fsync the WAL on every batch.
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo)?;
+        Ok(())
+    }
+
+    /// Makes a group of persists durable in one synced write.
+    pub fn commit(&mut self, group: &[Persist]) -> Result<i64, StoreError> {
+        let mut batch = WriteBatch::default();
+        let mut last = 0;
+        for p in group {
+            for (zxid, rec) in &p.log {
+                batch.put_cf(self.cf(CF_LOG), zxid.to_be_bytes(), rec);
+            }
+            for (path, v) in &p.nodes {
+                match v {
+                    Some(v) => batch.put_cf(self.cf(CF_NODES), node_key(path), v),
+                    None => batch.delete_cf(self.cf(CF_NODES), node_key(path)),
+                }
+            }
+            for (id, v) in &p.sessions {
+                match v {
+                    Some(v) => batch.put_cf(self.cf(CF_SESSIONS), id.to_be_bytes(), v),
+                    None => batch.delete_cf(self.cf(CF_SESSIONS), id.to_be_bytes()),
+                }
+            }
+            last = last.max(p.last_zxid);
+        }
+        batch.put(KEY_LAST_ZXID, last.to_be_bytes());
+        // Trim the log in steps so the range delete is rare.
+        if last - self.log_floor > LOG_RETAIN_TXNS + LOG_RETAIN_TXNS / 10 {
+            let floor = last - LOG_RETAIN_TXNS;
+            batch.delete_range_cf(self.cf(CF_LOG), 0i64.to_be_bytes(), floor.to_be_bytes());
+            self.log_floor = floor;
+        }
+        self.write(batch)?;
+        Ok(last)
+    }
+
+    /// Log records from `from` (inclusive), for replay and inspection.
+    pub fn log_from(&self, from: i64) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        let start = from.to_be_bytes();
+        for item in self.db.iterator_cf(self.cf(CF_LOG), rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward)) {
+            let (k, v) = item?;
+            let z = i64::from_be_bytes(k.as_ref().try_into().map_err(|_| StoreError("damaged log key".into()))?);
+            out.push((z, v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The children of `path` as stored: one prefix scan.
+    pub fn children(&self, path: &str) -> Result<Vec<String>, StoreError> {
+        let mut prefix = path.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_NODES), rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward)) {
+            let (k, _) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            out.push(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zk_proto::records::Acl;
+    use zkd_core::txn::{Txn, TxnHeader};
+
+    #[test]
+    fn keys_round_trip_and_group_children() {
+        for p in ["/", "/a", "/a/b", "/zookeeper/quota"] {
+            assert_eq!(key_path(&node_key(p)).unwrap(), p);
+        }
+        assert!(node_key("/a/b").starts_with(b"/a\0"));
+        assert!(!node_key("/ab").starts_with(b"/a\0"));
+    }
+
+    #[test]
+    fn commit_then_reload() {
+        let dir = std::env::temp_dir().join(format!("zkd-store-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let mut s = Store::open(&dir).unwrap();
+            let mut l = s.load().unwrap();
+            l.tree.begin();
+            l.tree.create("/a", b"v".to_vec(), Acl::open_unsafe(), 0, 0, 1, 5);
+            l.tree.create("/a/b", vec![], Acl::open_unsafe(), 0, 1, 1, 5);
+            let ch = l.tree.commit();
+            let hdr = TxnHeader { session: 0, cxid: 0, zxid: 1, time: 5 };
+            let p = Persist {
+                last_zxid: 1,
+                log: vec![(1, Txn::encode_entry(&hdr, &Txn::Error(0)))],
+                nodes: ch.paths.iter().map(|p| (p.clone(), l.tree.get(p).map(|n| n.encode()))).collect(),
+                sessions: vec![(7, Some(zkd_core::server::encode_session(4000, &[1; 16])))],
+            };
+            assert_eq!(s.commit(&[p]).unwrap(), 1);
+            assert_eq!(s.children("/a").unwrap(), vec!["b".to_string()]);
+        }
+        let mut s = Store::open(&dir).unwrap();
+        let l = s.load().unwrap();
+        assert_eq!(l.last_zxid, 1);
+        assert_eq!(l.tree.get("/a").unwrap().data, b"v");
+        assert_eq!(l.tree.get("/a").unwrap().children.len(), 1);
+        assert_eq!(l.tree.get("/").unwrap().children.len(), 2);
+        assert_eq!(l.sessions.len(), 1);
+        assert_eq!(s.log_from(0).unwrap().len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
