@@ -138,7 +138,9 @@ class ReferenceZk:
             [ZK_SERVER_SH, "start-foreground", self.cfg_path],
             stdout=self.log, stderr=self.log, env=env, start_new_session=True,
         )
-        wait_until(lambda: four_letter(self.port, "ruok", 1) == "imok", 60, what="ZooKeeper to answer ruok")
+        # ruok answers before the server takes sessions; srvr shows a mode only
+        # once it serves.
+        wait_until(lambda: "Mode:" in four_letter(self.port, "srvr", 1), 60, what="ZooKeeper to serve")
         return self
 
     def stop(self):
