@@ -458,11 +458,7 @@ impl Server {
     // ---- reads -------------------------------------------------------------
 
     fn read_path_watch(body: &[u8]) -> Result<PathWatch, ErrorCode> {
-        let r = PathWatch::decode(body).map_err(|_| ErrorCode::MARSHALLING_ERROR)?;
-        if r.path.contains('\0') {
-            return Err(ErrorCode::BAD_ARGUMENTS);
-        }
-        Ok(r)
+        PathWatch::decode(body).map_err(|_| ErrorCode::MARSHALLING_ERROR)
     }
 
     fn check_acl(&self, conn: ConnId, path: &str, perm: i32) -> Result<(), ErrorCode> {
@@ -476,6 +472,10 @@ impl Server {
 
     fn exists(&mut self, conn: ConnId, body: &[u8]) -> Result<Vec<u8>, ErrorCode> {
         let r = Self::read_path_watch(body)?;
+        // Of the reads, only exists refuses a NUL (the others answer NoNode).
+        if r.path.contains('\0') {
+            return Err(ErrorCode::BAD_ARGUMENTS);
+        }
         if r.watch {
             self.watches.add(Kind::Data, &r.path, conn);
         }
