@@ -1,0 +1,130 @@
+"""Crash safety: kill -9 under concurrent writers, restart, and check that
+every acknowledged write survived, no multi is half-applied, and sessions
+come back (their ephemerals stay if the client returns in time, go if not)."""
+import threading
+import time
+import uuid
+
+from kazoo.exceptions import KazooException, NodeExistsError
+from kazoo.retry import ForceRetryError
+
+import rawzk
+from conftest import client, wait_until
+
+
+class Writer(threading.Thread):
+    def __init__(self, hosts, idx, base):
+        super().__init__(daemon=True)
+        self.zk = client(hosts, timeout=4.0, connection_retry={"max_tries": 0})
+        self.idx, self.base = idx, base
+        self.acked = []          # (path, data) of creates that returned
+        self.pairs_acked = []
+        self.attempted = set()
+        self.counter_acked = 0
+        self.counter_tried = 0
+        self.stop = threading.Event()
+
+    def run(self):
+        zk, i = self.zk, self.idx
+        zk.ensure_path(f"{self.base}/c{i}") if False else None
+        n = 0
+        while not self.stop.is_set() and n < 100000:
+            n += 1
+            path = f"{self.base}/w{i}-{n}"
+            data = f"{i}:{n}".encode()
+            self.attempted.add(path)
+            try:
+                zk.create(path, data)
+                self.acked.append((path, data))
+                tx = zk.transaction()
+                tx.create(f"{self.base}/pa{i}-{n}", data)
+                tx.create(f"{self.base}/pb{i}-{n}", data)
+                self.counter_tried = n
+                tx.set_data(f"{self.base}/c{i}", str(n).encode())
+                res = tx.commit()
+                if all(not isinstance(r, Exception) for r in res):
+                    self.pairs_acked.append(n)
+                    self.counter_acked = n
+            except Exception:
+                return
+
+
+def run_crash_cycle(server, base, writers_n=4, load_s=1.5):
+    setup = client(server.hosts)
+    for i in range(writers_n):
+        setup.ensure_path(f"{base}/c{i}")
+    setup.stop()
+    writers = [Writer(server.hosts, i, base) for i in range(writers_n)]
+    for w in writers:
+        w.start()
+    time.sleep(load_s)
+    server.kill9()
+    for w in writers:
+        w.stop.set()
+        w.join(15)
+        try:
+            w.zk.stop()
+            w.zk.close()
+        except Exception:
+            pass
+    server.start()
+    zk = client(server.hosts)
+    total_acked = 0
+    for w in writers:
+        for path, data in w.acked:
+            got = zk.get(path)[0]
+            assert got == data, f"acknowledged create {path} lost or changed: {got!r}"
+        total_acked += len(w.acked)
+        kids = set(zk.get_children(base))
+        mine_w = {k for k in kids if k.startswith(f"w{w.idx}-")}
+        assert {f"{base}/{k}" for k in mine_w} <= w.attempted
+        for k in kids:
+            if k.startswith(f"pa{w.idx}-"):
+                n = k.split("-")[1]
+                assert f"pb{w.idx}-{n}" in kids, f"half-applied multi: {k} without its pair"
+            if k.startswith(f"pb{w.idx}-"):
+                n = k.split("-")[1]
+                assert f"pa{w.idx}-{n}" in kids, f"half-applied multi: {k} without its pair"
+        for n in w.pairs_acked:
+            assert f"pa{w.idx}-{n}" in kids
+        counter = int(zk.get(f"{base}/c{w.idx}")[0] or b"0")
+        assert w.counter_acked <= counter <= w.counter_tried
+    zk.stop()
+    return total_acked
+
+
+def test_kill9_under_load_loses_no_acknowledged_write(zkd):
+    total = 0
+    for cycle in range(3):
+        total += run_crash_cycle(zkd, f"/crash{cycle}", load_s=1.0 + 0.4 * cycle)
+    print(f"acknowledged creates across 3 crash cycles: {total}")
+    assert total > 100, f"too little load to mean anything: {total} acknowledged creates"
+
+
+def test_sessions_survive_a_restart_and_expire_if_not_resumed(zkd):
+    keep = rawzk.Raw(zkd.port)
+    k = keep.handshake(timeout=4000)
+    keep.request(1, rawzk.create("/keep", flags=1))
+    assert keep.reply()[2] == 0
+    lose = rawzk.Raw(zkd.port)
+    l = lose.handshake(timeout=800)
+    lose.request(1, rawzk.create("/lose", flags=1))
+    assert lose.reply()[2] == 0
+    zkd.kill9()
+    keep.close()
+    lose.close()
+    zkd.start()
+    # The returning client gets its session back, ephemeral intact.
+    back = rawzk.Raw(zkd.port)
+    assert back.handshake(timeout=4000, session=k["session"], passwd=k["passwd"])["session"] == k["session"]
+    back.request(3, rawzk.path_watch("/keep"))
+    xid, zxid, err, r = back.reply()
+    assert err == 0 and r.stat()["ephemeralOwner"] == k["session"]
+    # The one that does not return expires after restart, and its ephemeral goes.
+    zk = client(zkd.hosts)
+    wait_until(lambda: zk.exists("/lose") is None, 10, what="the abandoned session to expire")
+    assert zk.exists("/keep") is not None
+    # Keep the returning session alive by pinging while we checked.
+    back.request(11, b"", xid=-2)
+    back.close()
+    zk.stop()
