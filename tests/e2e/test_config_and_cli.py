@@ -1,0 +1,153 @@
+"""zoo.cfg handling and the zkd command line, through the real binary."""
+import os
+import subprocess
+
+import pytest
+
+import rawzk
+from conftest import ZKD, Zkd, client, four_letter, free_port, wait_until
+
+
+def serve(cfg_text, tmp, timeout=10):
+    path = os.path.join(tmp, "zoo.cfg")
+    with open(path, "w") as f:
+        f.write(cfg_text)
+    return subprocess.run([ZKD, "serve", path], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("cfg,expect", [
+    ("dataDir={d}\nclientPort=21x81\n", "invalid value for clientPort: '21x81'"),
+    ("dataDir={d}\nclientPort=2181\ntickTime=0\n", "invalid value for tickTime: '0'"),
+    ("dataDir={d}\nclientPort=2181\ntickTime=abc\n", "invalid value for tickTime: 'abc'"),
+    ("clientPort=2181\n", "dataDir is not set"),
+    ("dataDir={d}\n", "clientPort is not set"),
+    ("dataDir={d}\nclientPort=2181\nclientPortAddress=not-an-ip\n", "invalid value for clientPortAddress: 'not-an-ip'"),
+    ("dataDir={d}\nclientPort=2181\nminSessionTimeout=9000\nmaxSessionTimeout=4000\n", "invalid value for minSessionTimeout: '9000'"),
+    ("dataDir={d}\nclientPort=2181\nmaxClientCnxns=-3\n", "invalid value for maxClientCnxns: '-3'"),
+    ("dataDir={d}\nclientPort=2181\nserver.1=host:2888\n", "invalid value for server.1: 'host:2888'"),
+    ("dataDir={d}\nclientPort=2181\nserver.x=h:1:2\n", "invalid value for server.x"),
+    ("dataDir={d}\nclientPort=2181\njute.maxbuffer=12\n", "invalid value for jute.maxbuffer: '12'"),
+    ("dataDir={d}\nclientPort=2181\n4lw.commands.whitelist=srvr,bogus\n", "unknown command 'bogus'"),
+    ("dataDir={d}\nclientPort=2181\ninitLimit=ten\n", "invalid value for initLimit: 'ten'"),
+])
+def test_invalid_values_refuse_to_start(tmpdir_path, cfg, expect):
+    r = serve(cfg.format(d=os.path.join(tmpdir_path, "data")), tmpdir_path)
+    assert r.returncode != 0
+    assert expect in r.stderr, r.stderr
+
+
+def test_missing_config_file(tmpdir_path):
+    r = subprocess.run([ZKD, "serve", os.path.join(tmpdir_path, "nope.cfg")], capture_output=True, text=True)
+    assert r.returncode != 0 and "cannot read" in r.stderr and "nope.cfg" in r.stderr
+
+
+def test_bad_myid_with_server_lines(tmpdir_path):
+    d = os.path.join(tmpdir_path, "data")
+    os.makedirs(d)
+    with open(os.path.join(d, "myid"), "w") as f:
+        f.write("one\n")
+    r = serve(f"dataDir={d}\nclientPort=2181\nserver.1=127.0.0.1:2888:3888\n", tmpdir_path)
+    assert r.returncode != 0 and "invalid value for myid: 'one'" in r.stderr, r.stderr
+
+
+def test_unknown_keys_warn_by_name_and_server_starts(tmpdir_path):
+    s = Zkd(tmpdir_path, extra_cfg="flavour=strawberry\nautopurge.purgeInterval=1\n").start()
+    try:
+        log = s.logtext()
+        assert "unknown key 'flavour'" in log
+        assert "key 'autopurge.purgeInterval' is accepted but has no effect" in log
+    finally:
+        s.stop()
+
+
+def test_reference_sample_config_is_accepted(tmpdir_path):
+    """Debian's own zoo.cfg (with dataDir and port moved into the test)."""
+    with open("/etc/zookeeper/conf_example/zoo.cfg") as f:
+        text = f.read()
+    port = free_port()
+    d = os.path.join(tmpdir_path, "data")
+    lines = [l for l in text.splitlines() if not l.startswith(("dataDir", "clientPort"))]
+    text = "\n".join(lines) + f"\ndataDir={d}\nclientPort={port}\nclientPortAddress=127.0.0.1\n"
+    path = os.path.join(tmpdir_path, "zoo.cfg")
+    with open(path, "w") as f:
+        f.write(text)
+    p = subprocess.Popen([ZKD, "serve", path], stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: "Mode: standalone" in four_letter(port, "srvr", 1), 20, what="zkd with Debian's zoo.cfg")
+    finally:
+        p.terminate()
+        _, err = p.communicate(10)
+    assert "unknown key" not in err, err
+
+
+def test_jute_maxbuffer_is_honoured(tmpdir_path):
+    s = Zkd(tmpdir_path, extra_cfg="jute.maxbuffer=4096\n").start()
+    try:
+        raw = rawzk.Raw(s.port)
+        raw.handshake()
+        raw.request(1, rawzk.create("/small", b"x" * 3000))
+        assert raw.reply()[2] == 0
+        raw.request(1, rawzk.create("/big", b"x" * 5000))
+        assert raw.closed()
+    finally:
+        s.stop()
+
+
+def test_session_timeouts_from_config(tmpdir_path):
+    s = Zkd(tmpdir_path, extra_cfg="minSessionTimeout=1000\nmaxSessionTimeout=1500\n").start()
+    try:
+        for asked, got in [(10, 1000), (1200, 1200), (60000, 1500)]:
+            raw = rawzk.Raw(s.port)
+            assert raw.handshake(timeout=asked)["timeout"] == got
+            raw.close()
+    finally:
+        s.stop()
+
+
+def test_max_client_cnxns_per_address(tmpdir_path):
+    s = Zkd(tmpdir_path)
+    s.extra_cfg = ""
+    with open(s.cfg_path, "w") as f:
+        f.write(f"tickTime=200\ndataDir={s.data}\nclientPort={s.port}\nclientPortAddress=127.0.0.1\n"
+                f"4lw.commands.whitelist=*\nmaxClientCnxns=3\n")
+    s.start()
+    try:
+        conns = [rawzk.Raw(s.port) for _ in range(3)]
+        for c in conns:
+            assert c.handshake() is not None
+        extra = rawzk.Raw(s.port)
+        assert extra.handshake() is None  # closed at once
+        conns[0].close()
+        wait_until(lambda: rawzk.Raw(s.port).handshake() is not None, 5, what="a slot to free up")
+    finally:
+        s.stop()
+
+
+def test_help_and_version():
+    r = subprocess.run([ZKD, "--help"], capture_output=True, text=True)
+    assert r.returncode == 0
+    assert "zkd serve <zoo.cfg>" in r.stdout and "zkd status [host:port]" in r.stdout
+    r = subprocess.run([ZKD, "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("zkd ")
+    r = subprocess.run([ZKD, "frobnicate"], capture_output=True, text=True)
+    assert r.returncode == 2 and "unknown command 'frobnicate'" in r.stderr
+    r = subprocess.run([ZKD], capture_output=True, text=True)
+    assert r.returncode == 2 and "Usage:" in r.stdout
+
+
+def test_status(zkd):
+    zk = client(zkd.hosts)
+    zk.create("/st", b"")
+    r = subprocess.run([ZKD, "status", zkd.hosts], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "Mode: standalone"
+    assert lines[1].startswith("Zxid: 0x") and int(lines[1].split("0x")[1], 16) >= 2
+    assert lines[2] == "Connections: 1"
+    assert lines[3] == "Node count: 6"
+    zk.stop()
+
+
+def test_status_of_a_dead_server():
+    r = subprocess.run([ZKD, "status", f"127.0.0.1:{free_port()}"], capture_output=True, text=True)
+    assert r.returncode == 1 and "It is probably not running" in r.stderr
