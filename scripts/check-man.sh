@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Lints every man page in man/ with groff (no warnings allowed) and checks that
+# every zkd command, option and zoo.cfg key the code accepts is documented.
+#
+# Usage: scripts/check-man.sh [--help]
+set -euo pipefail
+
+if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
+  sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'
+  exit 0
+fi
+
+cd "$(dirname "$0")/.."
+status=0
+for page in man/*.[0-9]; do
+  out=$(groff -man -ww -z "$page" 2>&1) || true
+  if [[ -n "$out" ]]; then
+    echo "man page warnings in $page:" >&2
+    echo "$out" >&2
+    status=1
+  fi
+done
+
+# Every key the config parser knows must appear in zoo.cfg(5).
+keys=$(grep -oE '^ +"[A-Za-z0-9.]+",$' zkd/server/src/config.rs | tr -d ' ",' | sort -u)
+for k in $keys; do
+  if ! grep -qF -- "$k" man/zoo.cfg.5; then
+    echo "zoo.cfg key '$k' is not documented in man/zoo.cfg.5" >&2
+    status=1
+  fi
+done
+# Every zkd subcommand and flag in --help must appear in zkd(8).
+for word in serve status --help --version RUST_LOG; do
+  escaped=${word//-/\\-}
+  if ! grep -qF -- "$word" man/zkd.8 && ! grep -qF -- "$escaped" man/zkd.8; then
+    echo "'$word' is not documented in man/zkd.8" >&2
+    status=1
+  fi
+done
+if ((status == 0)); then echo "man pages: ok"; fi
+exit $status
