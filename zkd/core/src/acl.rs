@@ -14,7 +14,10 @@ pub fn digest_id(user_colon_password: &str) -> Option<String> {
         return None;
     }
     let hash = Sha1::digest(user_colon_password.as_bytes());
-    Some(format!("{user}:{}", base64::engine::general_purpose::STANDARD.encode(hash)))
+    Some(format!(
+        "{user}:{}",
+        base64::engine::general_purpose::STANDARD.encode(hash)
+    ))
 }
 
 /// Whether `ip_acl` (an address, optionally `/bits`) covers `client_ip`.
@@ -26,15 +29,26 @@ fn ip_matches(ip_acl: &str, client_ip: &str) -> bool {
         },
         None => (ip_acl, None),
     };
-    match (addr.parse::<std::net::IpAddr>(), client_ip.parse::<std::net::IpAddr>()) {
+    match (
+        addr.parse::<std::net::IpAddr>(),
+        client_ip.parse::<std::net::IpAddr>(),
+    ) {
         (Ok(std::net::IpAddr::V4(a)), Ok(std::net::IpAddr::V4(c))) => {
             let bits = bits.unwrap_or(32).min(32);
-            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits)
+            };
             u32::from(a) & mask == u32::from(c) & mask
         }
         (Ok(std::net::IpAddr::V6(a)), Ok(std::net::IpAddr::V6(c))) => {
             let bits = bits.unwrap_or(128).min(128);
-            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits)
+            };
             u128::from(a) & mask == u128::from(c) & mask
         }
         _ => false,
@@ -51,7 +65,9 @@ pub fn allows(acl: &[Acl], perm: i32, ids: &[Id]) -> bool {
         a.perms & perm != 0
             && match a.id.scheme.as_str() {
                 "world" => a.id.id == "anyone",
-                "ip" => ids.iter().any(|i| i.scheme == "ip" && ip_matches(&a.id.id, &i.id)),
+                "ip" => ids
+                    .iter()
+                    .any(|i| i.scheme == "ip" && ip_matches(&a.id.id, &i.id)),
                 scheme => ids.iter().any(|i| i.scheme == scheme && i.id == a.id.id),
             }
     })
@@ -75,8 +91,14 @@ pub fn fixup(acl: &[Acl], ids: &[Id]) -> Option<Vec<Acl>> {
             "world" if a.id.id == "anyone" => push(a.clone()),
             "auth" => {
                 let mut any = false;
-                for i in ids.iter().filter(|i| i.scheme != "ip" && i.scheme != "super") {
-                    push(Acl { perms: a.perms, id: i.clone() });
+                for i in ids
+                    .iter()
+                    .filter(|i| i.scheme != "ip" && i.scheme != "super")
+                {
+                    push(Acl {
+                        perms: a.perms,
+                        id: i.clone(),
+                    });
                     any = true;
                 }
                 if !any {
@@ -108,28 +130,59 @@ mod tests {
     fn digest_matches_the_reference() {
         // `DigestAuthenticationProvider.generateDigest("super:test")`, a value
         // quoted in the ZooKeeper administrator's guide.
-        assert_eq!(digest_id("super:test").unwrap(), "super:D/InIHSb7yEEbrWz8b9l71RjZJU=");
+        assert_eq!(
+            digest_id("super:test").unwrap(),
+            "super:D/InIHSb7yEEbrWz8b9l71RjZJU="
+        );
     }
 
     #[test]
     fn checks() {
         let me = vec![
-            Id { scheme: "ip".into(), id: "127.0.0.1".into() },
-            Id { scheme: "digest".into(), id: "u:h".into() },
+            Id {
+                scheme: "ip".into(),
+                id: "127.0.0.1".into(),
+            },
+            Id {
+                scheme: "digest".into(),
+                id: "u:h".into(),
+            },
         ];
         assert!(allows(&Acl::open_unsafe(), perms::WRITE, &[]));
         assert!(!allows(&Acl::read_unsafe(), perms::WRITE, &me));
-        assert!(allows(&[Acl::new(perms::ALL, "digest", "u:h")], perms::DELETE, &me));
-        assert!(!allows(&[Acl::new(perms::ALL, "digest", "v:h")], perms::DELETE, &me));
-        assert!(allows(&[Acl::new(perms::READ, "ip", "127.0.0.0/8")], perms::READ, &me));
-        assert!(!allows(&[Acl::new(perms::READ, "ip", "10.0.0.0/8")], perms::READ, &me));
+        assert!(allows(
+            &[Acl::new(perms::ALL, "digest", "u:h")],
+            perms::DELETE,
+            &me
+        ));
+        assert!(!allows(
+            &[Acl::new(perms::ALL, "digest", "v:h")],
+            perms::DELETE,
+            &me
+        ));
+        assert!(allows(
+            &[Acl::new(perms::READ, "ip", "127.0.0.0/8")],
+            perms::READ,
+            &me
+        ));
+        assert!(!allows(
+            &[Acl::new(perms::READ, "ip", "10.0.0.0/8")],
+            perms::READ,
+            &me
+        ));
     }
 
     #[test]
     fn fixup_expands_auth_and_refuses_bad_entries() {
         let ids = vec![
-            Id { scheme: "ip".into(), id: "127.0.0.1".into() },
-            Id { scheme: "digest".into(), id: "u:h".into() },
+            Id {
+                scheme: "ip".into(),
+                id: "127.0.0.1".into(),
+            },
+            Id {
+                scheme: "digest".into(),
+                id: "u:h".into(),
+            },
         ];
         assert_eq!(
             fixup(&[Acl::new(31, "auth", "")], &ids).unwrap(),

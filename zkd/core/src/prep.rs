@@ -31,12 +31,22 @@ fn decode<T: Record>(body: &[u8]) -> Res<T> {
 
 /// Prepares and applies one write request. On `Err` the caller rolls the
 /// tree back; `MarshallingError` means the body did not decode.
-pub fn execute(tree: &mut DataTree, hdr: &TxnHeader, ids: &[Id], op: OpCode, body: &[u8]) -> Res<(Txn, Applied)> {
+pub fn execute(
+    tree: &mut DataTree,
+    hdr: &TxnHeader,
+    ids: &[Id],
+    op: OpCode,
+    body: &[u8],
+) -> Res<(Txn, Applied)> {
     match op {
         OpCode::Create | OpCode::Create2 => {
             let req: CreateRequest = decode(body)?;
             let (txn, p, stat) = create(tree, hdr, ids, &req)?;
-            let applied = if op == OpCode::Create { Applied::Create(p) } else { Applied::Create2(p, stat) };
+            let applied = if op == OpCode::Create {
+                Applied::Create(p)
+            } else {
+                Applied::Create2(p, stat)
+            };
             Ok((txn, applied))
         }
         OpCode::Delete => {
@@ -94,10 +104,17 @@ fn parent_for_delete(p: &str) -> Res<&str> {
     if !p.contains('/') || p.contains('\0') || is_special_path(p) {
         return Err(ErrorCode::BAD_ARGUMENTS);
     }
-    Ok(path::split(p).map(|(parent, _)| parent).ok_or(ErrorCode::BAD_ARGUMENTS)?)
+    path::split(p)
+        .map(|(parent, _)| parent)
+        .ok_or(ErrorCode::BAD_ARGUMENTS)
 }
 
-fn create(tree: &mut DataTree, hdr: &TxnHeader, ids: &[Id], req: &CreateRequest) -> Res<(Txn, String, Stat)> {
+fn create(
+    tree: &mut DataTree,
+    hdr: &TxnHeader,
+    ids: &[Id],
+    req: &CreateRequest,
+) -> Res<(Txn, String, Stat)> {
     let mode = CreateMode::from_flags(req.flags).ok_or(ErrorCode::BAD_ARGUMENTS)?;
     // Containers and TTL nodes need their own opcodes and a reaper; this
     // server does not offer them yet.
@@ -108,7 +125,11 @@ fn create(tree: &mut DataTree, hdr: &TxnHeader, ids: &[Id], req: &CreateRequest)
     if req.path.contains('\0') {
         return Err(ErrorCode::BAD_ARGUMENTS);
     }
-    let parent_path = if last_slash == 0 { "/" } else { &req.path[..last_slash] };
+    let parent_path = if last_slash == 0 {
+        "/"
+    } else {
+        &req.path[..last_slash]
+    };
     if req.path == "/" {
         // The reference looks the root up under "" and finds it.
         return Err(ErrorCode::NODE_EXISTS);
@@ -120,7 +141,11 @@ fn create(tree: &mut DataTree, hdr: &TxnHeader, ids: &[Id], req: &CreateRequest)
     }
     let parent_cversion = parent.stat.cversion;
     let parent_owner = parent.stat.ephemeral_owner;
-    let full = if mode.is_sequential() { format!("{}{:010}", req.path, parent_cversion) } else { req.path.clone() };
+    let full = if mode.is_sequential() {
+        format!("{}{:010}", req.path, parent_cversion)
+    } else {
+        req.path.clone()
+    };
     valid_path(&full)?;
     if tree.get(&full).is_some() {
         return Err(ErrorCode::NODE_EXISTS);
@@ -137,7 +162,15 @@ fn create(tree: &mut DataTree, hdr: &TxnHeader, ids: &[Id], req: &CreateRequest)
         ephemeral_owner: owner,
         parent_cversion: new_cversion,
     };
-    tree.create(&full, req.data.clone(), acl, owner, new_cversion, hdr.zxid, hdr.time);
+    tree.create(
+        &full,
+        req.data.clone(),
+        acl,
+        owner,
+        new_cversion,
+        hdr.zxid,
+        hdr.time,
+    );
     let stat = tree.get(&full).expect("just created").stat();
     Ok((txn, full, stat))
 }
@@ -151,16 +184,30 @@ fn delete(tree: &mut DataTree, hdr: &TxnHeader, ids: &[Id], req: &DeleteRequest)
         return Err(ErrorCode::NOT_EMPTY);
     }
     tree.delete(&req.path, hdr.zxid);
-    Ok(Txn::Delete { path: req.path.clone() })
+    Ok(Txn::Delete {
+        path: req.path.clone(),
+    })
 }
 
-fn set_data(tree: &mut DataTree, hdr: &TxnHeader, ids: &[Id], req: &SetDataRequest) -> Res<(Txn, Stat)> {
+fn set_data(
+    tree: &mut DataTree,
+    hdr: &TxnHeader,
+    ids: &[Id],
+    req: &SetDataRequest,
+) -> Res<(Txn, Stat)> {
     valid_path(&req.path)?;
     allowed(tree, &req.path, perms::WRITE, ids)?;
     let n = tree.get(&req.path).ok_or(ErrorCode::NO_NODE)?;
     let version = check_version(n.stat.version, req.version)?;
     let stat = tree.set_data(&req.path, req.data.clone(), version, hdr.zxid, hdr.time);
-    Ok((Txn::SetData { path: req.path.clone(), data: req.data.clone(), version }, stat))
+    Ok((
+        Txn::SetData {
+            path: req.path.clone(),
+            data: req.data.clone(),
+            version,
+        },
+        stat,
+    ))
 }
 
 fn set_acl(tree: &mut DataTree, ids: &[Id], req: &SetAclRequest) -> Res<(Txn, Stat)> {
@@ -170,7 +217,14 @@ fn set_acl(tree: &mut DataTree, ids: &[Id], req: &SetAclRequest) -> Res<(Txn, St
     let n = tree.get(&req.path).ok_or(ErrorCode::NO_NODE)?;
     let version = check_version(n.stat.aversion, req.version)?;
     let stat = tree.set_acl(&req.path, acl.clone(), version);
-    Ok((Txn::SetAcl { path: req.path.clone(), acl, version }, stat))
+    Ok((
+        Txn::SetAcl {
+            path: req.path.clone(),
+            acl,
+            version,
+        },
+        stat,
+    ))
 }
 
 fn check(tree: &DataTree, ids: &[Id], req: &CheckVersionRequest) -> Res<Txn> {
@@ -178,27 +232,48 @@ fn check(tree: &DataTree, ids: &[Id], req: &CheckVersionRequest) -> Res<Txn> {
     allowed(tree, &req.path, perms::READ, ids)?;
     let n = tree.get(&req.path).ok_or(ErrorCode::NO_NODE)?;
     check_version(n.stat.version, req.version)?;
-    Ok(Txn::Check { path: req.path.clone(), version: req.version })
+    Ok(Txn::Check {
+        path: req.path.clone(),
+        version: req.version,
+    })
 }
 
-fn multi(tree: &mut DataTree, hdr: &TxnHeader, ids: &[Id], req: &MultiRequest) -> Res<(Txn, Applied)> {
+fn multi(
+    tree: &mut DataTree,
+    hdr: &TxnHeader,
+    ids: &[Id],
+    req: &MultiRequest,
+) -> Res<(Txn, Applied)> {
     let mut txns = Vec::with_capacity(req.ops.len());
     let mut results = Vec::with_capacity(req.ops.len());
     for (i, op) in req.ops.iter().enumerate() {
         let r = match op {
             MultiOp::Create { op, req: c } => {
-                let code = if *op == 1 { OpCode::Create } else { OpCode::Create2 };
+                let code = if *op == 1 {
+                    OpCode::Create
+                } else {
+                    OpCode::Create2
+                };
                 if *op == 19 {
                     Err(ErrorCode::UNIMPLEMENTED)
                 } else {
                     create(tree, hdr, ids, c).map(|(t, p, s)| {
-                        (t, if code == OpCode::Create { MultiResult::Create(p) } else { MultiResult::Create2(p, s) })
+                        (
+                            t,
+                            if code == OpCode::Create {
+                                MultiResult::Create(p)
+                            } else {
+                                MultiResult::Create2(p, s)
+                            },
+                        )
                     })
                 }
             }
             MultiOp::CreateTtl(_) => Err(ErrorCode::UNIMPLEMENTED),
             MultiOp::Delete(d) => delete(tree, hdr, ids, d).map(|t| (t, MultiResult::Delete)),
-            MultiOp::SetData(s) => set_data(tree, hdr, ids, s).map(|(t, st)| (t, MultiResult::SetData(st))),
+            MultiOp::SetData(s) => {
+                set_data(tree, hdr, ids, s).map(|(t, st)| (t, MultiResult::SetData(st)))
+            }
             MultiOp::Check(c) => check(tree, ids, c).map(|t| (t, MultiResult::Check)),
             MultiOp::GetChildren(_) | MultiOp::GetData(_) => Err(ErrorCode::BAD_ARGUMENTS),
         };
@@ -213,11 +288,18 @@ fn multi(tree: &mut DataTree, hdr: &TxnHeader, ids: &[Id], req: &MultiRequest) -
                 tree.rollback();
                 let mut errs = vec![MultiResult::Error(0); i];
                 errs.push(MultiResult::Error(e.0));
-                errs.extend(std::iter::repeat(MultiResult::Error(ErrorCode::RUNTIME_INCONSISTENCY.0)).take(req.ops.len() - i - 1));
-                let txn = Txn::Multi(errs.iter().map(|r| match r {
-                    MultiResult::Error(e) => Txn::Error(*e),
-                    _ => unreachable!(),
-                }).collect());
+                errs.extend(std::iter::repeat_n(
+                    MultiResult::Error(ErrorCode::RUNTIME_INCONSISTENCY.0),
+                    req.ops.len() - i - 1,
+                ));
+                let txn = Txn::Multi(
+                    errs.iter()
+                        .map(|r| match r {
+                            MultiResult::Error(e) => Txn::Error(*e),
+                            _ => unreachable!(),
+                        })
+                        .collect(),
+                );
                 return Ok((txn, Applied::Multi(errs)));
             }
         }

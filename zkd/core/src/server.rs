@@ -103,12 +103,21 @@ pub fn decode_session(id: i64, bytes: &[u8]) -> Option<RestoredSession> {
     let mut r = Reader::new(bytes);
     let timeout_ms = r.i32().ok()?;
     let passwd: [u8; 16] = r.buffer().ok()?.try_into().ok()?;
-    Some(RestoredSession { id, timeout_ms, passwd })
+    Some(RestoredSession {
+        id,
+        timeout_ms,
+        passwd,
+    })
 }
 
 fn frame(xid: i32, zxid: i64, err: ErrorCode, body: Option<&[u8]>) -> Vec<u8> {
     let mut w = Writer::framed();
-    ReplyHeader { xid, zxid, err: err.0 }.write(&mut w);
+    ReplyHeader {
+        xid,
+        zxid,
+        err: err.0,
+    }
+    .write(&mut w);
     if let Some(b) = body {
         w.bytes(b);
     }
@@ -206,7 +215,10 @@ impl Server {
     fn ids(&self, conn: ConnId) -> Vec<Id> {
         let mut v = Vec::new();
         if let Some(c) = self.conns.get(&conn) {
-            v.push(Id { scheme: "ip".into(), id: c.ip.clone() });
+            v.push(Id {
+                scheme: "ip".into(),
+                id: c.ip.clone(),
+            });
             if let Some(s) = self.sessions.get(c.session) {
                 v.extend(s.auth.iter().cloned());
             }
@@ -230,9 +242,10 @@ impl Server {
             self.close(conn);
             return;
         }
-        let timeout = req
-            .timeout_ms
-            .clamp(self.cfg.min_session_timeout_ms, self.cfg.max_session_timeout_ms);
+        let timeout = req.timeout_ms.clamp(
+            self.cfg.min_session_timeout_ms,
+            self.cfg.max_session_timeout_ms,
+        );
         let read_only = req.read_only.map(|_| false);
         if req.session_id == 0 {
             let id = self.next_session;
@@ -240,10 +253,19 @@ impl Server {
             let mut passwd = [0u8; 16];
             passwd[..8].copy_from_slice(&self.next_random().to_be_bytes());
             passwd[8..].copy_from_slice(&self.next_random().to_be_bytes());
-            let txn = Txn::CreateSession { timeout_ms: timeout, passwd };
+            let txn = Txn::CreateSession {
+                timeout_ms: timeout,
+                passwd,
+            };
             self.commit_txn(now, id, 0, txn);
             self.attach(now, conn, peer_ip, id);
-            let rsp = ConnectResponse { protocol_version: 0, timeout_ms: timeout, session_id: id, passwd: passwd.to_vec(), read_only };
+            let rsp = ConnectResponse {
+                protocol_version: 0,
+                timeout_ms: timeout,
+                session_id: id,
+                passwd: passwd.to_vec(),
+                read_only,
+            };
             self.send_connect_response(conn, &rsp);
             log::debug!("session 0x{id:x} created, timeout {timeout} ms");
             return;
@@ -253,7 +275,13 @@ impl Server {
             .get(req.session_id)
             .is_some_and(|s| !s.closing && s.passwd[..] == req.passwd[..]);
         if !valid {
-            let rsp = ConnectResponse { protocol_version: 0, timeout_ms: 0, session_id: 0, passwd: vec![0; 16], read_only };
+            let rsp = ConnectResponse {
+                protocol_version: 0,
+                timeout_ms: 0,
+                session_id: 0,
+                passwd: vec![0; 16],
+                read_only,
+            };
             self.send_connect_response(conn, &rsp);
             self.close(conn);
             return;
@@ -267,8 +295,18 @@ impl Server {
         }
         self.sessions.set_timeout(id, timeout, now.mono_ms);
         self.attach(now, conn, peer_ip, id);
-        let passwd = self.sessions.get(id).map(|s| s.passwd.to_vec()).unwrap_or_default();
-        let rsp = ConnectResponse { protocol_version: 0, timeout_ms: timeout, session_id: id, passwd, read_only };
+        let passwd = self
+            .sessions
+            .get(id)
+            .map(|s| s.passwd.to_vec())
+            .unwrap_or_default();
+        let rsp = ConnectResponse {
+            protocol_version: 0,
+            timeout_ms: timeout,
+            session_id: id,
+            passwd,
+            read_only,
+        };
         self.send_connect_response(conn, &rsp);
     }
 
@@ -279,7 +317,13 @@ impl Server {
     }
 
     fn attach(&mut self, now: Now, conn: ConnId, ip: &str, session: i64) {
-        self.conns.insert(conn, Conn { session, ip: ip.to_owned() });
+        self.conns.insert(
+            conn,
+            Conn {
+                session,
+                ip: ip.to_owned(),
+            },
+        );
         if let Some(s) = self.sessions.get_mut(session) {
             s.conn = Some(conn);
         }
@@ -364,7 +408,9 @@ impl Server {
             OpCode::GetChildren => self.get_children(conn, body, false),
             OpCode::GetChildren2 => self.get_children(conn, body, true),
             OpCode::GetAcl => self.get_acl(conn, body),
-            OpCode::Sync => PathRequest::decode(body).map_err(|_| ErrorCode::MARSHALLING_ERROR).map(|r| r.encode()),
+            OpCode::Sync => PathRequest::decode(body)
+                .map_err(|_| ErrorCode::MARSHALLING_ERROR)
+                .map(|r| r.encode()),
             OpCode::GetEphemerals => self.get_ephemerals(session, body),
             OpCode::GetAllChildrenNumber => self.all_children_number(conn, body),
             OpCode::Create
@@ -394,7 +440,10 @@ impl Server {
             "digest" => std::str::from_utf8(&p.auth)
                 .ok()
                 .and_then(acl::digest_id)
-                .map(|id| Id { scheme: "digest".into(), id }),
+                .map(|id| Id {
+                    scheme: "digest".into(),
+                    id,
+                }),
             _ => None,
         });
         match id {
@@ -425,7 +474,9 @@ impl Server {
         for p in &sw.data_watches {
             match self.tree.get(p) {
                 None => events.push((EventType::NodeDeleted, p.clone())),
-                Some(n) if n.stat.mzxid > rel => events.push((EventType::NodeDataChanged, p.clone())),
+                Some(n) if n.stat.mzxid > rel => {
+                    events.push((EventType::NodeDataChanged, p.clone()))
+                }
                 Some(_) => self.watches.add(Kind::Data, p, conn),
             }
         }
@@ -438,7 +489,9 @@ impl Server {
         for p in &sw.child_watches {
             match self.tree.get(p) {
                 None => events.push((EventType::NodeDeleted, p.clone())),
-                Some(n) if n.stat.pzxid > rel => events.push((EventType::NodeChildrenChanged, p.clone())),
+                Some(n) if n.stat.pzxid > rel => {
+                    events.push((EventType::NodeChildrenChanged, p.clone()))
+                }
                 Some(_) => self.watches.add(Kind::Child, p, conn),
             }
         }
@@ -450,9 +503,16 @@ impl Server {
     }
 
     fn notify(&mut self, conn: ConnId, t: EventType, path: &str, zxid: i64) {
-        let ev = WatcherEvent { typ: t as i32, state: KeeperState::SyncConnected as i32, path: path.to_owned() };
+        let ev = WatcherEvent {
+            typ: t as i32,
+            state: KeeperState::SyncConnected as i32,
+            path: path.to_owned(),
+        };
         // 3.9 puts the triggering zxid in the header (3.8 sent -1).
-        self.send(conn, frame(xid::NOTIFICATION, zxid, ErrorCode::OK, Some(&ev.encode())));
+        self.send(
+            conn,
+            frame(xid::NOTIFICATION, zxid, ErrorCode::OK, Some(&ev.encode())),
+        );
     }
 
     // ---- reads -------------------------------------------------------------
@@ -496,7 +556,12 @@ impl Server {
         Ok(w.buf)
     }
 
-    fn get_children(&mut self, conn: ConnId, body: &[u8], with_stat: bool) -> Result<Vec<u8>, ErrorCode> {
+    fn get_children(
+        &mut self,
+        conn: ConnId,
+        body: &[u8],
+        with_stat: bool,
+    ) -> Result<Vec<u8>, ErrorCode> {
         let r = Self::read_path_watch(body)?;
         self.check_acl(conn, &r.path, perms::READ)?;
         if r.watch {
@@ -518,7 +583,11 @@ impl Server {
         let r = PathRequest::decode(body).map_err(|_| ErrorCode::MARSHALLING_ERROR)?;
         self.check_acl(conn, &r.path, perms::READ | perms::ADMIN)?;
         let n = self.tree.get(&r.path).ok_or(ErrorCode::NO_NODE)?;
-        Ok(GetAclResponse { acl: n.acl.as_ref().clone(), stat: n.stat() }.encode())
+        Ok(GetAclResponse {
+            acl: n.acl.as_ref().clone(),
+            stat: n.stat(),
+        }
+        .encode())
     }
 
     fn get_ephemerals(&mut self, session: i64, body: &[u8]) -> Result<Vec<u8>, ErrorCode> {
@@ -559,7 +628,12 @@ impl Server {
             let res = match op {
                 MultiOp::GetChildren(p) => self
                     .check_acl(conn, &p.path, perms::READ)
-                    .map(|_| self.tree.get(&p.path).map(|n| n.children.iter().cloned().collect()).unwrap_or_default())
+                    .map(|_| {
+                        self.tree
+                            .get(&p.path)
+                            .map(|n| n.children.iter().cloned().collect())
+                            .unwrap_or_default()
+                    })
                     .map(MultiResult::GetChildren),
                 MultiOp::GetData(p) => self.check_acl(conn, &p.path, perms::READ).map(|_| {
                     let n = self.tree.get(&p.path).expect("checked by check_acl");
@@ -577,7 +651,12 @@ impl Server {
     fn write(&mut self, now: Now, conn: ConnId, session: i64, x: i32, op: OpCode, body: &[u8]) {
         let ids = self.ids(conn);
         let zxid = self.last_zxid + 1;
-        let hdr = TxnHeader { session, cxid: x, zxid, time: now.wall_ms };
+        let hdr = TxnHeader {
+            session,
+            cxid: x,
+            zxid,
+            time: now.wall_ms,
+        };
         self.tree.begin();
         let outcome = prep::execute(&mut self.tree, &hdr, &ids, op, body);
         let (txn, reply) = match outcome {
@@ -606,12 +685,20 @@ impl Server {
     /// Applies a txn that needs no preparation (session create/close) and
     /// records it.
     fn commit_txn(&mut self, now: Now, session: i64, cxid: i32, txn: Txn) {
-        let hdr = TxnHeader { session, cxid, zxid: self.last_zxid + 1, time: now.wall_ms };
+        let hdr = TxnHeader {
+            session,
+            cxid,
+            zxid: self.last_zxid + 1,
+            time: now.wall_ms,
+        };
         self.tree.begin();
         match &txn {
             Txn::CreateSession { timeout_ms, passwd } => {
-                self.sessions.add(session, *timeout_ms, *passwd, now.mono_ms);
-                self.persist.sessions.push((session, Some(encode_session(*timeout_ms, passwd))));
+                self.sessions
+                    .add(session, *timeout_ms, *passwd, now.mono_ms);
+                self.persist
+                    .sessions
+                    .push((session, Some(encode_session(*timeout_ms, passwd))));
             }
             Txn::CloseSession => {
                 for p in self.tree.ephemerals_of(session) {
@@ -630,7 +717,9 @@ impl Server {
     /// the watches it triggers (before any reply the caller sends next).
     fn record(&mut self, hdr: TxnHeader, txn: &Txn, changes: crate::tree::Changes) {
         self.last_zxid = hdr.zxid;
-        self.persist.log.push((hdr.zxid, Txn::encode_entry(&hdr, txn)));
+        self.persist
+            .log
+            .push((hdr.zxid, Txn::encode_entry(&hdr, txn)));
         for p in changes.paths {
             let v = self.tree.get(&p).map(|n| n.encode());
             self.persist.nodes.push((p, v));
@@ -647,10 +736,21 @@ impl Applied {
     fn encode(&self) -> Option<Vec<u8>> {
         match self {
             Applied::Create(p) => Some(CreateResponse { path: p.clone() }.encode()),
-            Applied::Create2(p, s) => Some(Create2Response { path: p.clone(), stat: s.clone() }.encode()),
+            Applied::Create2(p, s) => Some(
+                Create2Response {
+                    path: p.clone(),
+                    stat: s.clone(),
+                }
+                .encode(),
+            ),
             Applied::Stat(s) => Some(StatResponse { stat: s.clone() }.encode()),
             Applied::None => None,
-            Applied::Multi(results) => Some(MultiResponse { results: results.clone() }.encode()),
+            Applied::Multi(results) => Some(
+                MultiResponse {
+                    results: results.clone(),
+                }
+                .encode(),
+            ),
         }
     }
 }

@@ -33,7 +33,11 @@ pub struct SessionTable {
 
 impl SessionTable {
     pub fn new(tick_ms: i64) -> SessionTable {
-        SessionTable { sessions: HashMap::new(), buckets: BTreeMap::new(), bucket_ms: tick_ms.max(1) }
+        SessionTable {
+            sessions: HashMap::new(),
+            buckets: BTreeMap::new(),
+            bucket_ms: tick_ms.max(1),
+        }
     }
 
     fn bucket_for(&self, now_ms: i64, timeout_ms: i32) -> i64 {
@@ -45,7 +49,15 @@ impl SessionTable {
         self.buckets.entry(expires_at).or_default().insert(id);
         self.sessions.insert(
             id,
-            Session { id, timeout_ms, passwd, conn: None, auth: Vec::new(), expires_at, closing: false },
+            Session {
+                id,
+                timeout_ms,
+                passwd,
+                conn: None,
+                auth: Vec::new(),
+                expires_at,
+                closing: false,
+            },
         );
     }
 
@@ -82,7 +94,9 @@ impl SessionTable {
 
     /// Pushes the session's deadline to `now + timeout`.
     pub fn touch(&mut self, id: i64, now_ms: i64) {
-        let Some(timeout) = self.sessions.get(&id).map(|s| s.timeout_ms) else { return };
+        let Some(timeout) = self.sessions.get(&id).map(|s| s.timeout_ms) else {
+            return;
+        };
         let new_at = self.bucket_for(now_ms, timeout);
         let s = self.sessions.get_mut(&id).expect("checked above");
         if s.expires_at == new_at {

@@ -51,7 +51,10 @@ impl Node {
             // The reference stores a count of child creates and reports
             // creates + deletes, derived as 2*creates - children
             // (`DataNode.copyStat`); sequential names use the stored count.
-            cversion: s.cversion.wrapping_mul(2).wrapping_sub(self.children.len() as i32),
+            cversion: s
+                .cversion
+                .wrapping_mul(2)
+                .wrapping_sub(self.children.len() as i32),
             aversion: s.aversion,
             ephemeral_owner: s.ephemeral_owner,
             data_length: self.data.len() as i32,
@@ -66,7 +69,11 @@ impl Node {
         let mut w = Writer::new();
         let s = &self.stat;
         w.i64(s.czxid).i64(s.mzxid).i64(s.ctime).i64(s.mtime);
-        w.i32(s.version).i32(s.cversion).i32(s.aversion).i64(s.ephemeral_owner).i64(s.pzxid);
+        w.i32(s.version)
+            .i32(s.cversion)
+            .i32(s.aversion)
+            .i64(s.ephemeral_owner)
+            .i64(s.pzxid);
         w.i32(self.acl.len() as i32);
         for a in self.acl.iter() {
             a.write(&mut w);
@@ -123,7 +130,10 @@ pub struct DataTree {
 
 /// Reserved nodes that can never be deleted (`DataTree.isSpecialPath`).
 pub fn is_special_path(p: &str) -> bool {
-    matches!(p, "/" | "/zookeeper" | "/zookeeper/quota" | "/zookeeper/config")
+    matches!(
+        p,
+        "/" | "/zookeeper" | "/zookeeper/quota" | "/zookeeper/config"
+    )
 }
 
 impl Default for DataTree {
@@ -143,7 +153,11 @@ impl DataTree {
         let mk = |acl: &Arc<Vec<Acl>>, cversion, aversion| Node {
             data: Vec::new(),
             acl: acl.clone(),
-            stat: NodeStat { cversion, aversion, ..Default::default() },
+            stat: NodeStat {
+                cversion,
+                aversion,
+                ..Default::default()
+            },
             children: BTreeSet::new(),
         };
         t.insert_loaded("/".into(), mk(&open, 0, 0));
@@ -169,7 +183,10 @@ impl DataTree {
     pub fn insert_loaded(&mut self, path: String, node: Node) {
         self.data_bytes += node.data.len() as u64 + path.len() as u64;
         if node.stat.ephemeral_owner != 0 && is_session_owner(node.stat.ephemeral_owner) {
-            self.ephemerals.entry(node.stat.ephemeral_owner).or_default().insert(path.clone());
+            self.ephemerals
+                .entry(node.stat.ephemeral_owner)
+                .or_default()
+                .insert(path.clone());
         }
         if let Some((parent, name)) = path::split(&path) {
             if let Some(p) = self.nodes.get_mut(parent) {
@@ -226,7 +243,10 @@ impl DataTree {
     }
 
     pub fn ephemerals_of(&self, session: i64) -> Vec<String> {
-        self.ephemerals.get(&session).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+        self.ephemerals
+            .get(&session)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub fn ephemeral_count(&self) -> usize {
@@ -241,7 +261,10 @@ impl DataTree {
 
     fn save(&mut self, path: &str) {
         if self.journal.touched.insert(path.to_owned()) {
-            let saved = self.nodes.get(path).map(|n| (n.data.clone(), n.acl.clone(), n.stat));
+            let saved = self
+                .nodes
+                .get(path)
+                .map(|n| (n.data.clone(), n.acl.clone(), n.stat));
             self.journal.saved.push((path.to_owned(), saved));
         }
     }
@@ -263,7 +286,10 @@ impl DataTree {
         self.save(parent);
         self.save(path);
         let acl = self.intern_acl(acl);
-        let p = self.nodes.get_mut(parent).expect("create under a missing parent");
+        let p = self
+            .nodes
+            .get_mut(parent)
+            .expect("create under a missing parent");
         p.children.insert(name.to_owned());
         p.stat.cversion = parent_cversion;
         p.stat.pzxid = zxid;
@@ -278,11 +304,26 @@ impl DataTree {
             ..Default::default()
         };
         if is_session_owner(ephemeral_owner) {
-            self.ephemerals.entry(ephemeral_owner).or_default().insert(path.to_owned());
+            self.ephemerals
+                .entry(ephemeral_owner)
+                .or_default()
+                .insert(path.to_owned());
         }
-        self.nodes.insert(path.to_owned(), Node { data, acl, stat, children: BTreeSet::new() });
-        self.journal.events.push((EventType::NodeCreated, path.to_owned()));
-        self.journal.events.push((EventType::NodeChildrenChanged, parent.to_owned()));
+        self.nodes.insert(
+            path.to_owned(),
+            Node {
+                data,
+                acl,
+                stat,
+                children: BTreeSet::new(),
+            },
+        );
+        self.journal
+            .events
+            .push((EventType::NodeCreated, path.to_owned()));
+        self.journal
+            .events
+            .push((EventType::NodeChildrenChanged, parent.to_owned()));
     }
 
     pub fn delete(&mut self, path: &str, zxid: i64) {
@@ -299,11 +340,22 @@ impl DataTree {
                 p.stat.pzxid = zxid;
             }
         }
-        self.journal.events.push((EventType::NodeDeleted, path.to_owned()));
-        self.journal.events.push((EventType::NodeChildrenChanged, parent.to_owned()));
+        self.journal
+            .events
+            .push((EventType::NodeDeleted, path.to_owned()));
+        self.journal
+            .events
+            .push((EventType::NodeChildrenChanged, parent.to_owned()));
     }
 
-    pub fn set_data(&mut self, path: &str, data: Vec<u8>, version: i32, zxid: i64, time: i64) -> Stat {
+    pub fn set_data(
+        &mut self,
+        path: &str,
+        data: Vec<u8>,
+        version: i32,
+        zxid: i64,
+        time: i64,
+    ) -> Stat {
         self.save(path);
         let n = self.nodes.get_mut(path).expect("setData of a missing node");
         self.data_bytes = self.data_bytes - n.data.len() as u64 + data.len() as u64;
@@ -312,7 +364,9 @@ impl DataTree {
         n.stat.mzxid = zxid;
         n.stat.mtime = time;
         let stat = n.stat();
-        self.journal.events.push((EventType::NodeDataChanged, path.to_owned()));
+        self.journal
+            .events
+            .push((EventType::NodeDataChanged, path.to_owned()));
         stat
     }
 
@@ -344,7 +398,10 @@ impl DataTree {
     /// Ends the transaction, keeping its changes.
     pub fn commit(&mut self) -> Changes {
         let j = std::mem::take(&mut self.journal);
-        Changes { paths: j.saved.into_iter().map(|(p, _)| p).collect(), events: j.events }
+        Changes {
+            paths: j.saved.into_iter().map(|(p, _)| p).collect(),
+            events: j.events,
+        }
     }
 
     /// Undoes everything since `begin`, newest first.
@@ -376,7 +433,12 @@ impl DataTree {
                         self.data_bytes += data.len() as u64 + path.len() as u64;
                         self.nodes.insert(
                             path.clone(),
-                            Node { data, acl, stat, children: BTreeSet::new() },
+                            Node {
+                                data,
+                                acl,
+                                stat,
+                                children: BTreeSet::new(),
+                            },
                         );
                         if let Some((parent, name)) = split {
                             if let Some(p) = self.nodes.get_mut(&parent) {
@@ -385,7 +447,10 @@ impl DataTree {
                         }
                     }
                     if is_session_owner(stat.ephemeral_owner) {
-                        self.ephemerals.entry(stat.ephemeral_owner).or_default().insert(path);
+                        self.ephemerals
+                            .entry(stat.ephemeral_owner)
+                            .or_default()
+                            .insert(path);
                     }
                 }
             }
@@ -409,7 +474,15 @@ mod tests {
             let parent = path::split(p).unwrap().0;
             let cv = t.get(parent).unwrap().stat.cversion + 1;
             t.begin();
-            t.create(p, vec![i as u8], Acl::open_unsafe(), 0, cv, 10 + i as i64, 1000);
+            t.create(
+                p,
+                vec![i as u8],
+                Acl::open_unsafe(),
+                0,
+                cv,
+                10 + i as i64,
+                1000,
+            );
             t.commit();
         }
         t
@@ -433,8 +506,10 @@ mod tests {
     fn rollback_restores_everything() {
         let mut t = tree_with(&["/a", "/a/b"]);
         let before: Vec<(String, Stat, Vec<u8>)> = {
-            let mut v: Vec<_> =
-                t.iter().map(|(p, n)| (p.clone(), n.stat(), n.data.clone())).collect();
+            let mut v: Vec<_> = t
+                .iter()
+                .map(|(p, n)| (p.clone(), n.stat(), n.data.clone()))
+                .collect();
             v.sort_by(|a, b| a.0.cmp(&b.0));
             v
         };
@@ -446,7 +521,10 @@ mod tests {
         t.set_data("/a", b"zz".to_vec(), 1, 30, 7);
         t.create("/x", vec![], Acl::open_unsafe(), 0, 3, 30, 7);
         t.rollback();
-        let mut after: Vec<_> = t.iter().map(|(p, n)| (p.clone(), n.stat(), n.data.clone())).collect();
+        let mut after: Vec<_> = t
+            .iter()
+            .map(|(p, n)| (p.clone(), n.stat(), n.data.clone()))
+            .collect();
         after.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(before, after);
         assert_eq!(size, t.approximate_data_size());
@@ -460,7 +538,10 @@ mod tests {
         t.delete("/a/b", 40);
         t.commit();
         let a = t.get("/a").unwrap();
-        assert_eq!((a.stat().cversion, a.stat().pzxid, a.stat().num_children), (2, 40, 0));
+        assert_eq!(
+            (a.stat().cversion, a.stat().pzxid, a.stat().num_children),
+            (2, 40, 0)
+        );
         assert_eq!(a.stat.cversion, 1);
         let fresh = DataTree::new();
         assert_eq!(fresh.get("/").unwrap().stat().cversion, -1);

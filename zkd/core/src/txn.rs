@@ -16,15 +16,37 @@ pub struct TxnHeader {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Txn {
-    CreateSession { timeout_ms: i32, passwd: [u8; 16] },
+    CreateSession {
+        timeout_ms: i32,
+        passwd: [u8; 16],
+    },
     /// Deletes every ephemeral of the header's session, then forgets it.
     CloseSession,
-    Create { path: String, data: Vec<u8>, acl: Vec<Acl>, ephemeral_owner: i64, parent_cversion: i32 },
-    Delete { path: String },
-    SetData { path: String, data: Vec<u8>, version: i32 },
-    SetAcl { path: String, acl: Vec<Acl>, version: i32 },
+    Create {
+        path: String,
+        data: Vec<u8>,
+        acl: Vec<Acl>,
+        ephemeral_owner: i64,
+        parent_cversion: i32,
+    },
+    Delete {
+        path: String,
+    },
+    SetData {
+        path: String,
+        data: Vec<u8>,
+        version: i32,
+    },
+    SetAcl {
+        path: String,
+        acl: Vec<Acl>,
+        version: i32,
+    },
     /// A version check that passed; changes nothing.
-    Check { path: String, version: i32 },
+    Check {
+        path: String,
+        version: i32,
+    },
     Multi(Vec<Txn>),
     /// A write that failed preparation: it still takes a zxid, as in the reference.
     Error(i32),
@@ -52,7 +74,13 @@ impl Txn {
                 w.i32(*timeout_ms).buffer(passwd);
             }
             Txn::CloseSession => {}
-            Txn::Create { path, data, acl, ephemeral_owner, parent_cversion } => {
+            Txn::Create {
+                path,
+                data,
+                acl,
+                ephemeral_owner,
+                parent_cversion,
+            } => {
                 w.ustring(path).buffer(data);
                 w.i32(acl.len() as i32);
                 for a in acl {
@@ -63,7 +91,11 @@ impl Txn {
             Txn::Delete { path } => {
                 w.ustring(path);
             }
-            Txn::SetData { path, data, version } => {
+            Txn::SetData {
+                path,
+                data,
+                version,
+            } => {
                 w.ustring(path).buffer(data).i32(*version);
             }
             Txn::SetAcl { path, acl, version } => {
@@ -94,8 +126,9 @@ impl Txn {
             -10 => {
                 let timeout_ms = r.i32()?;
                 let p = r.buffer()?;
-                let passwd: [u8; 16] =
-                    p.try_into().map_err(|_| DecodeError::BadValue("session password length", 0))?;
+                let passwd: [u8; 16] = p
+                    .try_into()
+                    .map_err(|_| DecodeError::BadValue("session password length", 0))?;
                 Txn::CreateSession { timeout_ms, passwd }
             }
             -11 => Txn::CloseSession,
@@ -107,9 +140,20 @@ impl Txn {
                 parent_cversion: r.i32()?,
             },
             2 => Txn::Delete { path: r.ustring()? },
-            5 => Txn::SetData { path: r.ustring()?, data: r.buffer()?, version: r.i32()? },
-            7 => Txn::SetAcl { path: r.ustring()?, acl: r.vec(12, Acl::read)?, version: r.i32()? },
-            13 => Txn::Check { path: r.ustring()?, version: r.i32()? },
+            5 => Txn::SetData {
+                path: r.ustring()?,
+                data: r.buffer()?,
+                version: r.i32()?,
+            },
+            7 => Txn::SetAcl {
+                path: r.ustring()?,
+                acl: r.vec(12, Acl::read)?,
+                version: r.i32()?,
+            },
+            13 => Txn::Check {
+                path: r.ustring()?,
+                version: r.i32()?,
+            },
             14 => Txn::Multi(r.vec(4, Txn::read)?),
             -1 => Txn::Error(r.i32()?),
             t => return Err(DecodeError::BadValue("txn type", t as i64)),
@@ -126,7 +170,12 @@ impl Txn {
 
     pub fn decode_entry(bytes: &[u8]) -> Result<(TxnHeader, Txn)> {
         let mut r = Reader::new(bytes);
-        let hdr = TxnHeader { session: r.i64()?, cxid: r.i32()?, zxid: r.i64()?, time: r.i64()? };
+        let hdr = TxnHeader {
+            session: r.i64()?,
+            cxid: r.i32()?,
+            zxid: r.i64()?,
+            time: r.i64()?,
+        };
         Ok((hdr, Txn::read(&mut r)?))
     }
 }
@@ -137,9 +186,17 @@ mod tests {
 
     #[test]
     fn entries_round_trip() {
-        let hdr = TxnHeader { session: 0x100, cxid: 3, zxid: 42, time: 99 };
+        let hdr = TxnHeader {
+            session: 0x100,
+            cxid: 3,
+            zxid: 42,
+            time: 99,
+        };
         let txns = vec![
-            Txn::CreateSession { timeout_ms: 4000, passwd: [7; 16] },
+            Txn::CreateSession {
+                timeout_ms: 4000,
+                passwd: [7; 16],
+            },
             Txn::CloseSession,
             Txn::Multi(vec![
                 Txn::Create {
@@ -149,9 +206,20 @@ mod tests {
                     ephemeral_owner: 5,
                     parent_cversion: 2,
                 },
-                Txn::SetData { path: "/a".into(), data: vec![], version: 1 },
-                Txn::SetAcl { path: "/a".into(), acl: Acl::read_unsafe(), version: 1 },
-                Txn::Check { path: "/a".into(), version: 1 },
+                Txn::SetData {
+                    path: "/a".into(),
+                    data: vec![],
+                    version: 1,
+                },
+                Txn::SetAcl {
+                    path: "/a".into(),
+                    acl: Acl::read_unsafe(),
+                    version: 1,
+                },
+                Txn::Check {
+                    path: "/a".into(),
+                    version: 1,
+                },
                 Txn::Delete { path: "/a".into() },
             ]),
             Txn::Error(-101),

@@ -24,7 +24,10 @@ impl WatchTable {
     pub fn add(&mut self, kind: Kind, path: &str, conn: ConnId) {
         let (table, mine) = match kind {
             Kind::Data => (&mut self.data, &mut self.by_conn.entry(conn).or_default().0),
-            Kind::Child => (&mut self.child, &mut self.by_conn.entry(conn).or_default().1),
+            Kind::Child => (
+                &mut self.child,
+                &mut self.by_conn.entry(conn).or_default().1,
+            ),
         };
         table.entry(path.to_owned()).or_default().insert(conn);
         mine.insert(path.to_owned());

@@ -7,16 +7,29 @@ use zkd_core::server::{Config, Effect, Now, Server};
 use zkd_core::tree::DataTree;
 
 fn server() -> Server {
-    let cfg = Config { server_id: 1, tick_ms: 100, min_session_timeout_ms: 200, max_session_timeout_ms: 2000 };
+    let cfg = Config {
+        server_id: 1,
+        tick_ms: 100,
+        min_session_timeout_ms: 200,
+        max_session_timeout_ms: 2000,
+    };
     Server::new(cfg, DataTree::new(), 0, Vec::new(), Now::default(), 42)
 }
 
 fn at(ms: i64) -> Now {
-    Now { wall_ms: 1_000_000 + ms, mono_ms: ms }
+    Now {
+        wall_ms: 1_000_000 + ms,
+        mono_ms: ms,
+    }
 }
 
 fn connect(s: &mut Server, conn: u64, now: Now, timeout: i32) -> ConnectResponse {
-    let req = ConnectRequest { timeout_ms: timeout, passwd: vec![0; 16], read_only: Some(false), ..Default::default() };
+    let req = ConnectRequest {
+        timeout_ms: timeout,
+        passwd: vec![0; 16],
+        read_only: Some(false),
+        ..Default::default()
+    };
     s.connect(now, conn, "127.0.0.1", &req);
     let fx = s.take_effects();
     match &fx[0] {
@@ -46,7 +59,13 @@ fn frames(fx: &[Effect]) -> Vec<(u64, ReplyHeader, Vec<u8>)> {
 }
 
 fn create_ephemeral(path: &str) -> Vec<u8> {
-    CreateRequest { path: path.into(), data: vec![], acl: Acl::open_unsafe(), flags: 1 }.encode()
+    CreateRequest {
+        path: path.into(),
+        data: vec![],
+        acl: Acl::open_unsafe(),
+        flags: 1,
+    }
+    .encode()
 }
 
 #[test]
@@ -64,7 +83,10 @@ fn expiry_is_driven_by_the_clock_passed_in() {
     let fx = s.take_effects();
     assert!(fx.contains(&Effect::Close(1)));
     let p = s.take_persist();
-    assert!(p.sessions.iter().any(|(id, v)| *id == rsp.session_id && v.is_none()));
+    assert!(p
+        .sessions
+        .iter()
+        .any(|(id, v)| *id == rsp.session_id && v.is_none()));
     assert!(p.nodes.iter().any(|(path, v)| path == "/e" && v.is_none()));
 }
 
@@ -85,22 +107,76 @@ fn the_watch_event_precedes_the_reply_of_the_write_that_fired_it() {
     let mut s = server();
     connect(&mut s, 1, at(0), 1000);
     connect(&mut s, 2, at(0), 1000);
-    s.packet(at(1), 1, &request(1, 1, &CreateRequest { path: "/a".into(), acl: Acl::open_unsafe(), ..Default::default() }.encode()));
+    s.packet(
+        at(1),
+        1,
+        &request(
+            1,
+            1,
+            &CreateRequest {
+                path: "/a".into(),
+                acl: Acl::open_unsafe(),
+                ..Default::default()
+            }
+            .encode(),
+        ),
+    );
     s.take_effects();
     // Both connections watch /a; connection 1 then changes it.
     for c in [1, 2] {
-        s.packet(at(2), c, &request(4, 2, &PathWatch { path: "/a".into(), watch: true }.encode()));
+        s.packet(
+            at(2),
+            c,
+            &request(
+                4,
+                2,
+                &PathWatch {
+                    path: "/a".into(),
+                    watch: true,
+                }
+                .encode(),
+            ),
+        );
     }
     s.take_effects();
-    s.packet(at(3), 1, &request(5, 3, &SetDataRequest { path: "/a".into(), data: b"x".to_vec(), version: -1 }.encode()));
+    s.packet(
+        at(3),
+        1,
+        &request(
+            5,
+            3,
+            &SetDataRequest {
+                path: "/a".into(),
+                data: b"x".to_vec(),
+                version: -1,
+            }
+            .encode(),
+        ),
+    );
     let f = frames(&s.take_effects());
-    let mine: Vec<i32> = f.iter().filter(|(c, _, _)| *c == 1).map(|(_, h, _)| h.xid).collect();
+    let mine: Vec<i32> = f
+        .iter()
+        .filter(|(c, _, _)| *c == 1)
+        .map(|(_, h, _)| h.xid)
+        .collect();
     assert_eq!(mine, vec![-1, 3], "event first, then the setData reply");
-    let theirs: Vec<i32> = f.iter().filter(|(c, _, _)| *c == 2).map(|(_, h, _)| h.xid).collect();
+    let theirs: Vec<i32> = f
+        .iter()
+        .filter(|(c, _, _)| *c == 2)
+        .map(|(_, h, _)| h.xid)
+        .collect();
     assert_eq!(theirs, vec![-1]);
     // The event carries the zxid of the write (3.9 behaviour).
-    let reply_zxid = f.iter().find(|(c, h, _)| *c == 1 && h.xid == 3).unwrap().1.zxid;
-    assert!(f.iter().filter(|(_, h, _)| h.xid == -1).all(|(_, h, _)| h.zxid == reply_zxid));
+    let reply_zxid = f
+        .iter()
+        .find(|(c, h, _)| *c == 1 && h.xid == 3)
+        .unwrap()
+        .1
+        .zxid;
+    assert!(f
+        .iter()
+        .filter(|(_, h, _)| h.xid == -1)
+        .all(|(_, h, _)| h.zxid == reply_zxid));
 }
 
 #[test]
@@ -108,11 +184,27 @@ fn a_failed_write_consumes_a_zxid_and_is_logged() {
     let mut s = server();
     connect(&mut s, 1, at(0), 1000);
     let before = s.last_zxid();
-    s.packet(at(1), 1, &request(2, 1, &DeleteRequest { path: "/missing".into(), version: -1 }.encode()));
+    s.packet(
+        at(1),
+        1,
+        &request(
+            2,
+            1,
+            &DeleteRequest {
+                path: "/missing".into(),
+                version: -1,
+            }
+            .encode(),
+        ),
+    );
     let f = frames(&s.take_effects());
     assert_eq!(f[0].1.err, -101);
     assert_eq!(s.last_zxid(), before + 1);
-    assert_eq!(s.take_persist().log.len(), 2, "createSession and the error txn");
+    assert_eq!(
+        s.take_persist().log.len(),
+        2,
+        "createSession and the error txn"
+    );
 }
 
 #[test]
@@ -120,6 +212,18 @@ fn reads_persist_nothing() {
     let mut s = server();
     connect(&mut s, 1, at(0), 1000);
     let _ = s.take_persist();
-    s.packet(at(1), 1, &request(3, 1, &PathWatch { path: "/".into(), watch: false }.encode()));
+    s.packet(
+        at(1),
+        1,
+        &request(
+            3,
+            1,
+            &PathWatch {
+                path: "/".into(),
+                watch: false,
+            }
+            .encode(),
+        ),
+    );
     assert!(s.take_persist().is_empty());
 }

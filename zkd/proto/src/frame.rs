@@ -18,7 +18,10 @@ pub const FOUR_LETTER_WORDS: &[&str] = &[
 
 /// If `head` (a connection's first four bytes) spells a four-letter word, it.
 pub fn four_letter_word(head: [u8; 4]) -> Option<&'static str> {
-    FOUR_LETTER_WORDS.iter().copied().find(|w| w.as_bytes() == head)
+    FOUR_LETTER_WORDS
+        .iter()
+        .copied()
+        .find(|w| w.as_bytes() == head)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +46,10 @@ impl std::error::Error for FrameError {}
 pub fn check_len(head: [u8; 4], frame_bytes_max: usize) -> Result<usize, FrameError> {
     let len = i32::from_be_bytes(head);
     if len < 0 || len as usize > frame_bytes_max {
-        return Err(FrameError::BadLength { len: len as i64, max: frame_bytes_max });
+        return Err(FrameError::BadLength {
+            len: len as i64,
+            max: frame_bytes_max,
+        });
     }
     Ok(len as usize)
 }
@@ -51,7 +57,10 @@ pub fn check_len(head: [u8; 4], frame_bytes_max: usize) -> Result<usize, FrameEr
 /// Splits whole frames off the front of a buffer. Returns the body of the
 /// first complete frame and how many bytes it used, or `None` if more bytes
 /// are needed.
-pub fn split_frame(buf: &[u8], frame_bytes_max: usize) -> Result<Option<(&[u8], usize)>, FrameError> {
+pub fn split_frame(
+    buf: &[u8],
+    frame_bytes_max: usize,
+) -> Result<Option<(&[u8], usize)>, FrameError> {
     if buf.len() < 4 {
         return Ok(None);
     }

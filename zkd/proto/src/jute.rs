@@ -62,7 +62,10 @@ impl<'a> Reader<'a> {
 
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.remaining() < n {
-            return Err(DecodeError::Truncated { wanted: n, left: self.remaining() });
+            return Err(DecodeError::Truncated {
+                wanted: n,
+                left: self.remaining(),
+            });
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -158,7 +161,9 @@ pub struct Writer {
 
 impl Writer {
     pub fn new() -> Self {
-        Writer { buf: Vec::with_capacity(64) }
+        Writer {
+            buf: Vec::with_capacity(64),
+        }
     }
 
     /// A writer whose first 4 bytes are reserved for the frame length, filled

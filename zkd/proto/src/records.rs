@@ -108,7 +108,10 @@ impl std::hash::Hash for Id {
 
 impl Record for Acl {
     fn read(r: &mut Reader) -> Result<Self> {
-        Ok(Acl { perms: r.i32()?, id: Id::read(r)? })
+        Ok(Acl {
+            perms: r.i32()?,
+            id: Id::read(r)?,
+        })
     }
     fn write(&self, w: &mut Writer) {
         w.i32(self.perms);
@@ -118,7 +121,13 @@ impl Record for Acl {
 
 impl Acl {
     pub fn new(perms: i32, scheme: &str, id: &str) -> Acl {
-        Acl { perms, id: Id { scheme: scheme.into(), id: id.into() } }
+        Acl {
+            perms,
+            id: Id {
+                scheme: scheme.into(),
+                id: id.into(),
+            },
+        }
     }
 
     /// `ZooDefs.Ids.OPEN_ACL_UNSAFE`.
@@ -152,7 +161,11 @@ impl Record for ConnectRequest {
             timeout_ms: r.i32()?,
             session_id: r.i64()?,
             passwd: r.buffer()?,
-            read_only: if r.remaining() > 0 { Some(r.bool()?) } else { None },
+            read_only: if r.remaining() > 0 {
+                Some(r.bool()?)
+            } else {
+                None
+            },
         })
     }
     fn write(&self, w: &mut Writer) {
@@ -185,11 +198,18 @@ impl Record for ConnectResponse {
             timeout_ms: r.i32()?,
             session_id: r.i64()?,
             passwd: r.buffer()?,
-            read_only: if r.remaining() > 0 { Some(r.bool()?) } else { None },
+            read_only: if r.remaining() > 0 {
+                Some(r.bool()?)
+            } else {
+                None
+            },
         })
     }
     fn write(&self, w: &mut Writer) {
-        w.i32(self.protocol_version).i32(self.timeout_ms).i64(self.session_id).buffer(&self.passwd);
+        w.i32(self.protocol_version)
+            .i32(self.timeout_ms)
+            .i64(self.session_id)
+            .buffer(&self.passwd);
         if let Some(ro) = self.read_only {
             w.bool(ro);
         }
@@ -296,7 +316,10 @@ impl Record for MultiRequest {
                 return Ok(MultiRequest { ops });
             }
             ops.push(match h.typ {
-                1 | 15 | 19 => MultiOp::Create { op: h.typ, req: CreateRequest::read(r)? },
+                1 | 15 | 19 => MultiOp::Create {
+                    op: h.typ,
+                    req: CreateRequest::read(r)?,
+                },
                 21 => MultiOp::CreateTtl(CreateTtlRequest::read(r)?),
                 2 => MultiOp::Delete(DeleteRequest::read(r)?),
                 5 => MultiOp::SetData(SetDataRequest::read(r)?),
@@ -318,10 +341,20 @@ impl Record for MultiRequest {
                 MultiOp::GetChildren(req) => (8, req.encode()),
                 MultiOp::GetData(req) => (4, req.encode()),
             };
-            MultiHeader { typ, done: false, err: -1 }.write(w);
+            MultiHeader {
+                typ,
+                done: false,
+                err: -1,
+            }
+            .write(w);
             w.bytes(&body);
         }
-        MultiHeader { typ: -1, done: true, err: -1 }.write(w);
+        MultiHeader {
+            typ: -1,
+            done: true,
+            err: -1,
+        }
+        .write(w);
     }
 }
 
@@ -376,7 +409,12 @@ impl Record for MultiResponse {
                 MultiResult::GetData(..) => (4, 0),
                 MultiResult::Error(e) => (-1, *e),
             };
-            MultiHeader { typ, done: false, err }.write(w);
+            MultiHeader {
+                typ,
+                done: false,
+                err,
+            }
+            .write(w);
             match res {
                 MultiResult::Create(p) => {
                     w.ustring(p);
@@ -400,6 +438,11 @@ impl Record for MultiResponse {
             }
         }
         // The reference ends a multi reply with {-1, true, -1}.
-        MultiHeader { typ: -1, done: true, err: -1 }.write(w);
+        MultiHeader {
+            typ: -1,
+            done: true,
+            err: -1,
+        }
+        .write(w);
     }
 }

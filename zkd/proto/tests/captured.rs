@@ -9,14 +9,23 @@ use zk_proto::jute::Reader;
 use zk_proto::records::*;
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 /// Decodes `bytes` as `T`, checks nothing is left over, and re-encodes.
 fn round_trip<T: Record + std::fmt::Debug>(bytes: &[u8]) -> Vec<u8> {
     let mut r = Reader::new(bytes);
-    let v = T::read(&mut r).unwrap_or_else(|e| panic!("decode {}: {e}", std::any::type_name::<T>()));
-    assert_eq!(r.remaining(), 0, "{} left bytes over: {v:?}", std::any::type_name::<T>());
+    let v =
+        T::read(&mut r).unwrap_or_else(|e| panic!("decode {}: {e}", std::any::type_name::<T>()));
+    assert_eq!(
+        r.remaining(),
+        0,
+        "{} left bytes over: {v:?}",
+        std::any::type_name::<T>()
+    );
     v.encode()
 }
 
@@ -78,11 +87,18 @@ fn every_captured_frame_round_trips_byte_for_byte() {
     let mut checked: HashMap<&str, usize> = HashMap::new();
     for line in text.lines() {
         let mut parts = line.split_whitespace();
-        let (conn, dir, hex) = (parts.next().unwrap().to_owned(), parts.next().unwrap(), parts.next().unwrap());
+        let (conn, dir, hex) = (
+            parts.next().unwrap().to_owned(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
         let dir = dir.chars().next().unwrap();
         let frame = unhex(hex);
         let body = &frame[4..];
-        assert_eq!(i32::from_be_bytes(frame[..4].try_into().unwrap()) as usize, body.len());
+        assert_eq!(
+            i32::from_be_bytes(frame[..4].try_into().unwrap()) as usize,
+            body.len()
+        );
         let first = !started.contains_key(&(conn.clone(), dir));
         started.insert((conn.clone(), dir), true);
         let again = match (dir, first) {
@@ -125,8 +141,18 @@ fn every_captured_frame_round_trips_byte_for_byte() {
     }
     // The capture covers the handshake both ways, requests, replies, errors
     // and watch notifications.
-    for kind in ["connect request", "connect response", "request", "reply", "error reply", "notification"] {
-        assert!(checked.get(kind).copied().unwrap_or(0) > 0, "no {kind} in the capture: {checked:?}");
+    for kind in [
+        "connect request",
+        "connect response",
+        "request",
+        "reply",
+        "error reply",
+        "notification",
+    ] {
+        assert!(
+            checked.get(kind).copied().unwrap_or(0) > 0,
+            "no {kind} in the capture: {checked:?}"
+        );
     }
 }
 

@@ -36,7 +36,11 @@ pub fn main(args: Vec<String>) -> i32 {
             }
         }
         Some("-V") | Some("--version") => {
-            println!("zkd {} (ZooKeeper protocol {})", env!("CARGO_PKG_VERSION"), crate::fourlw::VERSION);
+            println!(
+                "zkd {} (ZooKeeper protocol {})",
+                env!("CARGO_PKG_VERSION"),
+                crate::fourlw::VERSION
+            );
             0
         }
         Some("serve") => match args.get(1..).unwrap_or(&[]) {
@@ -84,7 +88,10 @@ fn serve(cfg_path: PathBuf) -> i32 {
         log::warn!("{}: unknown key '{k}' ignored", cfg_path.display());
     }
     for k in &cfg.ignored_keys {
-        log::info!("{}: key '{k}' is accepted but has no effect in zkd", cfg_path.display());
+        log::info!(
+            "{}: key '{k}' is accepted but has no effect in zkd",
+            cfg_path.display()
+        );
     }
     if !cfg.servers.is_empty() {
         log::warn!(
@@ -96,7 +103,10 @@ fn serve(cfg_path: PathBuf) -> i32 {
         log::info!("dataLogDir is set: zkd keeps tree and log together in dataDir/zkd.db");
     }
     let cfg = Arc::new(cfg);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("zkd: cannot start runtime: {e}");
@@ -127,7 +137,10 @@ fn serve(cfg_path: PathBuf) -> i32 {
                 return 75;
             }
         };
-        log::info!("serving clients on {addr}, data in {}", cfg.data_dir.display());
+        log::info!(
+            "serving clients on {addr}, data in {}",
+            cfg.data_dir.display()
+        );
         let (tx, rx) = tokio::sync::mpsc::channel(4096);
         tokio::spawn(crate::net::serve(listener, cfg.clone(), tx));
         let core_task = tokio::spawn(core.run(rx, durable_rx));
@@ -164,7 +177,11 @@ pub fn four_letter(addr: &str, word: &str) -> std::io::Result<String> {
 }
 
 fn status(addr: &str) -> i32 {
-    let addr = if addr.contains(':') { addr.to_owned() } else { format!("{addr}:2181") };
+    let addr = if addr.contains(':') {
+        addr.to_owned()
+    } else {
+        format!("{addr}:2181")
+    };
     match four_letter(&addr, "srvr") {
         Ok(text) if text.contains("Mode:") => {
             for key in ["Mode", "Zxid", "Connections", "Node count"] {
@@ -175,7 +192,10 @@ fn status(addr: &str) -> i32 {
             0
         }
         Ok(text) => {
-            eprintln!("zkd status: {addr} answered without a mode: {}", text.trim());
+            eprintln!(
+                "zkd status: {addr} answered without a mode: {}",
+                text.trim()
+            );
             1
         }
         Err(e) => {

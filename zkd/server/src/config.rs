@@ -44,7 +44,11 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigError {
     Io(String, String),
-    Invalid { key: String, value: String, why: String },
+    Invalid {
+        key: String,
+        value: String,
+        why: String,
+    },
     Missing(&'static str),
 }
 
@@ -129,22 +133,36 @@ pub fn parse_properties(text: &str) -> Vec<(String, String)> {
 }
 
 fn invalid(key: &str, value: &str, why: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.into(), value: value.into(), why: why.into() }
+    ConfigError::Invalid {
+        key: key.into(),
+        value: value.into(),
+        why: why.into(),
+    }
 }
 
 fn int<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
-    v.parse::<T>().map_err(|_| invalid(key, v, "not a valid number"))
+    v.parse::<T>()
+        .map_err(|_| invalid(key, v, "not a valid number"))
 }
 
 fn parse_server(key: &str, id: &str, v: &str) -> Result<ServerSpec, ConfigError> {
-    let id: u64 = id.parse().map_err(|_| invalid(key, v, "server id must be a number"))?;
+    let id: u64 = id
+        .parse()
+        .map_err(|_| invalid(key, v, "server id must be a number"))?;
     // host:quorumPort:electionPort[:participant|observer][;[clientAddr:]clientPort]
     let spec = v.split(';').next().unwrap_or("");
     let parts: Vec<&str> = spec.split(':').collect();
     if parts.len() < 3 || parts.len() > 4 {
-        return Err(invalid(key, v, "expected host:quorumPort:electionPort[:observer]"));
+        return Err(invalid(
+            key,
+            v,
+            "expected host:quorumPort:electionPort[:observer]",
+        ));
     }
-    let port = |s: &str| s.parse::<u16>().map_err(|_| invalid(key, v, format!("'{s}' is not a port")));
+    let port = |s: &str| {
+        s.parse::<u16>()
+            .map_err(|_| invalid(key, v, format!("'{s}' is not a port")))
+    };
     let observer = match parts.get(3) {
         None | Some(&"participant") => false,
         Some(&"observer") => true,
@@ -180,19 +198,27 @@ impl Config {
             None => 3000,
         };
         if tick_time_ms <= 0 {
-            return Err(invalid("tickTime", &tick_time_ms.to_string(), "must be positive"));
+            return Err(invalid(
+                "tickTime",
+                &tick_time_ms.to_string(),
+                "must be positive",
+            ));
         }
         let data_dir = PathBuf::from(get("dataDir").ok_or(ConfigError::Missing("dataDir"))?);
         if data_dir.as_os_str().is_empty() {
             return Err(invalid("dataDir", "", "must not be empty"));
         }
-        let data_log_dir = get("dataLogDir").map(PathBuf::from).unwrap_or_else(|| data_dir.clone());
+        let data_log_dir = get("dataLogDir")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| data_dir.clone());
         let client_port: u16 = match get("clientPort") {
             Some(v) => int("clientPort", v)?,
             None => return Err(ConfigError::Missing("clientPort")),
         };
         let client_port_address = match get("clientPortAddress") {
-            Some(v) => v.parse().map_err(|_| invalid("clientPortAddress", v, "not an IP address"))?,
+            Some(v) => v
+                .parse()
+                .map_err(|_| invalid("clientPortAddress", v, "not an IP address"))?,
             None => IpAddr::from([0, 0, 0, 0]),
         };
         let max_client_cnxns = match get("maxClientCnxns") {
@@ -232,7 +258,11 @@ impl Config {
                 let mut words = Vec::new();
                 for w in v.split(',').map(str::trim).filter(|w| !w.is_empty()) {
                     if !zk_proto::frame::FOUR_LETTER_WORDS.contains(&w) {
-                        return Err(invalid("4lw.commands.whitelist", v, format!("unknown command '{w}'")));
+                        return Err(invalid(
+                            "4lw.commands.whitelist",
+                            v,
+                            format!("unknown command '{w}'"),
+                        ));
                     }
                     words.push(w.to_owned());
                 }
@@ -243,7 +273,11 @@ impl Config {
             Some(v) => {
                 let n: i64 = int("jute.maxbuffer", v)?;
                 if n < 1024 || n > i32::MAX as i64 {
-                    return Err(invalid("jute.maxbuffer", v, "must be between 1024 and 2147483647"));
+                    return Err(invalid(
+                        "jute.maxbuffer",
+                        v,
+                        "must be between 1024 and 2147483647",
+                    ));
                 }
                 n as usize
             }
@@ -298,7 +332,9 @@ impl Config {
     }
 
     pub fn four_letter_word_allowed(&self, w: &str) -> bool {
-        self.four_letter_words.as_ref().is_none_or(|l| l.iter().any(|x| x == w))
+        self.four_letter_words
+            .as_ref()
+            .is_none_or(|l| l.iter().any(|x| x == w))
     }
 }
 
@@ -306,7 +342,13 @@ impl Config {
 fn read_myid(data_dir: &Path, required: bool) -> Result<u64, ConfigError> {
     let p = data_dir.join("myid");
     match std::fs::read_to_string(&p) {
-        Ok(s) => s.trim().parse().map_err(|_| invalid("myid", s.trim(), format!("{} must hold a number", p.display()))),
+        Ok(s) => s.trim().parse().map_err(|_| {
+            invalid(
+                "myid",
+                s.trim(),
+                format!("{} must hold a number", p.display()),
+            )
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(0),
         Err(e) => Err(ConfigError::Io(p.display().to_string(), e.to_string())),
     }
@@ -326,12 +368,18 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.tick_time_ms, 2000);
         assert_eq!(cfg.client_port, 2181);
-        assert_eq!((cfg.min_session_timeout_ms, cfg.max_session_timeout_ms), (4000, 40000));
+        assert_eq!(
+            (cfg.min_session_timeout_ms, cfg.max_session_timeout_ms),
+            (4000, 40000)
+        );
         assert_eq!(cfg.sync_limit, Some(5));
         assert_eq!(cfg.servers.len(), 2);
         assert!(cfg.servers[1].observer);
         assert_eq!(cfg.unknown_keys, vec!["flavour".to_string()]);
-        assert_eq!(cfg.ignored_keys, vec!["autopurge.purgeInterval".to_string()]);
+        assert_eq!(
+            cfg.ignored_keys,
+            vec!["autopurge.purgeInterval".to_string()]
+        );
         assert_eq!(cfg.frame_bytes_max, 0xfffff);
         assert!(cfg.four_letter_word_allowed("srvr"));
         assert!(!cfg.four_letter_word_allowed("mntr"));
@@ -340,14 +388,18 @@ mod tests {
     #[test]
     fn invalid_values_name_key_and_value() {
         let e = Config::parse("dataDir=/d\nclientPort=21x81\n").unwrap_err();
-        assert_eq!(e.to_string(), "invalid value for clientPort: '21x81' (not a valid number)");
+        assert_eq!(
+            e.to_string(),
+            "invalid value for clientPort: '21x81' (not a valid number)"
+        );
         let e = Config::parse("dataDir=/d\nclientPort=1\ntickTime=-5\n").unwrap_err();
         assert!(e.to_string().contains("tickTime"));
         let e = Config::parse("clientPort=1\n").unwrap_err();
         assert_eq!(e.to_string(), "dataDir is not set");
         let e = Config::parse("dataDir=/d\nclientPort=1\nserver.1=a:b:c\n").unwrap_err();
         assert!(e.to_string().contains("server.1"), "{e}");
-        let e = Config::parse("dataDir=/d\nclientPort=1\n4lw.commands.whitelist=srvr, nope\n").unwrap_err();
+        let e = Config::parse("dataDir=/d\nclientPort=1\n4lw.commands.whitelist=srvr, nope\n")
+            .unwrap_err();
         assert!(e.to_string().contains("nope"));
     }
 }

@@ -16,7 +16,11 @@ fn latency_ms(core: &Core) -> (u64, f64, u64) {
         return (0, 0.0, 0);
     }
     let avg = m.latency_sum_us.load(Ordering::Relaxed) as f64 / n as f64 / 1000.0;
-    (m.latency_min_us.load(Ordering::Relaxed) / 1000, avg, m.latency_max_us.load(Ordering::Relaxed) / 1000)
+    (
+        m.latency_min_us.load(Ordering::Relaxed) / 1000,
+        avg,
+        m.latency_max_us.load(Ordering::Relaxed) / 1000,
+    )
 }
 
 fn fmt_avg(v: f64) -> String {
@@ -47,7 +51,9 @@ fn srvr_body(core: &Core, out: &mut String) {
 }
 
 fn fd_counts() -> (u64, u64) {
-    let open = std::fs::read_dir("/proc/self/fd").map(|d| d.count() as u64).unwrap_or(0);
+    let open = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count() as u64)
+        .unwrap_or(0);
     let max = std::fs::read_to_string("/proc/self/limits")
         .ok()
         .and_then(|l| {
@@ -95,6 +101,12 @@ pub fn answer(core: &mut Core, word: &str) -> String {
             let _ = writeln!(out, "maxSessionTimeout={}", cfg.max_session_timeout_ms);
             let _ = writeln!(out, "clientPortListenBacklog=-1");
             let _ = writeln!(out, "serverId={}", cfg.my_id);
+            if let Some(v) = cfg.init_limit {
+                let _ = writeln!(out, "initLimit={v}");
+            }
+            if let Some(v) = cfg.sync_limit {
+                let _ = writeln!(out, "syncLimit={v}");
+            }
         }
         "envi" => {
             let _ = writeln!(out, "Environment:");
@@ -102,7 +114,13 @@ pub fn answer(core: &mut Core, word: &str) -> String {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
             let _ = writeln!(out, "host.name={}", host.trim());
             let _ = writeln!(out, "os.name=Linux");
-            let _ = writeln!(out, "user.dir={}", std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default());
+            let _ = writeln!(
+                out,
+                "user.dir={}",
+                std::env::current_dir()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default()
+            );
         }
         "mntr" => {
             let (min, avg, max) = latency_ms(core);
@@ -114,14 +132,23 @@ pub fn answer(core: &mut Core, word: &str) -> String {
                 ("zk_avg_latency", fmt_avg(avg)),
                 ("zk_max_latency", max.to_string()),
                 ("zk_min_latency", min.to_string()),
-                ("zk_packets_received", s.counters.packets_received.to_string()),
+                (
+                    "zk_packets_received",
+                    s.counters.packets_received.to_string(),
+                ),
                 ("zk_packets_sent", s.counters.packets_sent.to_string()),
                 ("zk_num_alive_connections", s.connection_count().to_string()),
                 ("zk_outstanding_requests", core.outstanding().to_string()),
                 ("zk_znode_count", s.tree().node_count_reported().to_string()),
                 ("zk_watch_count", s.watch_count().to_string()),
-                ("zk_ephemerals_count", s.tree().ephemeral_count().to_string()),
-                ("zk_approximate_data_size", s.tree().approximate_data_size().to_string()),
+                (
+                    "zk_ephemerals_count",
+                    s.tree().ephemeral_count().to_string(),
+                ),
+                (
+                    "zk_approximate_data_size",
+                    s.tree().approximate_data_size().to_string(),
+                ),
                 ("zk_open_file_descriptor_count", fds.to_string()),
                 ("zk_max_file_descriptor_count", fd_max.to_string()),
                 ("zk_global_sessions", s.session_count().to_string()),
@@ -133,7 +160,12 @@ pub fn answer(core: &mut Core, word: &str) -> String {
         }
         "wchs" => {
             let s = &core.server;
-            let _ = writeln!(out, "{} connections watching {} paths", s.connection_count(), s.watch_paths());
+            let _ = writeln!(
+                out,
+                "{} connections watching {} paths",
+                s.connection_count(),
+                s.watch_paths()
+            );
             let _ = writeln!(out, "Total watches:{}", s.watch_count());
         }
         "dirs" => {
@@ -150,6 +182,12 @@ pub fn answer(core: &mut Core, word: &str) -> String {
 
 fn dir_size(p: &std::path::Path) -> u64 {
     std::fs::read_dir(p)
-        .map(|d| d.filter_map(|e| e.ok()).filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
         .unwrap_or(0)
 }

@@ -4,7 +4,7 @@
 //! - `config`  — zoo.cfg and myid, as Apache ZooKeeper reads them.
 //! - `storage` — RocksDB layout: tree, sessions, log; synced group commits.
 //! - `runtime` — the task that owns the pure core (`zkd_core`), the storage
-//!               thread, and the durability gate between them and clients.
+//!   thread, and the durability gate between them and clients.
 //! - `net`     — the client port: frames in, frames out, four-letter words.
 //! - `fourlw`  — the four-letter-word answers.
 //! - `cli`     — `zkd serve`, `zkd status`, `--help`.

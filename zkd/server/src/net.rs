@@ -48,7 +48,10 @@ impl PerIp {
             return None;
         }
         *n += 1;
-        Some(IpSlot { ip, table: self.clone() })
+        Some(IpSlot {
+            ip,
+            table: self.clone(),
+        })
     }
 }
 
@@ -66,7 +69,11 @@ pub async fn serve(listener: TcpListener, cfg: Arc<Config>, core: mpsc::Sender<M
             }
         };
         let Some(slot) = per_ip.take(peer.ip(), cfg.max_client_cnxns) else {
-            log::warn!("too many connections from {} - max is {}", peer.ip(), cfg.max_client_cnxns);
+            log::warn!(
+                "too many connections from {} - max is {}",
+                peer.ip(),
+                cfg.max_client_cnxns
+            );
             drop(stream);
             continue;
         };
@@ -80,14 +87,23 @@ pub async fn serve(listener: TcpListener, cfg: Arc<Config>, core: mpsc::Sender<M
     }
 }
 
-async fn read_frame(rd: &mut BufReader<OwnedReadHalf>, head: [u8; 4], max: usize) -> Result<Vec<u8>, String> {
+async fn read_frame(
+    rd: &mut BufReader<OwnedReadHalf>,
+    head: [u8; 4],
+    max: usize,
+) -> Result<Vec<u8>, String> {
     let len = check_len(head, max).map_err(|e| e.to_string())?;
     let mut body = vec![0u8; len];
     rd.read_exact(&mut body).await.map_err(|e| e.to_string())?;
     Ok(body)
 }
 
-async fn connection(stream: TcpStream, peer: SocketAddr, cfg: Arc<Config>, core: mpsc::Sender<Msg>) {
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    cfg: Arc<Config>,
+    core: mpsc::Sender<Msg>,
+) {
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::with_capacity(64 * 1024, rd);
     let mut head = [0u8; 4];
@@ -97,7 +113,11 @@ async fn connection(stream: TcpStream, peer: SocketAddr, cfg: Arc<Config>, core:
     if let Some(word) = four_letter_word(head) {
         let text = if cfg.four_letter_word_allowed(word) {
             let (tx, rx) = oneshot::channel();
-            if core.send(Msg::FourLetter { word, reply: tx }).await.is_err() {
+            if core
+                .send(Msg::FourLetter { word, reply: tx })
+                .await
+                .is_err()
+            {
                 return;
             }
             rx.await.unwrap_or_default()
@@ -127,7 +147,16 @@ async fn connection(stream: TcpStream, peer: SocketAddr, cfg: Arc<Config>, core:
     let (closed_tx, mut closed_rx) = oneshot::channel::<()>();
     tokio::spawn(writer(wr, out_rx, closed_tx));
     let ip = peer.ip().to_canonical().to_string();
-    if core.send(Msg::Connect { conn, ip, req, out: out_tx }).await.is_err() {
+    if core
+        .send(Msg::Connect {
+            conn,
+            ip,
+            req,
+            out: out_tx,
+        })
+        .await
+        .is_err()
+    {
         return;
     }
     loop {
@@ -154,7 +183,11 @@ async fn connection(stream: TcpStream, peer: SocketAddr, cfg: Arc<Config>, core:
     let _ = core.send(Msg::Closed { conn }).await;
 }
 
-async fn writer(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Out>, closed: oneshot::Sender<()>) {
+async fn writer(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+    closed: oneshot::Sender<()>,
+) {
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut closing = false;
     while let Some(first) = rx.recv().await {

@@ -25,10 +25,23 @@ use crate::storage::Store;
 
 /// What a connection task tells the core.
 pub enum Msg {
-    Connect { conn: ConnId, ip: String, req: ConnectRequest, out: mpsc::UnboundedSender<Out> },
-    Packet { conn: ConnId, body: Vec<u8> },
-    Closed { conn: ConnId },
-    FourLetter { word: &'static str, reply: tokio::sync::oneshot::Sender<String> },
+    Connect {
+        conn: ConnId,
+        ip: String,
+        req: ConnectRequest,
+        out: mpsc::UnboundedSender<Out>,
+    },
+    Packet {
+        conn: ConnId,
+        body: Vec<u8>,
+    },
+    Closed {
+        conn: ConnId,
+    },
+    FourLetter {
+        word: &'static str,
+        reply: tokio::sync::oneshot::Sender<String>,
+    },
 }
 
 /// What the core tells a connection's writer.
@@ -80,15 +93,24 @@ pub struct Clock {
 
 impl Clock {
     pub fn now(&self) -> Now {
-        let wall_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-        Now { wall_ms, mono_ms: self.start.elapsed().as_millis() as i64 }
+        let wall_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        Now {
+            wall_ms,
+            mono_ms: self.start.elapsed().as_millis() as i64,
+        }
     }
 }
 
 /// Starts the storage thread; it answers each group it syncs with the zxid
 /// now durable. A storage error is fatal: the process exits without
 /// acknowledging anything it could not make durable.
-fn spawn_storage(mut store: Store, durable_tx: mpsc::UnboundedSender<i64>) -> std::sync::mpsc::Sender<Persist> {
+fn spawn_storage(
+    mut store: Store,
+    durable_tx: mpsc::UnboundedSender<i64>,
+) -> std::sync::mpsc::Sender<Persist> {
     let (tx, rx) = std::sync::mpsc::channel::<Persist>();
     std::thread::Builder::new()
         .name("zkd-storage".into())
@@ -128,9 +150,15 @@ pub struct Core {
 }
 
 impl Core {
-    pub fn new(cfg: Arc<Config>, mut store: Store, durable_tx: mpsc::UnboundedSender<i64>) -> Result<Core, crate::storage::StoreError> {
+    pub fn new(
+        cfg: Arc<Config>,
+        mut store: Store,
+        durable_tx: mpsc::UnboundedSender<i64>,
+    ) -> Result<Core, crate::storage::StoreError> {
         let loaded = store.load()?;
-        let clock = Clock { start: Instant::now() };
+        let clock = Clock {
+            start: Instant::now(),
+        };
         let now = clock.now();
         let core_cfg = zkd_core::server::Config {
             server_id: cfg.my_id as i64,
@@ -151,7 +179,14 @@ impl Core {
             u64::from_le_bytes(b)
         };
         let durable = loaded.last_zxid;
-        let server = Server::new(core_cfg, loaded.tree, loaded.last_zxid, loaded.sessions, now, seed);
+        let server = Server::new(
+            core_cfg,
+            loaded.tree,
+            loaded.last_zxid,
+            loaded.sessions,
+            now,
+            seed,
+        );
         Ok(Core {
             server,
             cfg,
@@ -185,13 +220,21 @@ impl Core {
         if need <= self.durable && self.held.is_empty() {
             self.release(effects, started);
         } else {
-            self.held.push_back(Held { need_zxid: need, started, effects });
+            self.held.push_back(Held {
+                need_zxid: need,
+                started,
+                effects,
+            });
         }
     }
 
     fn on_durable(&mut self, zxid: i64) {
         self.durable = self.durable.max(zxid);
-        while self.held.front().is_some_and(|h| h.need_zxid <= self.durable) {
+        while self
+            .held
+            .front()
+            .is_some_and(|h| h.need_zxid <= self.durable)
+        {
             let h = self.held.pop_front().expect("checked");
             self.release(h.effects, h.started);
         }
@@ -237,7 +280,11 @@ impl Core {
     }
 
     /// The core loop: requests, durability reports and the expiry tick.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Msg>, mut durable_rx: mpsc::UnboundedReceiver<i64>) {
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Msg>,
+        mut durable_rx: mpsc::UnboundedReceiver<i64>,
+    ) {
         let tick = Duration::from_millis((self.cfg.tick_time_ms as u64 / 2).clamp(10, 1000));
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -2,12 +2,12 @@
 //!
 //! Column families:
 //! - `nodes`:    key `parent \0 name` (the root's key is empty) -> node record.
-//!               All children of a node share the prefix `parent \0`, so
-//!               listing them is one prefix scan, never a scan of the tree.
+//!   All children of a node share the prefix `parent \0`, so
+//!   listing them is one prefix scan, never a scan of the tree.
 //! - `sessions`: session id (8 bytes, big-endian) -> timeout and password.
 //! - `log`:      zxid (8 bytes, big-endian) -> txn record. One log, ordered by
-//!               zxid, so it can be replayed from any point and truncated at
-//!               either end (ZAB's DIFF and TRUNC need exactly that).
+//!   zxid, so it can be replayed from any point and truncated at
+//!   either end (ZAB's DIFF and TRUNC need exactly that).
 //! - `default`:  `last_zxid` -> the zxid of the last txn in the tree.
 //!
 //! Every batch of txns is written as one RocksDB `WriteBatch` with `sync`: the
@@ -84,7 +84,8 @@ pub fn key_path(key: &[u8]) -> Option<String> {
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -96,7 +97,9 @@ impl Store {
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        self.db.cf_handle(name).expect("column families are created at open")
+        self.db
+            .cf_handle(name)
+            .expect("column families are created at open")
     }
 
     /// Reads the tree and sessions back. A store with log records but no
@@ -104,8 +107,16 @@ impl Store {
     pub fn load(&mut self) -> Result<Loaded, StoreError> {
         let last = self.db.get(KEY_LAST_ZXID)?;
         let Some(last) = last else {
-            let has_log = self.db.iterator_cf(self.cf(CF_LOG), rocksdb::IteratorMode::Start).next().is_some();
-            let has_nodes = self.db.iterator_cf(self.cf(CF_NODES), rocksdb::IteratorMode::Start).next().is_some();
+            let has_log = self
+                .db
+                .iterator_cf(self.cf(CF_LOG), rocksdb::IteratorMode::Start)
+                .next()
+                .is_some();
+            let has_nodes = self
+                .db
+                .iterator_cf(self.cf(CF_NODES), rocksdb::IteratorMode::Start)
+                .next()
+                .is_some();
             if has_log || has_nodes {
                 return Err(StoreError(
                     "the data directory holds log or tree records but no last_zxid: refusing to start over it".into(),
@@ -119,38 +130,75 @@ impl Store {
             }
             batch.put(KEY_LAST_ZXID, 0i64.to_be_bytes());
             self.write(batch)?;
-            return Ok(Loaded { tree, last_zxid: 0, sessions: Vec::new() });
+            return Ok(Loaded {
+                tree,
+                last_zxid: 0,
+                sessions: Vec::new(),
+            });
         };
         let last_zxid = i64::from_be_bytes(
-            last.as_slice().try_into().map_err(|_| StoreError("last_zxid record is damaged".into()))?,
+            last.as_slice()
+                .try_into()
+                .map_err(|_| StoreError("last_zxid record is damaged".into()))?,
         );
         let mut tree = DataTree::empty();
-        for item in self.db.iterator_cf(self.cf(CF_NODES), rocksdb::IteratorMode::Start) {
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_NODES), rocksdb::IteratorMode::Start)
+        {
             let (k, v) = item?;
             let path = key_path(&k).ok_or_else(|| StoreError(format!("damaged node key {k:?}")))?;
-            let (stat, acl, data) =
-                Node::decode(&v).map_err(|e| StoreError(format!("damaged node record for {path}: {e}")))?;
+            let (stat, acl, data) = Node::decode(&v)
+                .map_err(|e| StoreError(format!("damaged node record for {path}: {e}")))?;
             let acl = tree.intern_acl(acl);
-            tree.insert_loaded(path, Node { data, acl, stat, children: Default::default() });
+            tree.insert_loaded(
+                path,
+                Node {
+                    data,
+                    acl,
+                    stat,
+                    children: Default::default(),
+                },
+            );
         }
         let orphans = tree.link_children();
         if !orphans.is_empty() || tree.get("/").is_none() {
-            return Err(StoreError(format!("damaged tree: nodes without a parent: {orphans:?}")));
+            return Err(StoreError(format!(
+                "damaged tree: nodes without a parent: {orphans:?}"
+            )));
         }
         let mut sessions = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_SESSIONS), rocksdb::IteratorMode::Start) {
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_SESSIONS), rocksdb::IteratorMode::Start)
+        {
             let (k, v) = item?;
-            let id = i64::from_be_bytes(k.as_ref().try_into().map_err(|_| StoreError("damaged session key".into()))?);
-            sessions.push(decode_session(id, &v).ok_or_else(|| StoreError(format!("damaged session 0x{id:x}")))?);
+            let id = i64::from_be_bytes(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError("damaged session key".into()))?,
+            );
+            sessions.push(
+                decode_session(id, &v)
+                    .ok_or_else(|| StoreError(format!("damaged session 0x{id:x}")))?,
+            );
         }
-        self.log_floor = match self.db.iterator_cf(self.cf(CF_LOG), rocksdb::IteratorMode::Start).next() {
+        self.log_floor = match self
+            .db
+            .iterator_cf(self.cf(CF_LOG), rocksdb::IteratorMode::Start)
+            .next()
+        {
             Some(item) => {
                 let (k, _) = item?;
                 i64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]))
             }
             None => last_zxid,
         };
-        Ok(Loaded { tree, last_zxid, sessions })
+        Ok(Loaded {
+            tree,
+            last_zxid,
+            sessions,
+        })
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
@@ -195,23 +243,35 @@ impl Store {
     }
 
     /// Log records from `from` (inclusive), for replay and inspection.
+    #[cfg(test)]
     pub fn log_from(&self, from: i64) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
         let mut out = Vec::new();
         let start = from.to_be_bytes();
-        for item in self.db.iterator_cf(self.cf(CF_LOG), rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward)) {
+        for item in self.db.iterator_cf(
+            self.cf(CF_LOG),
+            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+        ) {
             let (k, v) = item?;
-            let z = i64::from_be_bytes(k.as_ref().try_into().map_err(|_| StoreError("damaged log key".into()))?);
+            let z = i64::from_be_bytes(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError("damaged log key".into()))?,
+            );
             out.push((z, v.to_vec()));
         }
         Ok(out)
     }
 
     /// The children of `path` as stored: one prefix scan.
+    #[cfg(test)]
     pub fn children(&self, path: &str) -> Result<Vec<String>, StoreError> {
         let mut prefix = path.as_bytes().to_vec();
         prefix.push(0);
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_NODES), rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward)) {
+        for item in self.db.iterator_cf(
+            self.cf(CF_NODES),
+            rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward),
+        ) {
             let (k, _) = item?;
             if !k.starts_with(&prefix) {
                 break;
@@ -245,14 +305,25 @@ mod tests {
             let mut s = Store::open(&dir).unwrap();
             let mut l = s.load().unwrap();
             l.tree.begin();
-            l.tree.create("/a", b"v".to_vec(), Acl::open_unsafe(), 0, 0, 1, 5);
-            l.tree.create("/a/b", vec![], Acl::open_unsafe(), 0, 1, 1, 5);
+            l.tree
+                .create("/a", b"v".to_vec(), Acl::open_unsafe(), 0, 0, 1, 5);
+            l.tree
+                .create("/a/b", vec![], Acl::open_unsafe(), 0, 1, 1, 5);
             let ch = l.tree.commit();
-            let hdr = TxnHeader { session: 0, cxid: 0, zxid: 1, time: 5 };
+            let hdr = TxnHeader {
+                session: 0,
+                cxid: 0,
+                zxid: 1,
+                time: 5,
+            };
             let p = Persist {
                 last_zxid: 1,
                 log: vec![(1, Txn::encode_entry(&hdr, &Txn::Error(0)))],
-                nodes: ch.paths.iter().map(|p| (p.clone(), l.tree.get(p).map(|n| n.encode()))).collect(),
+                nodes: ch
+                    .paths
+                    .iter()
+                    .map(|p| (p.clone(), l.tree.get(p).map(|n| n.encode())))
+                    .collect(),
                 sessions: vec![(7, Some(zkd_core::server::encode_session(4000, &[1; 16])))],
             };
             assert_eq!(s.commit(&[p]).unwrap(), 1);
