@@ -189,3 +189,22 @@ def client(hosts, timeout=10.0, **kw):
     zk = KazooClient(hosts=hosts, timeout=timeout, **kw)
     zk.start(timeout=15)
     return zk
+
+
+@pytest.fixture
+def zk(any_server):
+    """A kazoo client of `any_server`."""
+    c = client(any_server.hosts)
+    yield c
+    c.stop()
+    c.close()
+
+
+@pytest.fixture
+def base(zk):
+    """A fresh znode for one test, so module-scoped servers can be shared."""
+    import uuid
+
+    p = "/t-" + uuid.uuid4().hex[:8]
+    zk.create(p, b"base")
+    return p

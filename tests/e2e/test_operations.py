@@ -15,21 +15,6 @@ from kazoo.security import ACL, Id, make_digest_acl, OPEN_ACL_UNSAFE, READ_ACL_U
 from conftest import client
 
 
-@pytest.fixture
-def zk(any_server):
-    c = client(any_server.hosts)
-    yield c
-    c.stop()
-    c.close()
-
-
-@pytest.fixture
-def base(zk):
-    p = "/t-" + uuid.uuid4().hex[:8]
-    zk.create(p, b"base")
-    return p
-
-
 def test_create_modes_and_stat(zk, base):
     assert zk.create(f"{base}/p", b"data") == f"{base}/p"
     st = zk.exists(f"{base}/p")

@@ -9,21 +9,6 @@ import rawzk
 from conftest import client, wait_until
 
 
-@pytest.fixture
-def zk(any_server):
-    c = client(any_server.hosts)
-    yield c
-    c.stop()
-    c.close()
-
-
-@pytest.fixture
-def base(zk):
-    p = "/w-" + uuid.uuid4().hex[:8]
-    zk.create(p, b"")
-    return p
-
-
 class Events:
     def __init__(self):
         self.items = []
