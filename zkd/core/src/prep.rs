@@ -10,7 +10,7 @@ use zk_proto::{CreateMode, ErrorCode, OpCode};
 
 use crate::acl;
 use crate::path;
-use crate::tree::{is_special_path, DataTree};
+use crate::tree::{is_special_path, ttl_owner, DataTree, CONTAINER_OWNER, TTL_MAX_MS};
 use crate::txn::{Txn, TxnHeader};
 
 /// What a successful write returns to the client.
@@ -35,13 +35,14 @@ pub fn execute(
     tree: &mut DataTree,
     hdr: &TxnHeader,
     ids: &[Id],
+    ext: bool,
     op: OpCode,
     body: &[u8],
 ) -> Res<(Txn, Applied)> {
     match op {
-        OpCode::Create | OpCode::Create2 => {
+        OpCode::Create | OpCode::Create2 | OpCode::CreateContainer => {
             let req: CreateRequest = decode(body)?;
-            let (txn, p, stat) = create(tree, hdr, ids, &req)?;
+            let (txn, p, stat) = create(tree, hdr, ids, ext, op, &req, 0)?;
             let applied = if op == OpCode::Create {
                 Applied::Create(p)
             } else {
@@ -49,6 +50,20 @@ pub fn execute(
             };
             Ok((txn, applied))
         }
+        OpCode::CreateTtl => {
+            let r: CreateTtlRequest = decode(body)?;
+            let req = CreateRequest {
+                path: r.path,
+                data: r.data,
+                acl: r.acl,
+                flags: r.flags,
+            };
+            let (txn, p, stat) = create(tree, hdr, ids, ext, op, &req, r.ttl)?;
+            Ok((txn, Applied::Create2(p, stat)))
+        }
+        // Standalone servers cannot reconfigure; the reference answers
+        // ReconfigDisabled through the write pipeline (so it takes a zxid).
+        OpCode::Reconfig => Err(ErrorCode(-123)),
         OpCode::Delete => {
             let req: DeleteRequest = decode(body)?;
             let txn = delete(tree, hdr, ids, &req)?;
@@ -70,7 +85,7 @@ pub fn execute(
         }
         OpCode::Multi => {
             let req: MultiRequest = decode(body)?;
-            multi(tree, hdr, ids, &req)
+            multi(tree, hdr, ids, ext, &req)
         }
         _ => Err(ErrorCode::UNIMPLEMENTED),
     }
@@ -109,18 +124,47 @@ fn parent_for_delete(p: &str) -> Res<&str> {
         .ok_or(ErrorCode::BAD_ARGUMENTS)
 }
 
+/// Which kind of node a create makes, checked as `validateCreateRequest`
+/// does: containers come from the createContainer opcode whatever the flags
+/// (and flag 4 on a plain create makes a persistent node, as in the
+/// reference); TTL nodes only from createTTL with a TTL flag and a TTL in
+/// 1..=2^40-1 ms; `ext` is `zookeeper.extendedTypesEnabled`.
+fn owner_for(op: OpCode, mode: CreateMode, ttl: i64, ext: bool, session: i64) -> Res<i64> {
+    match op {
+        OpCode::CreateTtl => {
+            if !mode.is_ttl() {
+                return Err(ErrorCode::BAD_ARGUMENTS);
+            }
+            if !ext {
+                return Err(ErrorCode::UNIMPLEMENTED);
+            }
+            if ttl <= 0 || ttl > TTL_MAX_MS {
+                return Err(ErrorCode::BAD_ARGUMENTS);
+            }
+            Ok(ttl_owner(ttl))
+        }
+        OpCode::CreateContainer => Ok(CONTAINER_OWNER),
+        _ if mode.is_ttl() => Err(if ext {
+            ErrorCode::BAD_ARGUMENTS
+        } else {
+            ErrorCode::UNIMPLEMENTED
+        }),
+        _ if mode.is_ephemeral() => Ok(session),
+        _ => Ok(0),
+    }
+}
+
 fn create(
     tree: &mut DataTree,
     hdr: &TxnHeader,
     ids: &[Id],
+    ext: bool,
+    op: OpCode,
     req: &CreateRequest,
+    ttl: i64,
 ) -> Res<(Txn, String, Stat)> {
     let mode = CreateMode::from_flags(req.flags).ok_or(ErrorCode::BAD_ARGUMENTS)?;
-    // Containers and TTL nodes need their own opcodes and a reaper; this
-    // server does not offer them yet.
-    if matches!(mode, CreateMode::Container) || mode.is_ttl() {
-        return Err(ErrorCode::UNIMPLEMENTED);
-    }
+    let owner = owner_for(op, mode, ttl, ext, hdr.session)?;
     let last_slash = req.path.rfind('/').ok_or(ErrorCode::BAD_ARGUMENTS)?;
     if req.path.contains('\0') {
         return Err(ErrorCode::BAD_ARGUMENTS);
@@ -153,7 +197,6 @@ fn create(
     if crate::tree::is_session_owner(parent_owner) {
         return Err(ErrorCode::NO_CHILDREN_FOR_EPHEMERALS);
     }
-    let owner = if mode.is_ephemeral() { hdr.session } else { 0 };
     let new_cversion = parent_cversion.wrapping_add(1);
     let txn = Txn::Create {
         path: full.clone(),
@@ -242,6 +285,7 @@ fn multi(
     tree: &mut DataTree,
     hdr: &TxnHeader,
     ids: &[Id],
+    ext: bool,
     req: &MultiRequest,
 ) -> Res<(Txn, Applied)> {
     let mut txns = Vec::with_capacity(req.ops.len());
@@ -249,27 +293,30 @@ fn multi(
     for (i, op) in req.ops.iter().enumerate() {
         let r = match op {
             MultiOp::Create { op, req: c } => {
-                let code = if *op == 1 {
-                    OpCode::Create
-                } else {
-                    OpCode::Create2
+                let code = match *op {
+                    1 => OpCode::Create,
+                    19 => OpCode::CreateContainer,
+                    _ => OpCode::Create2,
                 };
-                if *op == 19 {
-                    Err(ErrorCode::UNIMPLEMENTED)
-                } else {
-                    create(tree, hdr, ids, c).map(|(t, p, s)| {
-                        (
-                            t,
-                            if code == OpCode::Create {
-                                MultiResult::Create(p)
-                            } else {
-                                MultiResult::Create2(p, s)
-                            },
-                        )
-                    })
-                }
+                create(tree, hdr, ids, ext, code, c, 0).map(|(t, p, s)| {
+                    let r = if code == OpCode::Create {
+                        MultiResult::Create(p)
+                    } else {
+                        MultiResult::Create2(p, s)
+                    };
+                    (t, r)
+                })
             }
-            MultiOp::CreateTtl(_) => Err(ErrorCode::UNIMPLEMENTED),
+            MultiOp::CreateTtl(r) => {
+                let c = CreateRequest {
+                    path: r.path.clone(),
+                    data: r.data.clone(),
+                    acl: r.acl.clone(),
+                    flags: r.flags,
+                };
+                create(tree, hdr, ids, ext, OpCode::CreateTtl, &c, r.ttl)
+                    .map(|(t, p, s)| (t, MultiResult::Create2(p, s)))
+            }
             MultiOp::Delete(d) => delete(tree, hdr, ids, d).map(|t| (t, MultiResult::Delete)),
             MultiOp::SetData(s) => {
                 set_data(tree, hdr, ids, s).map(|(t, st)| (t, MultiResult::SetData(st)))

@@ -35,6 +35,30 @@ pub struct Config {
     pub tick_ms: i32,
     pub min_session_timeout_ms: i32,
     pub max_session_timeout_ms: i32,
+    /// TTL nodes (`zookeeper.extendedTypesEnabled`).
+    pub extended_types: bool,
+    /// How often containers and TTL nodes are checked for removal.
+    pub reap_interval_ms: i64,
+    /// At most this many of them are removed per minute.
+    pub reap_per_minute_max: u32,
+    /// `user:base64(sha1)` whose digest auth grants the `super` identity.
+    pub super_digest: Option<String>,
+}
+
+impl Config {
+    /// ZooKeeper's defaults for everything but the timeouts.
+    pub fn new(server_id: i64, tick_ms: i32) -> Config {
+        Config {
+            server_id,
+            tick_ms,
+            min_session_timeout_ms: 2 * tick_ms,
+            max_session_timeout_ms: 20 * tick_ms,
+            extended_types: true,
+            reap_interval_ms: 60_000,
+            reap_per_minute_max: 10_000,
+            super_digest: None,
+        }
+    }
 }
 
 /// Something the runtime must do on a connection, in order.
@@ -63,6 +87,63 @@ impl Persist {
 struct Conn {
     session: i64,
     ip: String,
+    port: u16,
+    established_ms: i64,
+    received: u64,
+    sent: u64,
+    last_op: &'static str,
+    last_cxid: i32,
+    last_zxid: i64,
+    last_response_ms: i64,
+}
+
+/// One connection as the `cons` and `stat` four-letter words show it.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub conn: ConnId,
+    pub ip: String,
+    pub port: u16,
+    pub session: i64,
+    pub timeout_ms: i32,
+    pub established_ms: i64,
+    pub received: u64,
+    pub sent: u64,
+    pub last_op: &'static str,
+    pub last_cxid: i32,
+    pub last_zxid: i64,
+    pub last_response_ms: i64,
+}
+
+/// The short names the reference gives operations in `cons` (`lop=`).
+fn op_name(op: i32) -> &'static str {
+    match OpCode::from_i32(op) {
+        Some(OpCode::Ping) => "PING",
+        Some(OpCode::Create)
+        | Some(OpCode::Create2)
+        | Some(OpCode::CreateContainer)
+        | Some(OpCode::CreateTtl) => "CREA",
+        Some(OpCode::Delete) => "DELE",
+        Some(OpCode::Exists) => "EXIS",
+        Some(OpCode::GetData) => "GETD",
+        Some(OpCode::SetData) => "SETD",
+        Some(OpCode::GetAcl) => "GETA",
+        Some(OpCode::SetAcl) => "SETA",
+        Some(OpCode::GetChildren) | Some(OpCode::GetChildren2) => "GETC",
+        Some(OpCode::Sync) => "SYNC",
+        Some(OpCode::Check) => "CHEC",
+        Some(OpCode::Multi) => "MULT",
+        Some(OpCode::MultiRead) => "MLTR",
+        Some(OpCode::SetWatches) | Some(OpCode::SetWatches2) => "SETW",
+        Some(OpCode::AddWatch) => "ADDW",
+        Some(OpCode::CheckWatches) => "CHKW",
+        Some(OpCode::RemoveWatches) => "REMW",
+        Some(OpCode::CloseSession) => "CLOS",
+        Some(OpCode::Auth) => "AUTH",
+        Some(OpCode::GetEphemerals) => "GETE",
+        Some(OpCode::GetAllChildrenNumber) => "GETACN",
+        Some(OpCode::WhoAmI) => "HOMI",
+        _ => "UNKN",
+    }
 }
 
 /// Counters the four-letter words report.
@@ -83,6 +164,9 @@ pub struct Server {
     rng: u64,
     effects: Vec<Effect>,
     persist: Persist,
+    next_reap_ms: i64,
+    /// The time of the call being handled, for per-connection stats.
+    now: Now,
     pub counters: Counters,
 }
 
@@ -144,6 +228,7 @@ impl Server {
         // a counter started from the wall clock so ids differ across restarts.
         let base = ((now.wall_ms as u64) << 24) >> 8;
         let next_session = (base as i64) | (cfg.server_id << 56);
+        let next_reap = now.mono_ms + cfg.reap_interval_ms;
         Server {
             cfg,
             tree,
@@ -155,6 +240,8 @@ impl Server {
             rng: seed | 1,
             effects: Vec::new(),
             persist: Persist::default(),
+            next_reap_ms: next_reap,
+            now,
             counters: Counters::default(),
         }
     }
@@ -179,8 +266,47 @@ impl Server {
         self.watches.count()
     }
 
-    pub fn watch_paths(&self) -> usize {
-        self.watches.paths()
+    /// Every open connection, by id.
+    pub fn connections(&self) -> Vec<ConnInfo> {
+        let mut v: Vec<ConnInfo> = self
+            .conns
+            .iter()
+            .map(|(id, c)| ConnInfo {
+                conn: *id,
+                ip: c.ip.clone(),
+                port: c.port,
+                session: c.session,
+                timeout_ms: self
+                    .sessions
+                    .get(c.session)
+                    .map(|s| s.timeout_ms)
+                    .unwrap_or(0),
+                established_ms: c.established_ms,
+                received: c.received,
+                sent: c.sent,
+                last_op: c.last_op,
+                last_cxid: c.last_cxid,
+                last_zxid: c.last_zxid,
+                last_response_ms: c.last_response_ms,
+            })
+            .collect();
+        v.sort_by_key(|c| c.conn);
+        v
+    }
+
+    /// Sessions with their timeouts, by id.
+    pub fn sessions(&self) -> Vec<(i64, i32)> {
+        let mut v: Vec<(i64, i32)> = self.sessions.iter().map(|s| (s.id, s.timeout_ms)).collect();
+        v.sort();
+        v
+    }
+
+    pub fn watches(&self) -> &WatchTable {
+        &self.watches
+    }
+
+    pub fn session_of(&self, conn: ConnId) -> Option<i64> {
+        self.conns.get(&conn).map(|c| c.session)
     }
 
     pub fn take_effects(&mut self) -> Vec<Effect> {
@@ -205,6 +331,9 @@ impl Server {
 
     fn send(&mut self, conn: ConnId, bytes: Vec<u8>) {
         self.counters.packets_sent += 1;
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.sent += 1;
+        }
         self.effects.push(Effect::Send(conn, bytes));
     }
 
@@ -229,7 +358,15 @@ impl Server {
     // ---- connection lifecycle ------------------------------------------
 
     /// A new connection's handshake.
-    pub fn connect(&mut self, now: Now, conn: ConnId, peer_ip: &str, req: &ConnectRequest) {
+    pub fn connect(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        peer_ip: &str,
+        peer_port: u16,
+        req: &ConnectRequest,
+    ) {
+        self.now = now;
         self.counters.packets_received += 1;
         if req.last_zxid_seen > self.last_zxid {
             // The client has seen a newer state than ours: refuse, as the
@@ -258,7 +395,7 @@ impl Server {
                 passwd,
             };
             self.commit_txn(now, id, 0, txn);
-            self.attach(now, conn, peer_ip, id);
+            self.attach(now, conn, peer_ip, peer_port, id);
             let rsp = ConnectResponse {
                 protocol_version: 0,
                 timeout_ms: timeout,
@@ -294,7 +431,7 @@ impl Server {
             }
         }
         self.sessions.set_timeout(id, timeout, now.mono_ms);
-        self.attach(now, conn, peer_ip, id);
+        self.attach(now, conn, peer_ip, peer_port, id);
         let passwd = self
             .sessions
             .get(id)
@@ -316,14 +453,20 @@ impl Server {
         self.send(conn, w.finish_frame());
     }
 
-    fn attach(&mut self, now: Now, conn: ConnId, ip: &str, session: i64) {
-        self.conns.insert(
-            conn,
-            Conn {
-                session,
-                ip: ip.to_owned(),
-            },
-        );
+    fn attach(&mut self, now: Now, conn: ConnId, ip: &str, port: u16, session: i64) {
+        let conn_state = Conn {
+            session,
+            ip: ip.to_owned(),
+            port,
+            established_ms: now.wall_ms,
+            received: 1,
+            sent: 0,
+            last_op: "NA",
+            last_cxid: 0,
+            last_zxid: self.last_zxid,
+            last_response_ms: now.wall_ms,
+        };
+        self.conns.insert(conn, conn_state);
         if let Some(s) = self.sessions.get_mut(session) {
             s.conn = Some(conn);
         }
@@ -347,8 +490,33 @@ impl Server {
         self.detach(conn);
     }
 
-    /// Expires sessions whose deadline has passed.
+    /// Expires sessions whose deadline has passed, and every
+    /// `reap_interval_ms` removes empty containers and expired TTL nodes.
     pub fn tick(&mut self, now: Now) {
+        self.now = now;
+        if now.mono_ms >= self.next_reap_ms {
+            self.next_reap_ms = now.mono_ms + self.cfg.reap_interval_ms;
+            let cap =
+                ((self.cfg.reap_per_minute_max as i64 * self.cfg.reap_interval_ms) / 60_000).max(1);
+            for p in self
+                .tree
+                .reap_candidates(now.wall_ms)
+                .into_iter()
+                .take(cap as usize)
+            {
+                let hdr = TxnHeader {
+                    session: 0,
+                    cxid: 0,
+                    zxid: self.last_zxid + 1,
+                    time: now.wall_ms,
+                };
+                self.tree.begin();
+                self.tree.delete(&p, hdr.zxid);
+                let changes = self.tree.commit();
+                log::debug!("removed {p} (empty container or expired TTL node)");
+                self.record(hdr, &Txn::Delete { path: p }, changes);
+            }
+        }
         for id in self.sessions.expired(now.mono_ms) {
             log::info!("session 0x{id:x} expired");
             if let Some(s) = self.sessions.get_mut(id) {
@@ -367,6 +535,7 @@ impl Server {
 
     /// One frame from an established connection.
     pub fn packet(&mut self, now: Now, conn: ConnId, body: &[u8]) {
+        self.now = now;
         self.counters.packets_received += 1;
         let Some(session) = self.conns.get(&conn).map(|c| c.session) else {
             self.close(conn);
@@ -379,6 +548,13 @@ impl Server {
             return;
         };
         self.sessions.touch(session, now.mono_ms);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.received += 1;
+            c.last_op = op_name(hdr.op);
+            if hdr.xid >= 0 {
+                c.last_cxid = hdr.xid;
+            }
+        }
         let body = r.rest();
         let Some(op) = OpCode::from_i32(hdr.op) else {
             self.reply(conn, hdr.xid, ErrorCode::UNIMPLEMENTED, None);
@@ -391,7 +567,20 @@ impl Server {
                 return;
             }
             OpCode::Auth => return self.auth(conn, session, body),
-            OpCode::SetWatches => return self.set_watches(conn, hdr.xid, body),
+            OpCode::SetWatches => return self.set_watches(conn, hdr.xid, body, false),
+            OpCode::SetWatches2 => return self.set_watches(conn, hdr.xid, body, true),
+            OpCode::AddWatch => self.add_watch(conn, body),
+            OpCode::CheckWatches => self.check_watches(conn, body, false),
+            OpCode::RemoveWatches => self.check_watches(conn, body, true),
+            OpCode::WhoAmI => Ok(self.who_am_i(conn)),
+            OpCode::Sasl => {
+                // No SASL mechanism is configured: the reference answers with
+                // a null token and zxid 0.
+                let mut w = Writer::new();
+                w.null();
+                self.send(conn, frame(hdr.xid, 0, ErrorCode::OK, Some(&w.buf)));
+                return;
+            }
             OpCode::CloseSession => {
                 if let Some(s) = self.sessions.get_mut(session) {
                     s.closing = true;
@@ -415,6 +604,9 @@ impl Server {
             OpCode::GetAllChildrenNumber => self.all_children_number(conn, body),
             OpCode::Create
             | OpCode::Create2
+            | OpCode::CreateContainer
+            | OpCode::CreateTtl
+            | OpCode::Reconfig
             | OpCode::Delete
             | OpCode::SetData
             | OpCode::SetAcl
@@ -431,6 +623,11 @@ impl Server {
 
     fn reply(&mut self, conn: ConnId, xid: i32, err: ErrorCode, body: Option<&[u8]>) {
         let z = self.last_zxid;
+        let t = self.now.wall_ms;
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.last_zxid = z;
+            c.last_response_ms = t;
+        }
         self.send(conn, frame(xid, z, err, body));
     }
 
@@ -448,7 +645,14 @@ impl Server {
         });
         match id {
             Some(id) => {
+                let is_super = self.cfg.super_digest.as_deref() == Some(id.id.as_str());
                 if let Some(s) = self.sessions.get_mut(session) {
+                    if is_super && !s.auth.iter().any(|i| i.scheme == "super") {
+                        s.auth.push(Id {
+                            scheme: "super".into(),
+                            id: String::new(),
+                        });
+                    }
                     if !s.auth.contains(&id) {
                         s.auth.push(id);
                     }
@@ -464,11 +668,28 @@ impl Server {
         }
     }
 
-    fn set_watches(&mut self, conn: ConnId, x: i32, body: &[u8]) {
-        let Ok(sw) = SetWatches::decode(body) else {
+    fn set_watches(&mut self, conn: ConnId, x: i32, body: &[u8], v2: bool) {
+        let decoded = if v2 {
+            SetWatches2::decode(body).ok()
+        } else {
+            SetWatches::decode(body).ok().map(|s| SetWatches2 {
+                relative_zxid: s.relative_zxid,
+                data_watches: s.data_watches,
+                exist_watches: s.exist_watches,
+                child_watches: s.child_watches,
+                ..Default::default()
+            })
+        };
+        let Some(sw) = decoded else {
             self.close(conn);
             return;
         };
+        for p in &sw.persistent_watches {
+            self.watches.add(Kind::Persistent, p, conn);
+        }
+        for p in &sw.persistent_recursive_watches {
+            self.watches.add(Kind::Recursive, p, conn);
+        }
         let rel = sw.relative_zxid;
         let mut events = Vec::new();
         for p in &sw.data_watches {
@@ -513,6 +734,61 @@ impl Server {
             conn,
             frame(xid::NOTIFICATION, zxid, ErrorCode::OK, Some(&ev.encode())),
         );
+    }
+
+    fn add_watch(&mut self, conn: ConnId, body: &[u8]) -> Result<Vec<u8>, ErrorCode> {
+        let mut r = Reader::new(body);
+        let (path, mode) = (|| Ok::<_, zk_proto::DecodeError>((r.ustring()?, r.i32()?)))()
+            .map_err(|_| ErrorCode::MARSHALLING_ERROR)?;
+        let kind = match mode {
+            0 => Kind::Persistent,
+            1 => Kind::Recursive,
+            _ => return Err(ErrorCode::MARSHALLING_ERROR),
+        };
+        self.watches.add(kind, &path, conn);
+        // The reply carries an ErrorResponse record with code 0.
+        Ok(ErrorResponse { err: 0 }.encode())
+    }
+
+    fn check_watches(
+        &mut self,
+        conn: ConnId,
+        body: &[u8],
+        remove: bool,
+    ) -> Result<Vec<u8>, ErrorCode> {
+        let mut r = Reader::new(body);
+        let (path, typ) = (|| Ok::<_, zk_proto::DecodeError>((r.ustring()?, r.i32()?)))()
+            .map_err(|_| ErrorCode::MARSHALLING_ERROR)?;
+        let kinds = crate::watch::kinds_of_watcher_type(typ).ok_or(ErrorCode::MARSHALLING_ERROR)?;
+        let mut found = false;
+        for &k in kinds {
+            if remove {
+                found |= self.watches.remove(k, &path, conn);
+            } else {
+                found |= self.watches.has(k, &path, conn);
+            }
+        }
+        if found {
+            Ok(Vec::new())
+        } else {
+            Err(ErrorCode::NO_WATCHER)
+        }
+    }
+
+    /// `whoAmI`: the connection's identities as (scheme, user) pairs; for a
+    /// digest identity the user is the part before the colon.
+    fn who_am_i(&self, conn: ConnId) -> Vec<u8> {
+        let ids = self.ids(conn);
+        let mut w = Writer::new();
+        w.i32(ids.len() as i32);
+        for id in ids {
+            let user = match id.scheme.as_str() {
+                "digest" => id.id.split(':').next().unwrap_or("").to_owned(),
+                _ => id.id.clone(),
+            };
+            w.ustring(&id.scheme).ustring(&user);
+        }
+        w.buf
     }
 
     // ---- reads -------------------------------------------------------------
@@ -658,7 +934,14 @@ impl Server {
             time: now.wall_ms,
         };
         self.tree.begin();
-        let outcome = prep::execute(&mut self.tree, &hdr, &ids, op, body);
+        let outcome = prep::execute(
+            &mut self.tree,
+            &hdr,
+            &ids,
+            self.cfg.extended_types,
+            op,
+            body,
+        );
         let (txn, reply) = match outcome {
             Err(ErrorCode::MARSHALLING_ERROR) => {
                 self.tree.rollback();

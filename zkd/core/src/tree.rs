@@ -56,7 +56,7 @@ impl Node {
                 .wrapping_mul(2)
                 .wrapping_sub(self.children.len() as i32),
             aversion: s.aversion,
-            ephemeral_owner: s.ephemeral_owner,
+            ephemeral_owner: client_owner(s.ephemeral_owner),
             data_length: self.data.len() as i32,
             num_children: self.children.len() as i32,
             pzxid: s.pzxid,
@@ -123,6 +123,8 @@ pub struct Changes {
 pub struct DataTree {
     nodes: HashMap<String, Node>,
     ephemerals: HashMap<i64, BTreeSet<String>>,
+    /// Containers and TTL nodes: the only candidates the reaper looks at.
+    reapable: BTreeSet<String>,
     acl_cache: HashMap<Vec<Acl>, Arc<Vec<Acl>>>,
     data_bytes: u64,
     journal: Journal,
@@ -172,6 +174,7 @@ impl DataTree {
         DataTree {
             nodes: HashMap::new(),
             ephemerals: HashMap::new(),
+            reapable: BTreeSet::new(),
             acl_cache: HashMap::new(),
             data_bytes: 0,
             journal: Journal::default(),
@@ -182,12 +185,7 @@ impl DataTree {
     /// so children are linked by `link_children` once everything is loaded.
     pub fn insert_loaded(&mut self, path: String, node: Node) {
         self.data_bytes += node.data.len() as u64 + path.len() as u64;
-        if node.stat.ephemeral_owner != 0 && is_session_owner(node.stat.ephemeral_owner) {
-            self.ephemerals
-                .entry(node.stat.ephemeral_owner)
-                .or_default()
-                .insert(path.clone());
-        }
+        self.index_owner(&path, node.stat.ephemeral_owner);
         if let Some((parent, name)) = path::split(&path) {
             if let Some(p) = self.nodes.get_mut(parent) {
                 p.children.insert(name.to_owned());
@@ -303,12 +301,7 @@ impl DataTree {
             ephemeral_owner,
             ..Default::default()
         };
-        if is_session_owner(ephemeral_owner) {
-            self.ephemerals
-                .entry(ephemeral_owner)
-                .or_default()
-                .insert(path.to_owned());
-        }
+        self.index_owner(path, ephemeral_owner);
         self.nodes.insert(
             path.to_owned(),
             Node {
@@ -379,15 +372,59 @@ impl DataTree {
         n.stat()
     }
 
+    fn index_owner(&mut self, path: &str, owner: i64) {
+        match owner_kind(owner) {
+            Owner::Session(id) => {
+                self.ephemerals
+                    .entry(id)
+                    .or_default()
+                    .insert(path.to_owned());
+            }
+            Owner::Container | Owner::Ttl(_) => {
+                self.reapable.insert(path.to_owned());
+            }
+            Owner::Persistent => {}
+        }
+    }
+
     fn unindex_ephemeral(&mut self, path: &str, owner: i64) {
-        if is_session_owner(owner) {
-            if let Some(set) = self.ephemerals.get_mut(&owner) {
-                set.remove(path);
-                if set.is_empty() {
-                    self.ephemerals.remove(&owner);
+        match owner_kind(owner) {
+            Owner::Session(id) => {
+                if let Some(set) = self.ephemerals.get_mut(&id) {
+                    set.remove(path);
+                    if set.is_empty() {
+                        self.ephemerals.remove(&id);
+                    }
                 }
             }
+            Owner::Container | Owner::Ttl(_) => {
+                self.reapable.remove(path);
+            }
+            Owner::Persistent => {}
         }
+    }
+
+    /// Containers that had children and have none left, and TTL nodes
+    /// without children unmodified for longer than their TTL, in path order
+    /// (`ContainerManager.getCandidates`).
+    pub fn reap_candidates(&self, now_wall_ms: i64) -> Vec<String> {
+        self.reapable
+            .iter()
+            .filter(|p| {
+                let Some(n) = self.nodes.get(*p) else {
+                    return false;
+                };
+                if !n.children.is_empty() {
+                    return false;
+                }
+                match owner_kind(n.stat.ephemeral_owner) {
+                    Owner::Container => n.stat.cversion > 0,
+                    Owner::Ttl(ttl) => now_wall_ms - n.stat.mtime > ttl,
+                    _ => false,
+                }
+            })
+            .cloned()
+            .collect()
     }
 
     /// Starts a transaction (clears the journal).
@@ -446,22 +483,56 @@ impl DataTree {
                             }
                         }
                     }
-                    if is_session_owner(stat.ephemeral_owner) {
-                        self.ephemerals
-                            .entry(stat.ephemeral_owner)
-                            .or_default()
-                            .insert(path);
-                    }
+                    self.index_owner(&path, stat.ephemeral_owner);
                 }
             }
         }
     }
 }
 
-/// Container and TTL nodes borrow `ephemeralOwner` for a marker with the top
-/// byte set (0x80 container, 0xFF TTL); only other non-zero values are sessions.
+/// `ephemeralOwner` of a container node (`EphemeralType.CONTAINER`).
+pub const CONTAINER_OWNER: i64 = i64::MIN;
+/// The largest TTL, in ms, that fits the owner encoding (40 bits).
+pub const TTL_MAX_MS: i64 = (1 << 40) - 1;
+
+/// What a node's `ephemeralOwner` says about it. Containers and TTL nodes
+/// borrow the field: containers hold exactly 0x8000000000000000, TTL nodes
+/// 0xFF in the top byte and the TTL below; anything else non-zero is a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    Persistent,
+    Session(i64),
+    Container,
+    Ttl(i64),
+}
+
+pub fn owner_kind(owner: i64) -> Owner {
+    if owner == 0 {
+        Owner::Persistent
+    } else if owner == CONTAINER_OWNER {
+        Owner::Container
+    } else if (owner as u64) >> 56 == 0xFF {
+        Owner::Ttl(owner & TTL_MAX_MS)
+    } else {
+        Owner::Session(owner)
+    }
+}
+
+pub fn ttl_owner(ttl_ms: i64) -> i64 {
+    (0xFFu64 << 56) as i64 | (ttl_ms & TTL_MAX_MS)
+}
+
 pub fn is_session_owner(owner: i64) -> bool {
-    owner != 0 && (owner as u64 >> 56) != 0x80 && (owner as u64 >> 56) != 0xFF
+    matches!(owner_kind(owner), Owner::Session(_))
+}
+
+/// The `ephemeralOwner` clients see: the reference shows 0 for containers
+/// and TTL nodes (`DataTree.getClientEphemeralOwner`).
+pub fn client_owner(owner: i64) -> i64 {
+    match owner_kind(owner) {
+        Owner::Session(id) => id,
+        _ => 0,
+    }
 }
 
 #[cfg(test)]

@@ -8,10 +8,10 @@ use zkd_core::tree::DataTree;
 
 fn server() -> Server {
     let cfg = Config {
-        server_id: 1,
-        tick_ms: 100,
         min_session_timeout_ms: 200,
         max_session_timeout_ms: 2000,
+        reap_interval_ms: 1000,
+        ..Config::new(1, 100)
     };
     Server::new(cfg, DataTree::new(), 0, Vec::new(), Now::default(), 42)
 }
@@ -30,7 +30,7 @@ fn connect(s: &mut Server, conn: u64, now: Now, timeout: i32) -> ConnectResponse
         read_only: Some(false),
         ..Default::default()
     };
-    s.connect(now, conn, "127.0.0.1", &req);
+    s.connect(now, conn, "127.0.0.1", 40000 + conn as u16, &req);
     let fx = s.take_effects();
     match &fx[0] {
         Effect::Send(c, b) if *c == conn => ConnectResponse::decode(&b[4..]).unwrap(),
@@ -226,4 +226,75 @@ fn reads_persist_nothing() {
         ),
     );
     assert!(s.take_persist().is_empty());
+}
+
+#[test]
+fn containers_and_ttl_nodes_are_reaped_on_the_clock_passed_in() {
+    let mut s = server();
+    connect(&mut s, 1, at(0), 1000);
+    let cont = CreateRequest {
+        path: "/c".into(),
+        acl: Acl::open_unsafe(),
+        flags: 4,
+        ..Default::default()
+    };
+    s.packet(at(1), 1, &request(19, 1, &cont.encode()));
+    let kid = CreateRequest {
+        path: "/c/k".into(),
+        acl: Acl::open_unsafe(),
+        ..Default::default()
+    };
+    s.packet(at(2), 1, &request(1, 2, &kid.encode()));
+    let mut w = Writer::new();
+    CreateRequest {
+        path: "/t".into(),
+        acl: Acl::open_unsafe(),
+        flags: 5,
+        ..Default::default()
+    }
+    .write(&mut w);
+    w.i64(5000);
+    s.packet(at(3), 1, &request(21, 3, &w.buf));
+    let never = CreateRequest {
+        path: "/empty".into(),
+        acl: Acl::open_unsafe(),
+        ..Default::default()
+    };
+    s.packet(at(4), 1, &request(19, 4, &never.encode()));
+    let f = frames(&s.take_effects());
+    assert!(f.iter().all(|(_, h, _)| h.err == 0), "{f:?}");
+    // A container's ephemeralOwner reads as 0, as in the reference.
+    assert_eq!(s.tree().get("/c").unwrap().stat().ephemeral_owner, 0);
+    s.packet(
+        at(5),
+        1,
+        &request(
+            2,
+            5,
+            &DeleteRequest {
+                path: "/c/k".into(),
+                version: -1,
+            }
+            .encode(),
+        ),
+    );
+    for t in [500, 1100, 2100] {
+        s.packet(at(t), 1, &request(11, -2, &[]));
+        s.tick(at(t));
+    }
+    assert!(
+        s.tree().get("/c").is_none(),
+        "emptied container not removed"
+    );
+    assert!(
+        s.tree().get("/empty").is_some(),
+        "a container that never had children stays"
+    );
+    assert!(
+        s.tree().get("/t").is_some(),
+        "TTL node removed before its TTL"
+    );
+    s.packet(at(6000), 1, &request(11, -2, &[]));
+    s.tick(at(6100));
+    assert!(s.tree().get("/t").is_none(), "TTL node outlived its TTL");
 }

@@ -33,6 +33,14 @@ pub struct Config {
     /// Four-letter words allowed on the client port; `None` means all (`*`).
     pub four_letter_words: Option<Vec<String>>,
     pub frame_bytes_max: usize,
+    /// TTL nodes allowed (`zookeeper.extendedTypesEnabled`, default true).
+    pub extended_types: bool,
+    /// `znode.container.checkIntervalMs` (default 60000).
+    pub container_check_interval_ms: i64,
+    /// `znode.container.maxPerMinute` (default 10000).
+    pub container_max_per_minute: u32,
+    /// `zookeeper.DigestAuthenticationProvider.superDigest` (default unset).
+    pub super_digest: Option<String>,
     /// From `dataDir/myid`; 0 in standalone mode without one.
     pub my_id: u64,
     /// Keys that were present but that zkd does not know.
@@ -283,6 +291,50 @@ impl Config {
             }
             None => zk_proto::frame::FRAME_BYTES_MAX_DEFAULT,
         };
+        let extended_types = match get("zookeeper.extendedTypesEnabled") {
+            None => true,
+            Some("true") => true,
+            Some("false") => false,
+            Some(v) => {
+                return Err(invalid(
+                    "zookeeper.extendedTypesEnabled",
+                    v,
+                    "must be true or false",
+                ))
+            }
+        };
+        let container_check_interval_ms: i64 = match get("znode.container.checkIntervalMs") {
+            Some(v) => {
+                let n: i64 = int("znode.container.checkIntervalMs", v)?;
+                if n <= 0 {
+                    return Err(invalid(
+                        "znode.container.checkIntervalMs",
+                        v,
+                        "must be positive",
+                    ));
+                }
+                n
+            }
+            None => 60_000,
+        };
+        let container_max_per_minute = match get("znode.container.maxPerMinute") {
+            Some(v) => int("znode.container.maxPerMinute", v)?,
+            None => 10_000,
+        };
+        let super_digest = match get("zookeeper.DigestAuthenticationProvider.superDigest") {
+            None => None,
+            Some(v) if v.split(':').count() == 2 && !v.starts_with(':') => Some(v.to_owned()),
+            Some(v) => {
+                return Err(invalid(
+                    "zookeeper.DigestAuthenticationProvider.superDigest",
+                    "(hidden)",
+                    format!(
+                        "expected user:base64-sha1 digest, got {} characters",
+                        v.len()
+                    ),
+                ))
+            }
+        };
         let mut servers = Vec::new();
         let mut unknown_keys = Vec::new();
         let mut ignored_keys = Vec::new();
@@ -299,6 +351,10 @@ impl Config {
             "syncLimit",
             "4lw.commands.whitelist",
             "jute.maxbuffer",
+            "zookeeper.extendedTypesEnabled",
+            "znode.container.checkIntervalMs",
+            "znode.container.maxPerMinute",
+            "zookeeper.DigestAuthenticationProvider.superDigest",
         ];
         for (k, v) in &kv {
             if let Some(id) = k.strip_prefix("server.") {
@@ -325,6 +381,10 @@ impl Config {
             servers,
             four_letter_words,
             frame_bytes_max,
+            extended_types,
+            container_check_interval_ms,
+            container_max_per_minute,
+            super_digest,
             my_id: 0,
             unknown_keys,
             ignored_keys,

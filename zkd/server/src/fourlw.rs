@@ -50,6 +50,14 @@ fn srvr_body(core: &Core, out: &mut String) {
     let _ = writeln!(out, "Node count: {}", s.tree().node_count_reported());
 }
 
+fn peer(c: &zkd_core::server::ConnInfo) -> String {
+    if c.ip.contains(':') {
+        format!("/[{}]:{}[1]", c.ip, c.port)
+    } else {
+        format!("/{}:{}[1]", c.ip, c.port)
+    }
+}
+
 fn fd_counts() -> (u64, u64) {
     let open = std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count() as u64)
@@ -78,8 +86,78 @@ pub fn answer(core: &mut Core, word: &str) -> String {
         "stat" => {
             let _ = writeln!(out, "Zookeeper version: {VERSION}");
             let _ = writeln!(out, "Clients:");
+            for c in core.server.connections() {
+                let _ = writeln!(
+                    out,
+                    " {}(queued=0,recved={},sent={})",
+                    peer(&c),
+                    c.received,
+                    c.sent
+                );
+            }
             let _ = writeln!(out);
             srvr_body(core, &mut out);
+        }
+        "cons" => {
+            for c in core.server.connections() {
+                let l = core.latency.get(&c.conn).copied().unwrap_or_default();
+                let avg = if l.count == 0 { 0 } else { l.sum / l.count };
+                let _ = writeln!(
+                    out,
+                    " {}(queued=0,recved={},sent={},sid=0x{:x},lop={},est={},to={},lcxid=0x{:x},lzxid=0x{:x},lresp={},llat={},minlat={},avglat={},maxlat={})",
+                    peer(&c), c.received, c.sent, c.session, c.last_op, c.established_ms, c.timeout_ms,
+                    c.last_cxid, c.last_zxid, c.last_response_ms, l.last, l.min, avg, l.max
+                );
+            }
+            let _ = writeln!(out);
+        }
+        "wchc" => {
+            let s = &core.server;
+            for (conn, paths) in s.watches().by_connection() {
+                let _ = writeln!(out, "0x{:x}", s.session_of(conn).unwrap_or(0));
+                for p in paths {
+                    let _ = writeln!(out, "\t{p}");
+                }
+            }
+            let _ = writeln!(out);
+        }
+        "wchp" => {
+            let s = &core.server;
+            for (p, conns) in s.watches().by_path() {
+                let _ = writeln!(out, "{p}");
+                for c in conns {
+                    let _ = writeln!(out, "\t0x{:x}", s.session_of(c).unwrap_or(0));
+                }
+            }
+            let _ = writeln!(out);
+        }
+        "dump" => {
+            let s = &core.server;
+            let sessions = s.sessions();
+            let _ = writeln!(out, "SessionTracker dump:");
+            let _ = writeln!(out, "Global Sessions({}):", sessions.len());
+            for (id, timeout) in &sessions {
+                let _ = writeln!(out, "0x{id:x}\t{timeout}ms");
+            }
+            let _ = writeln!(out, "ephemeral nodes dump:");
+            let with: Vec<(i64, Vec<String>)> = sessions
+                .iter()
+                .map(|(id, _)| (*id, s.tree().ephemerals_of(*id)))
+                .filter(|(_, e)| !e.is_empty())
+                .collect();
+            let _ = writeln!(out, "Sessions with Ephemerals ({}):", with.len());
+            for (id, paths) in with {
+                let _ = writeln!(out, "0x{id:x}:");
+                for p in paths {
+                    let _ = writeln!(out, "\t{p}");
+                }
+            }
+            let _ = writeln!(out, "Connections dump:");
+            let conns = s.connections();
+            let _ = writeln!(out, "Connections ({}):", conns.len());
+            for c in conns {
+                let _ = writeln!(out, "\tip: {} sessionId: 0x{:x}", peer(&c), c.session);
+            }
         }
         "srst" => {
             core.metrics.reset();
@@ -87,7 +165,7 @@ pub fn answer(core: &mut Core, word: &str) -> String {
             out.push_str("Server stats reset.\n");
         }
         "crst" => {
-            core.metrics.reset();
+            core.latency.clear();
             out.push_str("Connection stats reset.\n");
         }
         "conf" => {
@@ -159,14 +237,10 @@ pub fn answer(core: &mut Core, word: &str) -> String {
             }
         }
         "wchs" => {
-            let s = &core.server;
-            let _ = writeln!(
-                out,
-                "{} connections watching {} paths",
-                s.connection_count(),
-                s.watch_paths()
-            );
-            let _ = writeln!(out, "Total watches:{}", s.watch_count());
+            let w = core.server.watches();
+            let conns = w.by_connection().len();
+            let _ = writeln!(out, "{conns} connections watching {} paths", w.data_paths());
+            let _ = writeln!(out, "Total watches:{}", w.data_count());
         }
         "dirs" => {
             let _ = writeln!(out, "datadir_size: {}", dir_size(&cfg.data_dir));

@@ -151,6 +151,7 @@ async fn connection(
         .send(Msg::Connect {
             conn,
             ip,
+            port: peer.port(),
             req,
             out: out_tx,
         })

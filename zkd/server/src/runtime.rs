@@ -28,6 +28,7 @@ pub enum Msg {
     Connect {
         conn: ConnId,
         ip: String,
+        port: u16,
         req: ConnectRequest,
         out: mpsc::UnboundedSender<Out>,
     },
@@ -78,6 +79,30 @@ impl Metrics {
         self.latency_max_us.store(0, Ordering::Relaxed);
         self.latency_sum_us.store(0, Ordering::Relaxed);
         self.latency_count.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Reply latencies of one connection, in ms.
+#[derive(Default, Clone, Copy)]
+pub struct Latency {
+    pub last: u64,
+    pub min: u64,
+    pub max: u64,
+    pub sum: u64,
+    pub count: u64,
+}
+
+impl Latency {
+    fn record(&mut self, ms: u64) {
+        self.min = if self.count == 0 {
+            ms
+        } else {
+            self.min.min(ms)
+        };
+        self.max = self.max.max(ms);
+        self.last = ms;
+        self.sum += ms;
+        self.count += 1;
     }
 }
 
@@ -143,6 +168,8 @@ pub struct Core {
     pub metrics: Arc<Metrics>,
     clock: Clock,
     conns: HashMap<ConnId, mpsc::UnboundedSender<Out>>,
+    /// Reply latency per connection, for `cons`.
+    pub latency: HashMap<ConnId, Latency>,
     held: VecDeque<Held>,
     durable: i64,
     storage: std::sync::mpsc::Sender<Persist>,
@@ -165,6 +192,10 @@ impl Core {
             tick_ms: cfg.tick_time_ms,
             min_session_timeout_ms: cfg.min_session_timeout_ms,
             max_session_timeout_ms: cfg.max_session_timeout_ms,
+            extended_types: cfg.extended_types,
+            reap_interval_ms: cfg.container_check_interval_ms,
+            reap_per_minute_max: cfg.container_max_per_minute,
+            super_digest: cfg.super_digest.clone(),
         };
         log::info!(
             "loaded {} znodes and {} sessions, last zxid 0x{:x}",
@@ -193,6 +224,7 @@ impl Core {
             metrics: Arc::new(Metrics::default()),
             clock,
             conns: HashMap::new(),
+            latency: HashMap::new(),
             held: VecDeque::new(),
             durable,
             storage: spawn_storage(store, durable_tx),
@@ -246,6 +278,11 @@ impl Core {
         for e in effects {
             match e {
                 Effect::Send(c, bytes) => {
+                    // Replies (not watch events) count toward the latency
+                    // `cons` shows per connection.
+                    if bytes.get(4..8) != Some(&[0xff, 0xff, 0xff, 0xff][..]) {
+                        self.latency.entry(c).or_default().record(us / 1000);
+                    }
                     if let Some(tx) = self.conns.get(&c) {
                         let _ = tx.send(Out::Frame(bytes));
                     }
@@ -263,13 +300,20 @@ impl Core {
         let started = Instant::now();
         let now = self.clock.now();
         match msg {
-            Msg::Connect { conn, ip, req, out } => {
+            Msg::Connect {
+                conn,
+                ip,
+                port,
+                req,
+                out,
+            } => {
                 self.conns.insert(conn, out);
-                self.server.connect(now, conn, &ip, &req);
+                self.server.connect(now, conn, &ip, port, &req);
             }
             Msg::Packet { conn, body } => self.server.packet(now, conn, &body),
             Msg::Closed { conn } => {
                 self.conns.remove(&conn);
+                self.latency.remove(&conn);
                 self.server.disconnected(conn);
             }
             Msg::FourLetter { word, reply } => {
