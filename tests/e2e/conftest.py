@@ -15,11 +15,20 @@ import time
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+# The same default as scripts/env.sh: the build lives outside the clone.
+TARGET = os.environ.get("CARGO_TARGET_DIR", "/var/cache/zkfs-target")
 ZKD = os.environ.get("ZKD_BIN", os.path.join(TARGET, "release", "zkd"))
 ZK_SERVER_SH = "/usr/share/zookeeper/bin/zkServer.sh"
 ZKCLI = "/usr/share/zookeeper/bin/zkCli.sh"
 CLI_MT = "/usr/lib/zookeeper/bin/cli_mt"
+# The digest of "super:test"; both servers grant it the super identity.
+SUPER_DIGEST = "super:D/InIHSb7yEEbrWz8b9l71RjZJU="
+# Options the reference needs to match zkd's defaults where tests compare
+# them: TTL nodes on (zkd's default), a short container check, a super user.
+REFERENCE_JVMFLAGS = (
+    "-Dzookeeper.extendedTypesEnabled=true -Dznode.container.checkIntervalMs=300 "
+    f"-Dzookeeper.DigestAuthenticationProvider.superDigest={SUPER_DIGEST}"
+)
 
 
 def free_port():
@@ -71,7 +80,8 @@ class Zkd:
             f.write(
                 f"tickTime=200\ndataDir={self.data}\nclientPort={self.port}\n"
                 f"clientPortAddress=127.0.0.1\n4lw.commands.whitelist=*\n"
-                f"maxClientCnxns=0\n{self.extra_cfg}"
+                f"maxClientCnxns=0\nznode.container.checkIntervalMs=300\n"
+                f"zookeeper.DigestAuthenticationProvider.superDigest={SUPER_DIGEST}\n{self.extra_cfg}"
             )
 
     @property
@@ -132,7 +142,8 @@ class ReferenceZk:
         return f"127.0.0.1:{self.port}"
 
     def start(self):
-        env = dict(os.environ, ZOOCFGDIR=self.dir, ZOO_LOG_DIR=self.dir, ZOO_LOG4J_PROP="WARN,ROLLINGFILE")
+        env = dict(os.environ, ZOOCFGDIR=self.dir, ZOO_LOG_DIR=self.dir, ZOO_LOG4J_PROP="WARN,ROLLINGFILE",
+                   SERVER_JVMFLAGS=REFERENCE_JVMFLAGS)
         self.log = open(os.path.join(self.dir, "zk.out"), "a")
         self.proc = subprocess.Popen(
             [ZK_SERVER_SH, "start-foreground", self.cfg_path],

@@ -292,13 +292,18 @@ record!(ErrorResponse { err: i32 => i32 / w_i32 });
 /// One operation of a `multi` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MultiOp {
-    Create { op: i32, req: CreateRequest },
+    Create {
+        op: i32,
+        req: CreateRequest,
+    },
     CreateTtl(CreateTtlRequest),
     Delete(DeleteRequest),
     SetData(SetDataRequest),
     Check(CheckVersionRequest),
-    GetChildren(PathRequest),
-    GetData(PathRequest),
+    /// In a multiRead, as `GetChildrenRequest` (path and an ignored watch flag).
+    GetChildren(PathWatch),
+    /// In a multiRead, as `GetDataRequest` (path and an ignored watch flag).
+    GetData(PathWatch),
 }
 
 /// A whole `multi` (or `multiRead`) request: ops until the `done` header.
@@ -324,8 +329,8 @@ impl Record for MultiRequest {
                 2 => MultiOp::Delete(DeleteRequest::read(r)?),
                 5 => MultiOp::SetData(SetDataRequest::read(r)?),
                 13 => MultiOp::Check(CheckVersionRequest::read(r)?),
-                8 => MultiOp::GetChildren(PathRequest::read(r)?),
-                4 => MultiOp::GetData(PathRequest::read(r)?),
+                8 => MultiOp::GetChildren(PathWatch::read(r)?),
+                4 => MultiOp::GetData(PathWatch::read(r)?),
                 t => return Err(DecodeError::BadValue("multi op type", t as i64)),
             });
         }
