@@ -1007,9 +1007,14 @@ impl Server {
             let v = self.tree.get(&p).map(|n| n.encode());
             self.persist.nodes.push((p, v));
         }
-        for (t, p) in changes.events {
-            for c in self.watches.trigger(t, &p) {
-                self.notify(c, t, &p, hdr.zxid);
+        for ev in changes.events {
+            for c in self.watches.trigger(ev.typ, &ev.path) {
+                // Watch delivery is filtered by READ on the node, as in the
+                // reference (CVE-2024-23944): a watch must not reveal what
+                // a read would refuse.
+                if acl::allows(&ev.acl, perms::READ, &self.ids(c)) {
+                    self.notify(c, ev.typ, &ev.path, hdr.zxid);
+                }
             }
         }
     }

@@ -101,6 +101,16 @@ impl Node {
     }
 }
 
+/// A watch event a change fires, with the ACL that decides who may see it:
+/// the node's own (for a deleted node, the ACL it had), or the parent's for
+/// NodeChildrenChanged. Connections without READ there are not told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub typ: EventType,
+    pub path: String,
+    pub acl: Arc<Vec<Acl>>,
+}
+
 /// What a node looked like before the current transaction first touched it.
 type Saved = Option<(Vec<u8>, Arc<Vec<Acl>>, NodeStat)>;
 
@@ -108,7 +118,7 @@ type Saved = Option<(Vec<u8>, Arc<Vec<Acl>>, NodeStat)>;
 struct Journal {
     touched: HashSet<String>,
     saved: Vec<(String, Saved)>,
-    events: Vec<(EventType, String)>,
+    events: Vec<Event>,
 }
 
 /// What a committed transaction changed.
@@ -117,7 +127,7 @@ pub struct Changes {
     /// Every path whose record changed (created, deleted or updated).
     pub paths: Vec<String>,
     /// Watch events in the order the reference fires them.
-    pub events: Vec<(EventType, String)>,
+    pub events: Vec<Event>,
 }
 
 pub struct DataTree {
@@ -301,7 +311,18 @@ impl DataTree {
             ephemeral_owner,
             ..Default::default()
         };
+        let parent_acl = p.acl.clone();
         self.index_owner(path, ephemeral_owner);
+        self.journal.events.push(Event {
+            typ: EventType::NodeCreated,
+            path: path.to_owned(),
+            acl: acl.clone(),
+        });
+        self.journal.events.push(Event {
+            typ: EventType::NodeChildrenChanged,
+            path: parent.to_owned(),
+            acl: parent_acl,
+        });
         self.nodes.insert(
             path.to_owned(),
             Node {
@@ -311,12 +332,6 @@ impl DataTree {
                 children: BTreeSet::new(),
             },
         );
-        self.journal
-            .events
-            .push((EventType::NodeCreated, path.to_owned()));
-        self.journal
-            .events
-            .push((EventType::NodeChildrenChanged, parent.to_owned()));
     }
 
     pub fn delete(&mut self, path: &str, zxid: i64) {
@@ -326,19 +341,25 @@ impl DataTree {
         let node = self.nodes.remove(path).expect("delete of a missing node");
         self.data_bytes -= node.data.len() as u64 + path.len() as u64;
         self.unindex_ephemeral(path, node.stat.ephemeral_owner);
+        let mut parent_acl = Arc::new(Vec::new());
         if let Some(p) = self.nodes.get_mut(parent) {
             p.children.remove(name);
             // A replayed delete must not move pzxid backwards past a later create.
             if zxid > p.stat.pzxid {
                 p.stat.pzxid = zxid;
             }
+            parent_acl = p.acl.clone();
         }
-        self.journal
-            .events
-            .push((EventType::NodeDeleted, path.to_owned()));
-        self.journal
-            .events
-            .push((EventType::NodeChildrenChanged, parent.to_owned()));
+        self.journal.events.push(Event {
+            typ: EventType::NodeDeleted,
+            path: path.to_owned(),
+            acl: node.acl,
+        });
+        self.journal.events.push(Event {
+            typ: EventType::NodeChildrenChanged,
+            path: parent.to_owned(),
+            acl: parent_acl,
+        });
     }
 
     pub fn set_data(
@@ -357,9 +378,12 @@ impl DataTree {
         n.stat.mzxid = zxid;
         n.stat.mtime = time;
         let stat = n.stat();
-        self.journal
-            .events
-            .push((EventType::NodeDataChanged, path.to_owned()));
+        let acl = n.acl.clone();
+        self.journal.events.push(Event {
+            typ: EventType::NodeDataChanged,
+            path: path.to_owned(),
+            acl,
+        });
         stat
     }
 
@@ -566,8 +590,14 @@ mod tests {
         t.create("/a/b", b"x".to_vec(), Acl::open_unsafe(), 7, 1, 20, 5);
         let ch = t.commit();
         assert_eq!(ch.paths, vec!["/a".to_string(), "/a/b".to_string()]);
-        assert_eq!(ch.events[0], (EventType::NodeCreated, "/a/b".into()));
-        assert_eq!(ch.events[1], (EventType::NodeChildrenChanged, "/a".into()));
+        assert_eq!(
+            (ch.events[0].typ, ch.events[0].path.as_str()),
+            (EventType::NodeCreated, "/a/b")
+        );
+        assert_eq!(
+            (ch.events[1].typ, ch.events[1].path.as_str()),
+            (EventType::NodeChildrenChanged, "/a")
+        );
         let a = t.get("/a").unwrap().stat();
         assert_eq!((a.cversion, a.pzxid, a.num_children), (1, 20, 1));
         assert_eq!(t.ephemerals_of(7), vec!["/a/b".to_string()]);

@@ -41,11 +41,13 @@ fn idx(k: Kind) -> usize {
     }
 }
 
-/// `WatcherType` of checkWatches/removeWatches: which kinds it covers.
+/// `WatcherType` of checkWatches/removeWatches: which kinds it covers, as
+/// 3.9 defines them (Children and Data mean the one-shot kinds only). 3.8
+/// answered checkWatches true when any connection watched the path.
 pub fn kinds_of_watcher_type(t: i32) -> Option<&'static [Kind]> {
     Some(match t {
-        1 => &[Kind::Child, Kind::Persistent],
-        2 => &[Kind::Data, Kind::Persistent, Kind::Recursive],
+        1 => &[Kind::Child],
+        2 => &[Kind::Data],
         3 => &KINDS,
         4 => &[Kind::Persistent],
         5 => &[Kind::Recursive],
