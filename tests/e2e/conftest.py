@@ -26,7 +26,7 @@ SUPER_DIGEST = "super:D/InIHSb7yEEbrWz8b9l71RjZJU="
 # Options the reference needs to match zkd's defaults where tests compare
 # them: TTL nodes on (zkd's default), a short container check, a super user.
 REFERENCE_JVMFLAGS = (
-    "-Dzookeeper.extendedTypesEnabled=true -Dznode.container.checkIntervalMs=300 "
+    "-Dzookeeper.extendedTypesEnabled=true -Dznode.container.checkIntervalMs=300 -Dzookeeper.enforceQuota=true "
     f"-Dzookeeper.DigestAuthenticationProvider.superDigest={SUPER_DIGEST}"
 )
 

@@ -42,6 +42,34 @@ delete {b}/acl
 create {b}/deep/er "x"
 deleteall {b}
 ls /
+create /ext "e"
+create -c /ext/container
+create -t 60000 /ext/ttl "t"
+stat /ext/ttl
+create -c /ext/container/kid
+whoami
+addWatch /ext
+addWatch -m PERSISTENT_RECURSIVE /ext/container
+getAllChildrenNumber /ext
+setquota -n 4 /ext
+listquota /ext
+create /ext/q1
+create /ext/q2
+listquota /ext
+setquota -N 5 /ext
+create /ext/q3
+create /ext/q4
+listquota /ext
+delquota -N /ext
+create /ext/q4
+listquota /ext
+delquota /ext
+listquota /ext
+get /zookeeper/quota/ext/zookeeper_stats
+removewatches /ext
+removewatches /nothing
+sync /ext
+config
 quit
 """
 

@@ -19,6 +19,7 @@
 pub mod acl;
 pub mod path;
 pub mod prep;
+pub mod quota;
 pub mod server;
 pub mod session;
 pub mod tree;

@@ -10,8 +10,18 @@ use zk_proto::{CreateMode, ErrorCode, OpCode};
 
 use crate::acl;
 use crate::path;
+use crate::quota;
 use crate::tree::{is_special_path, ttl_owner, DataTree, CONTAINER_OWNER, TTL_MAX_MS};
 use crate::txn::{Txn, TxnHeader};
+
+/// Server-wide switches that change how writes are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// TTL nodes allowed (`zookeeper.extendedTypesEnabled`).
+    pub extended_types: bool,
+    /// Hard quota limits refuse writes (`zookeeper.enforceQuota`).
+    pub enforce_quota: bool,
+}
 
 /// What a successful write returns to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,14 +45,14 @@ pub fn execute(
     tree: &mut DataTree,
     hdr: &TxnHeader,
     ids: &[Id],
-    ext: bool,
+    rules: Rules,
     op: OpCode,
     body: &[u8],
 ) -> Res<(Txn, Applied)> {
     match op {
         OpCode::Create | OpCode::Create2 | OpCode::CreateContainer => {
             let req: CreateRequest = decode(body)?;
-            let (txn, p, stat) = create(tree, hdr, ids, ext, op, &req, 0)?;
+            let (txn, p, stat) = create(tree, hdr, ids, rules, op, &req, 0)?;
             let applied = if op == OpCode::Create {
                 Applied::Create(p)
             } else {
@@ -58,7 +68,7 @@ pub fn execute(
                 acl: r.acl,
                 flags: r.flags,
             };
-            let (txn, p, stat) = create(tree, hdr, ids, ext, op, &req, r.ttl)?;
+            let (txn, p, stat) = create(tree, hdr, ids, rules, op, &req, r.ttl)?;
             Ok((txn, Applied::Create2(p, stat)))
         }
         // Standalone servers cannot reconfigure; the reference answers
@@ -71,7 +81,7 @@ pub fn execute(
         }
         OpCode::SetData => {
             let req: SetDataRequest = decode(body)?;
-            let (txn, stat) = set_data(tree, hdr, ids, &req)?;
+            let (txn, stat) = set_data(tree, hdr, ids, rules, &req)?;
             Ok((txn, Applied::Stat(stat)))
         }
         OpCode::SetAcl => {
@@ -85,10 +95,22 @@ pub fn execute(
         }
         OpCode::Multi => {
             let req: MultiRequest = decode(body)?;
-            multi(tree, hdr, ids, ext, &req)
+            multi(tree, hdr, ids, rules, &req)
         }
         _ => Err(ErrorCode::UNIMPLEMENTED),
     }
+}
+
+/// Limits and stats nodes under /zookeeper/quota must hold StatsTrack text;
+/// anything else would poison quota accounting, so it is refused up front
+/// (the reference added the same check after 3.8).
+fn valid_quota_data(p: &str, data: &[u8]) -> Res<()> {
+    let is_quota_node = quota::quota_target(p, quota::LIMIT_NODE).is_some()
+        || quota::quota_target(p, quota::STAT_NODE).is_some();
+    if is_quota_node && quota::StatsTrack::parse(data).is_none() {
+        return Err(ErrorCode::BAD_ARGUMENTS);
+    }
+    Ok(())
 }
 
 fn check_version(current: i32, expected: i32) -> Res<i32> {
@@ -128,7 +150,7 @@ fn parent_for_delete(p: &str) -> Res<&str> {
 /// does: containers come from the createContainer opcode whatever the flags
 /// (and flag 4 on a plain create makes a persistent node, as in the
 /// reference); TTL nodes only from createTTL with a TTL flag and a TTL in
-/// 1..=2^40-1 ms; `ext` is `zookeeper.extendedTypesEnabled`.
+/// 1..=2^40-1 ms; `rules` is `zookeeper.extendedTypesEnabled`.
 fn owner_for(op: OpCode, mode: CreateMode, ttl: i64, ext: bool, session: i64) -> Res<i64> {
     match op {
         OpCode::CreateTtl => {
@@ -158,13 +180,13 @@ fn create(
     tree: &mut DataTree,
     hdr: &TxnHeader,
     ids: &[Id],
-    ext: bool,
+    rules: Rules,
     op: OpCode,
     req: &CreateRequest,
     ttl: i64,
 ) -> Res<(Txn, String, Stat)> {
     let mode = CreateMode::from_flags(req.flags).ok_or(ErrorCode::BAD_ARGUMENTS)?;
-    let owner = owner_for(op, mode, ttl, ext, hdr.session)?;
+    let owner = owner_for(op, mode, ttl, rules.extended_types, hdr.session)?;
     let last_slash = req.path.rfind('/').ok_or(ErrorCode::BAD_ARGUMENTS)?;
     if req.path.contains('\0') {
         return Err(ErrorCode::BAD_ARGUMENTS);
@@ -196,6 +218,10 @@ fn create(
     }
     if crate::tree::is_session_owner(parent_owner) {
         return Err(ErrorCode::NO_CHILDREN_FOR_EPHEMERALS);
+    }
+    valid_quota_data(&full, &req.data)?;
+    if rules.enforce_quota {
+        quota::check(tree, &full, req.data.len() as i64, 1)?;
     }
     let new_cversion = parent_cversion.wrapping_add(1);
     let txn = Txn::Create {
@@ -236,11 +262,21 @@ fn set_data(
     tree: &mut DataTree,
     hdr: &TxnHeader,
     ids: &[Id],
+    rules: Rules,
     req: &SetDataRequest,
 ) -> Res<(Txn, Stat)> {
     valid_path(&req.path)?;
     allowed(tree, &req.path, perms::WRITE, ids)?;
+    valid_quota_data(&req.path, &req.data)?;
     let n = tree.get(&req.path).ok_or(ErrorCode::NO_NODE)?;
+    if rules.enforce_quota {
+        quota::check(
+            tree,
+            &req.path,
+            req.data.len() as i64 - n.data.len() as i64,
+            0,
+        )?;
+    }
     let version = check_version(n.stat.version, req.version)?;
     let stat = tree.set_data(&req.path, req.data.clone(), version, hdr.zxid, hdr.time);
     Ok((
@@ -285,7 +321,7 @@ fn multi(
     tree: &mut DataTree,
     hdr: &TxnHeader,
     ids: &[Id],
-    ext: bool,
+    rules: Rules,
     req: &MultiRequest,
 ) -> Res<(Txn, Applied)> {
     let mut txns = Vec::with_capacity(req.ops.len());
@@ -298,7 +334,7 @@ fn multi(
                     19 => OpCode::CreateContainer,
                     _ => OpCode::Create2,
                 };
-                create(tree, hdr, ids, ext, code, c, 0).map(|(t, p, s)| {
+                create(tree, hdr, ids, rules, code, c, 0).map(|(t, p, s)| {
                     let r = if code == OpCode::Create {
                         MultiResult::Create(p)
                     } else {
@@ -314,12 +350,12 @@ fn multi(
                     acl: r.acl.clone(),
                     flags: r.flags,
                 };
-                create(tree, hdr, ids, ext, OpCode::CreateTtl, &c, r.ttl)
+                create(tree, hdr, ids, rules, OpCode::CreateTtl, &c, r.ttl)
                     .map(|(t, p, s)| (t, MultiResult::Create2(p, s)))
             }
             MultiOp::Delete(d) => delete(tree, hdr, ids, d).map(|t| (t, MultiResult::Delete)),
             MultiOp::SetData(s) => {
-                set_data(tree, hdr, ids, s).map(|(t, st)| (t, MultiResult::SetData(st)))
+                set_data(tree, hdr, ids, rules, s).map(|(t, st)| (t, MultiResult::SetData(st)))
             }
             MultiOp::Check(c) => check(tree, ids, c).map(|t| (t, MultiResult::Check)),
             MultiOp::GetChildren(_) | MultiOp::GetData(_) => Err(ErrorCode::BAD_ARGUMENTS),

@@ -43,6 +43,8 @@ pub struct Config {
     pub reap_per_minute_max: u32,
     /// `user:base64(sha1)` whose digest auth grants the `super` identity.
     pub super_digest: Option<String>,
+    /// Hard quota limits refuse writes.
+    pub enforce_quota: bool,
 }
 
 impl Config {
@@ -57,6 +59,7 @@ impl Config {
             reap_interval_ms: 60_000,
             reap_per_minute_max: 10_000,
             super_digest: None,
+            enforce_quota: true,
         }
     }
 }
@@ -341,16 +344,25 @@ impl Server {
         self.effects.push(Effect::Close(conn));
     }
 
+    fn rules(&self) -> prep::Rules {
+        prep::Rules {
+            extended_types: self.cfg.extended_types,
+            enforce_quota: self.cfg.enforce_quota,
+        }
+    }
+
     fn ids(&self, conn: ConnId) -> Vec<Id> {
+        // Authenticated identities first, then the address: the order
+        // whoAmI reports them in, as the reference does.
         let mut v = Vec::new();
         if let Some(c) = self.conns.get(&conn) {
+            if let Some(s) = self.sessions.get(c.session) {
+                v.extend(s.auth.iter().cloned());
+            }
             v.push(Id {
                 scheme: "ip".into(),
                 id: c.ip.clone(),
             });
-            if let Some(s) = self.sessions.get(c.session) {
-                v.extend(s.auth.iter().cloned());
-            }
         }
         v
     }
@@ -934,14 +946,8 @@ impl Server {
             time: now.wall_ms,
         };
         self.tree.begin();
-        let outcome = prep::execute(
-            &mut self.tree,
-            &hdr,
-            &ids,
-            self.cfg.extended_types,
-            op,
-            body,
-        );
+        let rules = self.rules();
+        let outcome = prep::execute(&mut self.tree, &hdr, &ids, rules, op, body);
         let (txn, reply) = match outcome {
             Err(ErrorCode::MARSHALLING_ERROR) => {
                 self.tree.rollback();

@@ -135,6 +135,8 @@ pub struct DataTree {
     ephemerals: HashMap<i64, BTreeSet<String>>,
     /// Containers and TTL nodes: the only candidates the reaper looks at.
     reapable: BTreeSet<String>,
+    /// Paths with a quota (a limits node under /zookeeper/quota).
+    pub(crate) quotas: BTreeSet<String>,
     acl_cache: HashMap<Vec<Acl>, Arc<Vec<Acl>>>,
     data_bytes: u64,
     journal: Journal,
@@ -185,6 +187,7 @@ impl DataTree {
             nodes: HashMap::new(),
             ephemerals: HashMap::new(),
             reapable: BTreeSet::new(),
+            quotas: BTreeSet::new(),
             acl_cache: HashMap::new(),
             data_bytes: 0,
             journal: Journal::default(),
@@ -219,7 +222,25 @@ impl DataTree {
                 }
             }
         }
+        let limits: Vec<String> = self
+            .nodes
+            .keys()
+            .filter(|p| crate::quota::quota_target(p, crate::quota::LIMIT_NODE).is_some())
+            .cloned()
+            .collect();
+        for p in limits {
+            self.reindex_quota(&p);
+        }
         orphans
+    }
+
+    /// Sets a node's data without touching its stat (quota stats nodes).
+    pub(crate) fn replace_data_in_place(&mut self, p: &str, data: Vec<u8>) {
+        self.save(p);
+        if let Some(n) = self.nodes.get_mut(p) {
+            self.data_bytes = self.data_bytes - n.data.len() as u64 + data.len() as u64;
+            n.data = data;
+        }
     }
 
     pub fn intern_acl(&mut self, acl: Vec<Acl>) -> Arc<Vec<Acl>> {
@@ -291,6 +312,7 @@ impl DataTree {
         time: i64,
     ) {
         let (parent, name) = path::split(path).expect("create of the root");
+        let data_len = data.len();
         self.save(parent);
         self.save(path);
         let acl = self.intern_acl(acl);
@@ -332,6 +354,7 @@ impl DataTree {
                 children: BTreeSet::new(),
             },
         );
+        self.quota_after_create(path, data_len);
     }
 
     pub fn delete(&mut self, path: &str, zxid: i64) {
@@ -339,6 +362,7 @@ impl DataTree {
         self.save(parent);
         self.save(path);
         let node = self.nodes.remove(path).expect("delete of a missing node");
+        let deleted_len = node.data.len();
         self.data_bytes -= node.data.len() as u64 + path.len() as u64;
         self.unindex_ephemeral(path, node.stat.ephemeral_owner);
         let mut parent_acl = Arc::new(Vec::new());
@@ -360,6 +384,7 @@ impl DataTree {
             path: parent.to_owned(),
             acl: parent_acl,
         });
+        self.quota_after_delete(path, deleted_len);
     }
 
     pub fn set_data(
@@ -372,6 +397,7 @@ impl DataTree {
     ) -> Stat {
         self.save(path);
         let n = self.nodes.get_mut(path).expect("setData of a missing node");
+        let (old_len, new_len) = (n.data.len(), data.len());
         self.data_bytes = self.data_bytes - n.data.len() as u64 + data.len() as u64;
         n.data = data;
         n.stat.version = version;
@@ -384,6 +410,7 @@ impl DataTree {
             path: path.to_owned(),
             acl,
         });
+        self.quota_after_set(path, old_len, new_len);
         stat
     }
 
@@ -468,7 +495,9 @@ impl DataTree {
     /// Undoes everything since `begin`, newest first.
     pub fn rollback(&mut self) {
         let j = std::mem::take(&mut self.journal);
+        let mut touched = Vec::new();
         for (path, saved) in j.saved.into_iter().rev() {
+            touched.push(path.clone());
             let split = path::split(&path).map(|(p, n)| (p.to_owned(), n.to_owned()));
             match saved {
                 None => {
@@ -510,6 +539,9 @@ impl DataTree {
                     self.index_owner(&path, stat.ephemeral_owner);
                 }
             }
+        }
+        for p in touched {
+            self.reindex_quota(&p);
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct Config {
     pub container_max_per_minute: u32,
     /// `zookeeper.DigestAuthenticationProvider.superDigest` (default unset).
     pub super_digest: Option<String>,
+    /// `zookeeper.enforceQuota` (default true; false in ZooKeeper).
+    pub enforce_quota: bool,
     /// From `dataDir/myid`; 0 in standalone mode without one.
     pub my_id: u64,
     /// Keys that were present but that zkd does not know.
@@ -291,18 +293,14 @@ impl Config {
             }
             None => zk_proto::frame::FRAME_BYTES_MAX_DEFAULT,
         };
-        let extended_types = match get("zookeeper.extendedTypesEnabled") {
-            None => true,
-            Some("true") => true,
-            Some("false") => false,
-            Some(v) => {
-                return Err(invalid(
-                    "zookeeper.extendedTypesEnabled",
-                    v,
-                    "must be true or false",
-                ))
-            }
+        let flag = |key: &str| match get(key) {
+            None => Ok(true),
+            Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            Some(v) => Err(invalid(key, v, "must be true or false")),
         };
+        let extended_types = flag("zookeeper.extendedTypesEnabled")?;
+        let enforce_quota = flag("zookeeper.enforceQuota")?;
         let container_check_interval_ms: i64 = match get("znode.container.checkIntervalMs") {
             Some(v) => {
                 let n: i64 = int("znode.container.checkIntervalMs", v)?;
@@ -355,6 +353,7 @@ impl Config {
             "znode.container.checkIntervalMs",
             "znode.container.maxPerMinute",
             "zookeeper.DigestAuthenticationProvider.superDigest",
+            "zookeeper.enforceQuota",
         ];
         for (k, v) in &kv {
             if let Some(id) = k.strip_prefix("server.") {
@@ -385,6 +384,7 @@ impl Config {
             container_check_interval_ms,
             container_max_per_minute,
             super_digest,
+            enforce_quota,
             my_id: 0,
             unknown_keys,
             ignored_keys,

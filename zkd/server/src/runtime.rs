@@ -196,6 +196,7 @@ impl Core {
             reap_interval_ms: cfg.container_check_interval_ms,
             reap_per_minute_max: cfg.container_max_per_minute,
             super_digest: cfg.super_digest.clone(),
+            enforce_quota: cfg.enforce_quota,
         };
         log::info!(
             "loaded {} znodes and {} sessions, last zxid 0x{:x}",
