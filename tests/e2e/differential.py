@@ -11,6 +11,10 @@ notifications (3.9 sends the triggering zxid, 3.8 sends -1). zxids are
 otherwise compared as they are: both servers must assign the same zxid to
 the same transaction, failed writes included.
 
+Sessions are closed and reopened, and now and then abandoned: both servers
+must then expire them (ephemerals removed, watchers told) before the run goes
+on, so expiry is compared too.
+
 Deliberate differences are not generated: addWatch with two modes on one
 path from one session (3.9 semantics in zkd), removeWatches of types 4/5, a
 standalone check that passes (ZooKeeper 3.8 never answers it), checkWatches
@@ -31,6 +35,7 @@ READ_ACL = i32(1) + i32(1) + ustr("world") + ustr("anyone")
 BAD_ACL = i32(1) + i32(31) + ustr("world") + ustr("someone")
 
 
+SESSION_MS = 1000
 VERBOSE = bool(__import__("os").environ.get("DIFF_VERBOSE"))
 
 
@@ -101,6 +106,7 @@ class Side:
         self.sess = []
         self.ids = {}
         self.base = 0
+        self.pending_events = [[] for _ in range(n)]
         for i in range(n):
             self.open(i)
         # zxids are compared relative to where each server stood at the start.
@@ -108,7 +114,9 @@ class Side:
 
     def open(self, i):
         raw = rawzk.Raw(self.port, timeout=10)
-        info = raw.handshake(timeout=30000)
+        # Short sessions, kept alive by the barrier's pings, so that an
+        # abandoned one expires within a second or two.
+        info = raw.handshake(timeout=SESSION_MS)
         if i < len(self.sess):
             self.sess[i] = raw
         else:
@@ -136,9 +144,9 @@ class Side:
     def barrier(self):
         """Ping every session; the events met on the way, per session."""
         out = []
-        for raw in self.sess:
+        for k, raw in enumerate(self.sess):
             raw.request(11, b"", xid=-2)
-            ev = []
+            ev, self.pending_events[k] = self.pending_events[k], []
             while True:
                 xid, zxid, err, r = raw.reply()
                 if xid == -1:
@@ -166,6 +174,17 @@ class Side:
             out[p] = (r0[2], acl[2], kids)
             stack.extend(p.rstrip("/") + "/" + k for k in kids)
         return out
+
+    def abandon(self, i):
+        """Drops session i's connection without closing the session; returns
+        its id, which the server must expire."""
+        sid = next(k for k, v in self.ids.items() if v == i)
+        self.sess[i].close()
+        return sid
+
+    def session_alive(self, sid):
+        from conftest import four_letter
+        return f"0x{sid:x}" in four_letter(self.port, "dump")
 
     def close(self):
         """Closes every session (an abandoned one would expire later, and its
@@ -262,7 +281,32 @@ def run(zkd_port, zk_port, seed, steps=150, sessions=3):
             side.call(0, 1, rawzk.create("/d"))
         for step in range(steps):
             i = rng.randrange(sessions)
-            if rng.random() < 0.02:
+            roll = rng.random()
+            if roll < 0.01:
+                # abandon a session: both servers must expire it (its
+                # ephemerals go, watchers hear of it), then open a new one
+                import time
+                gone = [(side, side.abandon(i)) for side in (a, b)]
+                deadline = time.monotonic() + 20
+                others = [j for j in range(sessions) if j != i]
+                while any(side.session_alive(sid) for side, sid in gone):
+                    if time.monotonic() > deadline:
+                        raise Diverged("an abandoned session did not expire within 20 s")
+                    for side in (a, b):
+                        for j in others:  # keep the other sessions alive meanwhile
+                            side.sess[j].request(11, b"", xid=-2)
+                    time.sleep(0.1)
+                    for side in (a, b):
+                        for j in others:
+                            while True:
+                                xid, _, _, r = side.sess[j].reply()
+                                if xid == -2:
+                                    break
+                                side.pending_events[j].append((r.int(), r.int(), r.str()))
+                for side in (a, b):
+                    side.open(i)
+                trace.append(f"{step}: session {i} abandoned, expired and reopened")
+            elif roll < 0.03:
                 # close a session (its ephemerals go) and open a new one
                 for side in (a, b):
                     side.call(i, -11, b"")

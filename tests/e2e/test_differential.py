@@ -11,7 +11,7 @@ import pytest
 import differential
 from conftest import ReferenceZk, Zkd
 
-SEEDS = range(int(os.environ.get("DIFF_SEEDS", "40")))
+SEEDS = range(int(os.environ.get("DIFF_SEEDS", "30")))
 STEPS = int(os.environ.get("DIFF_STEPS", "200"))
 
 
