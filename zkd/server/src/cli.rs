@@ -143,11 +143,21 @@ fn serve(cfg_path: PathBuf) -> i32 {
         );
         let (tx, rx) = tokio::sync::mpsc::channel(4096);
         tokio::spawn(crate::net::serve(listener, cfg.clone(), tx));
-        let core_task = tokio::spawn(core.run(rx, durable_rx));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let mut core_task = tokio::spawn(core.run(rx, durable_rx, stop_rx));
         tokio::select! {
             _ = tokio::signal::ctrl_c() => log::info!("interrupted, stopping"),
             _ = terminate() => log::info!("terminated, stopping"),
-            _ = core_task => log::error!("core stopped"),
+            _ = &mut core_task => {
+                log::error!("core stopped");
+                return 70;
+            }
+        }
+        let _ = stop_tx.send(());
+        if let Ok(storage_thread) = core_task.await {
+            // Let storage finish and close RocksDB before the process exits.
+            let _ = tokio::task::spawn_blocking(move || storage_thread.join()).await;
+            log::debug!("storage thread joined");
         }
         0
     })

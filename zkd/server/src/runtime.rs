@@ -135,9 +135,12 @@ impl Clock {
 fn spawn_storage(
     mut store: Store,
     durable_tx: mpsc::UnboundedSender<i64>,
-) -> std::sync::mpsc::Sender<Persist> {
+) -> (
+    std::sync::mpsc::Sender<Persist>,
+    std::thread::JoinHandle<()>,
+) {
     let (tx, rx) = std::sync::mpsc::channel::<Persist>();
-    std::thread::Builder::new()
+    let handle = std::thread::Builder::new()
         .name("zkd-storage".into())
         .spawn(move || {
             while let Ok(first) = rx.recv() {
@@ -157,9 +160,11 @@ fn spawn_storage(
                     }
                 }
             }
+            drop(store);
+            log::debug!("store closed");
         })
         .expect("spawn storage thread");
-    tx
+    (tx, handle)
 }
 
 pub struct Core {
@@ -173,6 +178,7 @@ pub struct Core {
     held: VecDeque<Held>,
     durable: i64,
     storage: std::sync::mpsc::Sender<Persist>,
+    storage_thread: std::thread::JoinHandle<()>,
     pub started: Instant,
 }
 
@@ -211,6 +217,7 @@ impl Core {
             u64::from_le_bytes(b)
         };
         let durable = loaded.last_zxid;
+        let (storage, storage_thread) = spawn_storage(store, durable_tx);
         let server = Server::new(
             core_cfg,
             loaded.tree,
@@ -228,7 +235,8 @@ impl Core {
             latency: HashMap::new(),
             held: VecDeque::new(),
             durable,
-            storage: spawn_storage(store, durable_tx),
+            storage,
+            storage_thread,
             started: Instant::now(),
         })
     }
@@ -325,17 +333,23 @@ impl Core {
     }
 
     /// The core loop: requests, durability reports and the expiry tick.
+    /// Runs until `stop` fires or every sender is gone, then hands back the
+    /// storage thread: it finishes what was queued (syncing it) once the
+    /// core's sender is dropped, and must be joined before the process exits
+    /// so RocksDB closes cleanly.
     pub async fn run(
         mut self,
         mut rx: mpsc::Receiver<Msg>,
         mut durable_rx: mpsc::UnboundedReceiver<i64>,
-    ) {
+        mut stop: tokio::sync::oneshot::Receiver<()>,
+    ) -> std::thread::JoinHandle<()> {
         let tick = Duration::from_millis((self.cfg.tick_time_ms as u64 / 2).clamp(10, 1000));
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
+                _ = &mut stop => break,
                 Some(z) = durable_rx.recv() => self.on_durable(z),
                 msg = rx.recv() => match msg {
                     Some(m) => {
@@ -359,6 +373,13 @@ impl Core {
                 }
             }
         }
+        let Core {
+            storage,
+            storage_thread,
+            ..
+        } = self;
+        drop(storage);
+        storage_thread
     }
 }
 

@@ -1,0 +1,455 @@
+//! zkbench: a pipelined, asynchronous ZooKeeper load generator.
+//!
+//! It speaks the client protocol through `zk-proto` over plain TCP, so it
+//! drives zkd and Apache ZooKeeper identically. Each connection keeps up to
+//! `--depth` requests in flight; latency is measured per request from send to
+//! reply; the generator reports its own CPU use so a reader can tell that it
+//! measured the server and not itself. One JSON line per run on stdout.
+//!
+//! `scripts/bench.sh` runs it against both servers and prints the ratios.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+use zk_proto::jute::{Reader, Writer};
+use zk_proto::records::*;
+
+const HELP: &str = "\
+zkbench - pipelined ZooKeeper load generator
+
+Usage: zkbench --server HOST:PORT --workload NAME [options]
+
+Workloads: create set get exists children children10k delete multi10 mix
+Options:
+  --conns N       connections (sessions), default 1
+  --depth N       requests in flight per connection, default 1
+  --seconds S     how long to run, default 5 (delete: until its nodes are gone)
+  --size BYTES    data size, default 100
+  --keys N        znodes per connection for get/set/exists/mix, default 100
+  --prefix PATH   namespace for the run, default /zkbench
+";
+
+#[derive(Clone)]
+struct Opts {
+    server: String,
+    workload: String,
+    conns: usize,
+    depth: usize,
+    seconds: f64,
+    size: usize,
+    keys: usize,
+    prefix: String,
+}
+
+fn parse_args() -> Result<Opts, String> {
+    let mut o = Opts {
+        server: String::new(),
+        workload: String::new(),
+        conns: 1,
+        depth: 1,
+        seconds: 5.0,
+        size: 100,
+        keys: 100,
+        prefix: "/zkbench".into(),
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        if a == "--help" || a == "-h" {
+            print!("{HELP}");
+            std::process::exit(0);
+        }
+        let v = args.get(i + 1).ok_or(format!("{a} needs a value"))?.clone();
+        let num = |v: &str| {
+            v.parse::<usize>()
+                .map_err(|_| format!("{a}: not a number: {v}"))
+        };
+        match a {
+            "--server" => o.server = v,
+            "--workload" => o.workload = v,
+            "--conns" => o.conns = num(&v)?,
+            "--depth" => o.depth = num(&v)?,
+            "--seconds" => o.seconds = v.parse().map_err(|_| format!("--seconds: {v}"))?,
+            "--size" => o.size = num(&v)?,
+            "--keys" => o.keys = num(&v)?,
+            "--prefix" => o.prefix = v,
+            _ => return Err(format!("unknown option {a}")),
+        }
+        i += 2;
+    }
+    if o.server.is_empty() || o.workload.is_empty() {
+        return Err("--server and --workload are required".into());
+    }
+    Ok(o)
+}
+
+/// One session: requests go out on `wr`, replies come back in order on `rd`.
+struct Conn {
+    rd: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    wr: tokio::net::tcp::OwnedWriteHalf,
+    xid: i32,
+}
+
+impl Conn {
+    async fn open(server: &str) -> std::io::Result<Conn> {
+        let s = TcpStream::connect(server).await?;
+        s.set_nodelay(true)?;
+        let (rd, mut wr) = s.into_split();
+        let mut w = Writer::framed();
+        ConnectRequest {
+            timeout_ms: 30000,
+            passwd: vec![0; 16],
+            read_only: Some(false),
+            ..Default::default()
+        }
+        .write(&mut w);
+        wr.write_all(&w.finish_frame()).await?;
+        let mut c = Conn {
+            rd: BufReader::new(rd),
+            wr,
+            xid: 0,
+        };
+        c.frame().await?;
+        Ok(c)
+    }
+
+    async fn frame(&mut self) -> std::io::Result<Vec<u8>> {
+        let n = self.rd.read_i32().await?;
+        let mut b = vec![0; n.max(0) as usize];
+        self.rd.read_exact(&mut b).await?;
+        Ok(b)
+    }
+
+    fn request(&mut self, op: i32, body: &[u8]) -> Vec<u8> {
+        self.xid += 1;
+        let mut w = Writer::framed();
+        RequestHeader { xid: self.xid, op }.write(&mut w);
+        w.bytes(body);
+        w.finish_frame()
+    }
+
+    /// A request answered before the next is sent (setup work).
+    async fn call(&mut self, op: i32, body: &[u8]) -> std::io::Result<i32> {
+        let f = self.request(op, body);
+        self.wr.write_all(&f).await?;
+        loop {
+            let b = self.frame().await?;
+            let h = ReplyHeader::read(&mut Reader::new(&b))
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            if h.xid != -1 {
+                return Ok(h.err);
+            }
+        }
+    }
+}
+
+fn create_body(path: &str, data: &[u8]) -> Vec<u8> {
+    CreateRequest {
+        path: path.into(),
+        data: data.to_vec(),
+        acl: Acl::open_unsafe(),
+        flags: 0,
+    }
+    .encode()
+}
+
+/// The request a workload sends as its `n`th operation on connection `c`.
+fn op_for(o: &Opts, c: usize, n: u64, data: &[u8]) -> Option<(i32, Vec<u8>)> {
+    let key = |k: u64| format!("{}/c{c}/k{}", o.prefix, k % o.keys as u64);
+    Some(match o.workload.as_str() {
+        "create" => (1, create_body(&format!("{}/c{c}/n{n}", o.prefix), data)),
+        "set" => (
+            5,
+            SetDataRequest {
+                path: key(n),
+                data: data.to_vec(),
+                version: -1,
+            }
+            .encode(),
+        ),
+        "get" => (
+            4,
+            PathWatch {
+                path: key(n),
+                watch: false,
+            }
+            .encode(),
+        ),
+        "exists" => (
+            3,
+            PathWatch {
+                path: key(n),
+                watch: false,
+            }
+            .encode(),
+        ),
+        "children" => (
+            12,
+            PathWatch {
+                path: format!("{}/c{c}", o.prefix),
+                watch: false,
+            }
+            .encode(),
+        ),
+        "children10k" => (
+            12,
+            PathWatch {
+                path: format!("{}/wide", o.prefix),
+                watch: false,
+            }
+            .encode(),
+        ),
+        "delete" => {
+            if n >= o.keys as u64 {
+                return None;
+            }
+            (
+                2,
+                DeleteRequest {
+                    path: key(n),
+                    version: -1,
+                }
+                .encode(),
+            )
+        }
+        "multi10" => {
+            let ops = (0..10)
+                .map(|i| {
+                    MultiOp::SetData(SetDataRequest {
+                        path: key(n * 10 + i),
+                        data: data.to_vec(),
+                        version: -1,
+                    })
+                })
+                .collect();
+            (14, MultiRequest { ops }.encode())
+        }
+        "mix" => {
+            if n % 10 == 0 {
+                (
+                    5,
+                    SetDataRequest {
+                        path: key(n),
+                        data: data.to_vec(),
+                        version: -1,
+                    }
+                    .encode(),
+                )
+            } else {
+                (
+                    4,
+                    PathWatch {
+                        path: key(n),
+                        watch: false,
+                    }
+                    .encode(),
+                )
+            }
+        }
+        _ => return None,
+    })
+}
+
+async fn setup(o: &Opts, conns: &mut [Conn], data: &[u8]) -> std::io::Result<()> {
+    let c0 = &mut conns[0];
+    c0.call(1, &create_body(&o.prefix, b"")).await?;
+    for c in 0..o.conns {
+        c0.call(1, &create_body(&format!("{}/c{c}", o.prefix), b""))
+            .await?;
+    }
+    if o.workload == "children10k" {
+        c0.call(1, &create_body(&format!("{}/wide", o.prefix), b""))
+            .await?;
+        for i in 0..10_000 {
+            c0.call(
+                1,
+                &create_body(&format!("{}/wide/child-{i:05}", o.prefix), b""),
+            )
+            .await?;
+        }
+    }
+    if matches!(
+        o.workload.as_str(),
+        "set" | "get" | "exists" | "delete" | "multi10" | "mix"
+    ) {
+        for (c, conn) in conns.iter_mut().enumerate() {
+            for k in 0..o.keys {
+                conn.call(1, &create_body(&format!("{}/c{c}/k{k}", o.prefix), data))
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn cpu_seconds() -> f64 {
+    // utime + stime of this process, from /proc (clock ticks of 100 Hz).
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let t = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (t(11) + t(12)) / 100.0
+}
+
+async fn drive(
+    o: Arc<Opts>,
+    c: usize,
+    conn: Conn,
+    data: Arc<Vec<u8>>,
+    deadline: Instant,
+) -> (Vec<u32>, u64) {
+    let Conn {
+        mut rd,
+        mut wr,
+        mut xid,
+    } = conn;
+    let inflight = Arc::new(Semaphore::new(o.depth));
+    let sent: Arc<Mutex<VecDeque<Instant>>> = Arc::new(Mutex::new(VecDeque::new()));
+    let errors = Arc::new(AtomicU64::new(0));
+    let done_sending = Arc::new(AtomicU64::new(u64::MAX));
+    let (sent2, infl2, errs2, done2) = (
+        sent.clone(),
+        inflight.clone(),
+        errors.clone(),
+        done_sending.clone(),
+    );
+    let reader = tokio::spawn(async move {
+        let mut lat = Vec::with_capacity(1 << 16);
+        let mut got = 0u64;
+        loop {
+            if got >= done2.load(Ordering::Acquire) {
+                break;
+            }
+            let n = match rd.read_i32().await {
+                Ok(n) => n,
+                Err(_) => break,
+            };
+            let mut b = vec![0; n.max(0) as usize];
+            if rd.read_exact(&mut b).await.is_err() {
+                break;
+            }
+            let h = match ReplyHeader::read(&mut Reader::new(&b)) {
+                Ok(h) => h,
+                Err(_) => break,
+            };
+            if h.xid < 0 {
+                continue;
+            }
+            if h.err != 0 {
+                errs2.fetch_add(1, Ordering::Relaxed);
+            }
+            let t0 = sent2.lock().unwrap().pop_front();
+            if let Some(t0) = t0 {
+                lat.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
+            }
+            got += 1;
+            infl2.add_permits(1);
+        }
+        lat
+    });
+    let mut n = 0u64;
+    let mut batch = Vec::with_capacity(64 * 1024);
+    while Instant::now() < deadline {
+        let permit = inflight
+            .clone()
+            .acquire_many_owned(1)
+            .await
+            .expect("semaphore open");
+        permit.forget();
+        let Some((op, body)) = op_for(&o, c, n, &data) else {
+            break;
+        };
+        xid += 1;
+        let mut w = Writer::framed();
+        RequestHeader { xid, op }.write(&mut w);
+        w.bytes(&body);
+        batch.clear();
+        batch.extend_from_slice(&w.finish_frame());
+        sent.lock().unwrap().push_back(Instant::now());
+        if wr.write_all(&batch).await.is_err() {
+            break;
+        }
+        n += 1;
+    }
+    done_sending.store(n, Ordering::Release);
+    // Wake the reader if it already has everything.
+    let _ = wr.shutdown().await;
+    let lat = reader.await.unwrap_or_default();
+    (lat, errors.load(Ordering::Relaxed))
+}
+
+fn pct(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+async fn run(o: Opts) -> std::io::Result<()> {
+    let data = Arc::new(vec![b'x'; o.size]);
+    let mut conns = Vec::new();
+    for _ in 0..o.conns {
+        conns.push(Conn::open(&o.server).await?);
+    }
+    setup(&o, &mut conns, &data).await?;
+    let o = Arc::new(o);
+    let cpu0 = cpu_seconds();
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(o.seconds);
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(c, conn)| tokio::spawn(drive(o.clone(), c, conn, data.clone(), deadline)))
+        .collect();
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.expect("driver task");
+        lat.extend(l);
+        errors += e;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    lat.sort_unstable();
+    println!(
+        "{{\"workload\":\"{}\",\"conns\":{},\"depth\":{},\"size\":{},\"ops\":{},\"errors\":{},\"secs\":{:.3},\"ops_per_s\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"bench_cpu_pct\":{:.1}}}",
+        o.workload, o.conns, o.depth, o.size, lat.len(), errors, secs, lat.len() as f64 / secs,
+        pct(&lat, 0.5), pct(&lat, 0.99), pct(&lat, 0.999), 100.0 * cpu / secs
+    );
+    Ok(())
+}
+
+fn main() {
+    let o = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("zkbench: {e}\n\n{HELP}");
+            std::process::exit(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if let Err(e) = rt.block_on(run(o)) {
+        eprintln!("zkbench: {e}");
+        std::process::exit(1);
+    }
+}
