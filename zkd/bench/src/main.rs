@@ -232,7 +232,7 @@ fn op_for(o: &Opts, c: usize, n: u64, data: &[u8]) -> Option<(i32, Vec<u8>)> {
             (14, MultiRequest { ops }.encode())
         }
         "mix" => {
-            if n % 10 == 0 {
+            if n.is_multiple_of(10) {
                 (
                     5,
                     SetDataRequest {

@@ -215,18 +215,15 @@ pub fn check(tree: &DataTree, p: &str, bytes_diff: i64, count_diff: i64) -> Resu
         .get(&stat_path(&target))
         .and_then(|n| StatsTrack::parse(&n.data))
         .unwrap_or_default();
-    let over = |diff: i64, cur: i64, soft: i64, hard: i64| {
-        diff != 0 && (soft > -1 || hard > -1) && hard > -1 && cur + diff > hard
-    };
+    // Soft limits never refuse; a hard limit refuses what would pass it.
+    let over = |diff: i64, cur: i64, hard: i64| diff != 0 && hard > -1 && cur + diff > hard;
     if over(
         count_diff,
         current.get("count"),
-        limits.get("count"),
         limits.get("countHardLimit"),
     ) || over(
         bytes_diff,
         current.get("bytes"),
-        limits.get("bytes"),
         limits.get("byteHardLimit"),
     ) {
         return Err(ErrorCode::QUOTA_EXCEEDED);
