@@ -101,7 +101,7 @@ pub fn answer(core: &mut Core, word: &str) -> String {
         "cons" => {
             for c in core.server.connections() {
                 let l = core.latency.get(&c.conn).copied().unwrap_or_default();
-                let avg = if l.count == 0 { 0 } else { l.sum / l.count };
+                let avg = l.sum.checked_div(l.count).unwrap_or(0);
                 let _ = writeln!(
                     out,
                     " {}(queued=0,recved={},sent={},sid=0x{:x},lop={},est={},to={},lcxid=0x{:x},lzxid=0x{:x},lresp={},llat={},minlat={},avglat={},maxlat={})",
