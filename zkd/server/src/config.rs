@@ -43,6 +43,9 @@ pub struct Config {
     pub super_digest: Option<String>,
     /// `zookeeper.enforceQuota` (default true; false in ZooKeeper).
     pub enforce_quota: bool,
+    /// `connectionOutputBytesMax` (default 64 MiB): bytes queued for one
+    /// client before it is throttled (at half) and then disconnected.
+    pub connection_output_bytes_max: usize,
     /// From `dataDir/myid`; 0 in standalone mode without one.
     pub my_id: u64,
     /// Keys that were present but that zkd does not know.
@@ -301,6 +304,23 @@ impl Config {
         };
         let extended_types = flag("zookeeper.extendedTypesEnabled")?;
         let enforce_quota = flag("zookeeper.enforceQuota")?;
+        let connection_output_bytes_max = match get("connectionOutputBytesMax") {
+            Some(v) => {
+                let n: usize = int("connectionOutputBytesMax", v)?;
+                if n < 2 * frame_bytes_max {
+                    return Err(invalid(
+                        "connectionOutputBytesMax",
+                        v,
+                        format!(
+                            "must be at least twice jute.maxbuffer ({})",
+                            2 * frame_bytes_max
+                        ),
+                    ));
+                }
+                n
+            }
+            None => (64 << 20).max(2 * frame_bytes_max),
+        };
         let container_check_interval_ms: i64 = match get("znode.container.checkIntervalMs") {
             Some(v) => {
                 let n: i64 = int("znode.container.checkIntervalMs", v)?;
@@ -354,6 +374,7 @@ impl Config {
             "znode.container.maxPerMinute",
             "zookeeper.DigestAuthenticationProvider.superDigest",
             "zookeeper.enforceQuota",
+            "connectionOutputBytesMax",
         ];
         for (k, v) in &kv {
             if let Some(id) = k.strip_prefix("server.") {
@@ -385,6 +406,7 @@ impl Config {
             container_max_per_minute,
             super_digest,
             enforce_quota,
+            connection_output_bytes_max,
             my_id: 0,
             unknown_keys,
             ignored_keys,

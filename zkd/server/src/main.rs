@@ -6,6 +6,7 @@
 //! - `runtime` — the task that owns the pure core (`zkd_core`), the storage
 //!   thread, and the durability gate between them and clients.
 //! - `net`     — the client port: frames in, frames out, four-letter words.
+//! - `outbox`  — a connection's outgoing queue and its byte limit.
 //! - `fourlw`  — the four-letter-word answers.
 //! - `cli`     — `zkd serve`, `zkd status`, `--help`.
 
@@ -13,6 +14,7 @@ mod cli;
 mod config;
 mod fourlw;
 mod net;
+mod outbox;
 mod runtime;
 mod storage;
 

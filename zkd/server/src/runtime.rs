@@ -21,6 +21,7 @@ use zkd_core::session::ConnId;
 
 use crate::config::Config;
 use crate::fourlw;
+use crate::outbox::Outbox;
 use crate::storage::Store;
 
 /// What a connection task tells the core.
@@ -30,7 +31,7 @@ pub enum Msg {
         ip: String,
         port: u16,
         req: ConnectRequest,
-        out: mpsc::UnboundedSender<Out>,
+        out: Outbox,
     },
     Packet {
         conn: ConnId,
@@ -43,12 +44,6 @@ pub enum Msg {
         word: &'static str,
         reply: tokio::sync::oneshot::Sender<String>,
     },
-}
-
-/// What the core tells a connection's writer.
-pub enum Out {
-    Frame(Vec<u8>),
-    Close,
 }
 
 /// Numbers the runtime measures itself (the core cannot see time passing).
@@ -172,7 +167,7 @@ pub struct Core {
     pub cfg: Arc<Config>,
     pub metrics: Arc<Metrics>,
     clock: Clock,
-    conns: HashMap<ConnId, mpsc::UnboundedSender<Out>>,
+    conns: HashMap<ConnId, Outbox>,
     /// Reply latency per connection, for `cons`.
     pub latency: HashMap<ConnId, Latency>,
     held: VecDeque<Held>,
@@ -292,13 +287,23 @@ impl Core {
                     if bytes.get(4..8) != Some(&[0xff, 0xff, 0xff, 0xff][..]) {
                         self.latency.entry(c).or_default().record(us / 1000);
                     }
-                    if let Some(tx) = self.conns.get(&c) {
-                        let _ = tx.send(Out::Frame(bytes));
+                    if let Some(out) = self.conns.get(&c) {
+                        let queued = out.push(bytes);
+                        if queued > self.cfg.connection_output_bytes_max {
+                            // Only watch events and replies already in flight
+                            // get past the reader's throttle: this client has
+                            // stopped reading. Cut it loose.
+                            log::warn!(
+                                "closing connection 0x{c:x}: {queued} bytes waiting to be sent, over connectionOutputBytesMax"
+                            );
+                            out.close();
+                            self.conns.remove(&c);
+                        }
                     }
                 }
                 Effect::Close(c) => {
-                    if let Some(tx) = self.conns.remove(&c) {
-                        let _ = tx.send(Out::Close);
+                    if let Some(out) = self.conns.remove(&c) {
+                        out.close();
                     }
                 }
             }

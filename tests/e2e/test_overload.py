@@ -1,0 +1,103 @@
+"""A client that stops reading its socket must not grow the server's memory
+without bound: its requests stop being read (throttled) at half of
+connectionOutputBytesMax, and if watch events still pile up past the whole
+of it, it is disconnected. Everyone else carries on."""
+import socket
+import time
+import uuid
+
+import pytest
+
+import rawzk
+from conftest import Zkd, client, wait_until
+
+LIMIT = 4 << 20  # connectionOutputBytesMax for these tests
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+@pytest.fixture
+def limited(tmpdir_path):
+    s = Zkd(tmpdir_path, extra_cfg=f"connectionOutputBytesMax={LIMIT}\n").start()
+    yield s
+    s.stop()
+
+
+def slow_socket(port):
+    """A raw client whose receive buffer is tiny, so the server's queue fills."""
+    raw = rawzk.Raw.__new__(rawzk.Raw)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    raw.sock, raw.buf, raw.xid = sock, b"", 0
+    return raw
+
+
+def test_a_client_that_does_not_read_is_throttled_not_buffered(limited):
+    """Requests keep coming but replies are not read: once half the limit is
+    queued the server stops reading this client's requests (its sends
+    block), so memory stays bounded and nothing is dropped."""
+    import threading
+    zk = client(limited.hosts)
+    slow = slow_socket(limited.port)
+    slow.handshake()
+    before = rss_kib(limited.proc.pid)
+    n = 400_000  # 10 MiB of requests, 38 MiB of replies: far more than the limit
+    frames = b"".join(rawzk.frame(rawzk.i32(i) + rawzk.i32(3) + rawzk.path_watch("/")) for i in range(1, n + 1))
+    slow.sock.settimeout(60)
+    sender = threading.Thread(target=slow.sock.sendall, args=(frames,), daemon=True)
+    sender.start()
+    time.sleep(2.0)
+    from conftest import four_letter
+    mntr = dict(l.split("\t", 1) for l in four_letter(limited.port, "mntr").splitlines() if "\t" in l)
+    assert int(mntr["zk_packets_received"]) < n // 2, "the server kept reading a client that does not read"
+    grown = rss_kib(limited.proc.pid) - before
+    assert grown < 48 * 1024, f"server grew by {grown} KiB for a client that does not read"
+    assert "over connectionOutputBytesMax" not in limited.logtext()
+    # Others are served meanwhile.
+    p = "/other-" + uuid.uuid4().hex[:6]
+    zk.create(p, b"v")
+    assert zk.get(p)[0] == b"v"
+    # Once the client reads, it gets every reply, in order.
+    for i in range(1, n + 1):
+        xid, _, err, _ = slow.reply()
+        assert (xid, err) == (i, 0)
+    sender.join(10)
+    slow.close()
+    zk.stop()
+
+
+def test_a_client_drowning_in_watch_events_is_disconnected(limited):
+    zk = client(limited.hosts)
+    base = "/flood-" + uuid.uuid4().hex[:6]
+    leaf = base + "/" + "n" * 900
+    zk.create(leaf, b"", makepath=True)
+    slow = slow_socket(limited.port)
+    slow.handshake()
+    slow.request(106, rawzk.ustr(base) + rawzk.i32(1))  # persistent recursive watch
+    assert slow.reply()[2] == 0
+    # ~16 MiB of events for a client that reads nothing.
+    writer = rawzk.Raw(limited.port)
+    writer.handshake()
+    total = 18000
+    for i in range(total):
+        writer.request(5, rawzk.set_data(leaf, b"%d" % i))
+    for _ in range(total):
+        assert writer.reply()[2] == 0
+    wait_until(lambda: "over connectionOutputBytesMax" in limited.logtext(), 20, what="the server to cut the client")
+    got = 0
+    slow.sock.settimeout(10)
+    while slow.reply() is not None:
+        got += 1
+    assert got < total, "every event was delivered: the limit did nothing"
+    # The server is fine and the writer's session untouched.
+    writer.request(3, rawzk.path_watch(leaf))
+    assert writer.reply()[2] == 0
+    zk.stop()
