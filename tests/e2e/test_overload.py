@@ -101,3 +101,41 @@ def test_a_client_drowning_in_watch_events_is_disconnected(limited):
     writer.request(3, rawzk.path_watch(leaf))
     assert writer.reply()[2] == 0
     zk.stop()
+
+
+def test_ten_thousand_sessions(tmpdir_path):
+    """10,000 concurrent sessions, each connected and answered, while another
+    client keeps working."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 10_500:
+        pytest.skip(f"this machine allows {hard} open files per process")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    s = Zkd(tmpdir_path, extra_cfg="tickTime=2000\n").start()
+    socks = []
+    try:
+        n = 10_000
+        for _ in range(n):
+            sk = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+            sk.sendall(rawzk.connect_request(timeout=40000))
+            socks.append(sk)
+        sessions = set()
+        for sk in socks:
+            raw = rawzk.Raw.__new__(rawzk.Raw)
+            raw.sock, raw.buf, raw.xid = sk, b"", 0
+            body = raw.recv_frame()
+            assert body is not None, "a connection was refused"
+            sessions.add(rawzk.Reader(body[8:16]).long())
+        assert len(sessions) == n and 0 not in sessions
+        from conftest import four_letter
+        mntr = dict(l.split("\t", 1) for l in four_letter(s.port, "mntr").splitlines() if "\t" in l)
+        assert int(mntr["zk_num_alive_connections"]) >= n
+        assert int(mntr["zk_global_sessions"]) >= n
+        zk = client(s.hosts)
+        zk.create("/still-working", b"yes")
+        assert zk.get("/still-working")[0] == b"yes"
+        zk.stop()
+    finally:
+        for sk in socks:
+            sk.close()
+        s.stop()

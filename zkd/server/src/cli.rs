@@ -130,7 +130,7 @@ fn serve(cfg_path: PathBuf) -> i32 {
             }
         };
         let addr = std::net::SocketAddr::new(cfg.client_port_address, cfg.client_port);
-        let listener = match tokio::net::TcpListener::bind(addr).await {
+        let listener = match listen(addr) {
             Ok(l) => l,
             Err(e) => {
                 log::error!("cannot listen on {addr}: {e}");
@@ -161,6 +161,20 @@ fn serve(cfg_path: PathBuf) -> i32 {
         }
         0
     })
+}
+
+/// The client port. The accept backlog is deep (4096, the kernel caps it at
+/// somaxconn) so that a crowd of clients reconnecting at once after a restart
+/// is queued, not dropped into one-second SYN retries.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(4096)
 }
 
 async fn terminate() {
