@@ -168,6 +168,8 @@ pub struct Server {
     effects: Vec<Effect>,
     persist: Persist,
     next_reap_ms: i64,
+    /// Client writes are refused (the runtime found the disk nearly full).
+    read_only: bool,
     /// The time of the call being handled, for per-connection stats.
     now: Now,
     pub counters: Counters,
@@ -244,6 +246,7 @@ impl Server {
             effects: Vec::new(),
             persist: Persist::default(),
             next_reap_ms: next_reap,
+            read_only: false,
             now,
             counters: Counters::default(),
         }
@@ -267,6 +270,17 @@ impl Server {
 
     pub fn watch_count(&self) -> usize {
         self.watches.count()
+    }
+
+    /// Refuses (or again accepts) client writes, answering them NotReadOnly.
+    /// Session create/close and expiry still go through: they are small, and
+    /// clients must be able to connect and read.
+    pub fn set_read_only(&mut self, on: bool) {
+        self.read_only = on;
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
     }
 
     /// Every open connection, by id.
@@ -623,7 +637,15 @@ impl Server {
             | OpCode::SetData
             | OpCode::SetAcl
             | OpCode::Check
-            | OpCode::Multi => return self.write(now, conn, session, hdr.xid, op, body),
+            | OpCode::Multi => {
+                if self.read_only {
+                    // The disk is (nearly) full: answer as a read-only
+                    // server would, and take no zxid.
+                    self.reply(conn, hdr.xid, ErrorCode::NOT_READ_ONLY, None);
+                    return;
+                }
+                return self.write(now, conn, session, hdr.xid, op, body);
+            }
             OpCode::MultiRead => self.multi_read(conn, body),
             _ => Err(ErrorCode::UNIMPLEMENTED),
         };

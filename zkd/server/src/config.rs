@@ -46,6 +46,9 @@ pub struct Config {
     /// `connectionOutputBytesMax` (default 64 MiB): bytes queued for one
     /// client before it is throttled (at half) and then disconnected.
     pub connection_output_bytes_max: usize,
+    /// `dataDirFreeBytesMin` (default 64 MiB): below this much free space
+    /// on the data directory's filesystem, client writes are refused.
+    pub data_dir_free_bytes_min: u64,
     /// From `dataDir/myid`; 0 in standalone mode without one.
     pub my_id: u64,
     /// Keys that were present but that zkd does not know.
@@ -304,6 +307,10 @@ impl Config {
         };
         let extended_types = flag("zookeeper.extendedTypesEnabled")?;
         let enforce_quota = flag("zookeeper.enforceQuota")?;
+        let data_dir_free_bytes_min: u64 = match get("dataDirFreeBytesMin") {
+            Some(v) => int("dataDirFreeBytesMin", v)?,
+            None => 64 << 20,
+        };
         let connection_output_bytes_max = match get("connectionOutputBytesMax") {
             Some(v) => {
                 let n: usize = int("connectionOutputBytesMax", v)?;
@@ -375,6 +382,7 @@ impl Config {
             "zookeeper.DigestAuthenticationProvider.superDigest",
             "zookeeper.enforceQuota",
             "connectionOutputBytesMax",
+            "dataDirFreeBytesMin",
         ];
         for (k, v) in &kv {
             if let Some(id) = k.strip_prefix("server.") {
@@ -407,6 +415,7 @@ impl Config {
             super_digest,
             enforce_quota,
             connection_output_bytes_max,
+            data_dir_free_bytes_min,
             my_id: 0,
             unknown_keys,
             ignored_keys,

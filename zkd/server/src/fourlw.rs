@@ -78,7 +78,11 @@ pub fn answer(core: &mut Core, word: &str) -> String {
     let cfg = core.cfg.clone();
     match word {
         "ruok" => out.push_str("imok"),
-        "isro" => out.push_str("rw"),
+        "isro" => out.push_str(if core.server.is_read_only() {
+            "ro"
+        } else {
+            "rw"
+        }),
         "srvr" => {
             let _ = writeln!(out, "Zookeeper version: {VERSION}");
             srvr_body(core, &mut out);

@@ -3,6 +3,7 @@
 //! Map of the crate:
 //! - `config`  — zoo.cfg and myid, as Apache ZooKeeper reads them.
 //! - `storage` — RocksDB layout: tree, sessions, log; synced group commits.
+//! - `disk`    — free space checks and the fail-stop exit.
 //! - `runtime` — the task that owns the pure core (`zkd_core`), the storage
 //!   thread, and the durability gate between them and clients.
 //! - `net`     — the client port: frames in, frames out, four-letter words.
@@ -12,6 +13,7 @@
 
 mod cli;
 mod config;
+mod disk;
 mod fourlw;
 mod net;
 mod outbox;

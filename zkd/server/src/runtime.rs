@@ -150,8 +150,11 @@ fn spawn_storage(
                         }
                     }
                     Err(e) => {
+                        // Fail-stop: the tree in memory is ahead of the disk,
+                        // and nothing from this group was acknowledged. A
+                        // restart recovers from what is durable.
                         log::error!("cannot make transactions durable, stopping: {e}");
-                        std::process::exit(70);
+                        crate::disk::exit_now(70);
                     }
                 }
             }
@@ -310,6 +313,29 @@ impl Core {
         }
     }
 
+    /// Refuses client writes while the data directory's filesystem has less
+    /// than `dataDirFreeBytesMin` free, and accepts them again once it has.
+    fn check_disk(&mut self) {
+        let Some(free) = crate::disk::free_bytes(&self.cfg.data_dir) else {
+            return;
+        };
+        let low = free < self.cfg.data_dir_free_bytes_min;
+        if low != self.server.is_read_only() {
+            if low {
+                log::error!(
+                    "{} has {free} bytes free, less than dataDirFreeBytesMin: refusing writes",
+                    self.cfg.data_dir.display()
+                );
+            } else {
+                log::warn!(
+                    "{} has {free} bytes free again: accepting writes",
+                    self.cfg.data_dir.display()
+                );
+            }
+            self.server.set_read_only(low);
+        }
+    }
+
     fn handle(&mut self, msg: Msg) {
         let started = Instant::now();
         let now = self.clock.now();
@@ -373,6 +399,7 @@ impl Core {
                 _ = ticker.tick() => {
                     let started = Instant::now();
                     let now = self.clock.now();
+                    self.check_disk();
                     self.server.tick(now);
                     self.after_step(started);
                 }

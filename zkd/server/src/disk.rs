@@ -1,0 +1,25 @@
+//! The few things zkd asks of the filesystem beyond RocksDB.
+
+use std::path::Path;
+
+/// Free bytes (for unprivileged users) on the filesystem holding `dir`.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` is a properly sized
+    // out-parameter for statvfs.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Ends the process at once, without running exit handlers: after a storage
+/// failure RocksDB's own static destructors can abort on threads it still
+/// owns, which would hide the exit status the operator should see.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit only ends the process.
+    unsafe { libc::_exit(code) }
+}
