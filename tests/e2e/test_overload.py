@@ -139,3 +139,24 @@ def test_ten_thousand_sessions(tmpdir_path):
         for sk in socks:
             sk.close()
         s.stop()
+
+
+def test_closed_connections_release_everything(zkd):
+    """Connections that end (closed, or half-closed by the client) leave no
+    task, descriptor or connection count behind."""
+    from conftest import four_letter
+
+    def mntr():
+        return dict(l.split("\t", 1) for l in four_letter(zkd.port, "mntr").splitlines() if "\t" in l)
+
+    fds_before = int(mntr()["zk_open_file_descriptor_count"])
+    for i in range(300):
+        raw = rawzk.Raw(zkd.port)
+        raw.handshake()
+        if i % 2:
+            raw.sock.shutdown(socket.SHUT_WR)  # half-close: the server must finish and close
+            assert raw.closed(5)
+        raw.close()
+    wait_until(lambda: int(mntr()["zk_num_alive_connections"]) == 0, 10, what="every connection to be gone")
+    wait_until(lambda: int(mntr()["zk_open_file_descriptor_count"]) <= fds_before + 5, 10,
+               what="descriptors to be released")

@@ -17,7 +17,7 @@ use zk_proto::frame::{check_len, four_letter_word};
 use zk_proto::records::{ConnectRequest, Record};
 
 use crate::config::Config;
-use crate::outbox::{Out, Outbox};
+use crate::outbox::{Gauge, Out, Outbox};
 use crate::runtime::{next_conn_id, Msg};
 
 /// Connections per client address, for `maxClientCnxns`.
@@ -144,9 +144,9 @@ async fn connection(
         }
     };
     let conn = next_conn_id();
-    let (outbox, out_rx) = Outbox::new();
+    let (outbox, gauge, out_rx) = Outbox::new();
     let (closed_tx, mut closed_rx) = oneshot::channel::<()>();
-    tokio::spawn(writer(wr, out_rx, outbox.clone(), closed_tx));
+    tokio::spawn(writer(wr, out_rx, gauge.clone(), closed_tx));
     let throttle_at = cfg.connection_output_bytes_max / 2;
     let ip = peer.ip().to_canonical().to_string();
     if core
@@ -155,7 +155,7 @@ async fn connection(
             ip,
             port: peer.port(),
             req,
-            out: outbox.clone(),
+            out: outbox,
         })
         .await
         .is_err()
@@ -165,7 +165,7 @@ async fn connection(
     loop {
         // A client that does not read its replies stops being read from.
         tokio::select! {
-            _ = outbox.wait_below(throttle_at) => {}
+            _ = gauge.wait_below(throttle_at) => {}
             _ = &mut closed_rx => break,
         }
         let mut head = [0u8; 4];
@@ -194,7 +194,7 @@ async fn connection(
 async fn writer(
     mut wr: OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Out>,
-    outbox: Outbox,
+    gauge: Gauge,
     closed: oneshot::Sender<()>,
 ) {
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
@@ -219,7 +219,7 @@ async fn writer(
             if wr.write_all(&buf).await.is_err() {
                 break;
             }
-            outbox.written(buf.len());
+            gauge.written(buf.len());
             buf.clear();
         }
         if closing {

@@ -19,30 +19,44 @@ pub enum Out {
     Close,
 }
 
-#[derive(Clone)]
+/// The sending side, held by the core only: when the core drops it the
+/// writer's queue ends and the connection closes.
 pub struct Outbox {
     tx: mpsc::UnboundedSender<Out>,
+    gauge: Gauge,
+}
+
+/// The bytes waiting, shared by the core (adds), the writer (subtracts) and
+/// the reader (waits for it to fall). Holds no sender, so it keeps nothing open.
+#[derive(Clone)]
+pub struct Gauge {
     queued: Arc<AtomicUsize>,
     drained: Arc<Notify>,
 }
 
 impl Outbox {
-    pub fn new() -> (Outbox, mpsc::UnboundedReceiver<Out>) {
+    pub fn new() -> (Outbox, Gauge, mpsc::UnboundedReceiver<Out>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let o = Outbox {
-            tx,
+        let gauge = Gauge {
             queued: Arc::new(AtomicUsize::new(0)),
             drained: Arc::new(Notify::new()),
         };
-        (o, rx)
+        (
+            Outbox {
+                tx,
+                gauge: gauge.clone(),
+            },
+            gauge,
+            rx,
+        )
     }
 
     /// Queues a frame; returns the bytes now waiting.
     pub fn push(&self, frame: Vec<u8>) -> usize {
         let n = frame.len();
-        let now = self.queued.fetch_add(n, Ordering::AcqRel) + n;
+        let now = self.gauge.queued.fetch_add(n, Ordering::AcqRel) + n;
         if self.tx.send(Out::Frame(frame)).is_err() {
-            self.queued.fetch_sub(n, Ordering::AcqRel);
+            self.gauge.queued.fetch_sub(n, Ordering::AcqRel);
         }
         now
     }
@@ -50,7 +64,9 @@ impl Outbox {
     pub fn close(&self) {
         let _ = self.tx.send(Out::Close);
     }
+}
 
+impl Gauge {
     /// The writer wrote `n` bytes.
     pub fn written(&self, n: usize) {
         self.queued.fetch_sub(n, Ordering::AcqRel);
