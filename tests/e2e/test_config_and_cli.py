@@ -41,13 +41,14 @@ def test_missing_config_file(tmpdir_path):
     assert r.returncode != 0 and "cannot read" in r.stderr and "nope.cfg" in r.stderr
 
 
-def test_bad_myid_with_server_lines(tmpdir_path):
+@pytest.mark.parametrize("myid", ["one", "0", "255"])
+def test_bad_myid_with_server_lines(tmpdir_path, myid):
     d = os.path.join(tmpdir_path, "data")
     os.makedirs(d)
     with open(os.path.join(d, "myid"), "w") as f:
-        f.write("one\n")
+        f.write(myid + "\n")
     r = serve(f"dataDir={d}\nclientPort=2181\nserver.1=127.0.0.1:2888:3888\n", tmpdir_path)
-    assert r.returncode != 0 and "invalid value for myid: 'one'" in r.stderr, r.stderr
+    assert r.returncode != 0 and f"invalid value for myid: '{myid}'" in r.stderr, r.stderr
 
 
 def test_unknown_keys_warn_by_name_and_server_starts(tmpdir_path):

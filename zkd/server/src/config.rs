@@ -433,13 +433,16 @@ impl Config {
 fn read_myid(data_dir: &Path, required: bool) -> Result<u64, ConfigError> {
     let p = data_dir.join("myid");
     match std::fs::read_to_string(&p) {
-        Ok(s) => s.trim().parse().map_err(|_| {
-            invalid(
+        Ok(s) => match s.trim().parse::<u64>() {
+            // Session ids carry the server id in their top byte, and 0xFF
+            // there marks a TTL node's owner: ids stop at 254.
+            Ok(n) if (1..=254).contains(&n) => Ok(n),
+            _ => Err(invalid(
                 "myid",
                 s.trim(),
-                format!("{} must hold a number", p.display()),
-            )
-        }),
+                format!("{} must hold a number from 1 to 254", p.display()),
+            )),
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(0),
         Err(e) => Err(ConfigError::Io(p.display().to_string(), e.to_string())),
     }
