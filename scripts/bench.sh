@@ -32,8 +32,8 @@ bench="$CARGO_TARGET_DIR/release/zkbench"
 work=$(mktemp -d /var/tmp/zkbench.XXXXXX)
 zkd_pid=""; zk_pid=""
 cleanup() {
-  [[ -n "$zkd_pid" ]] && kill "$zkd_pid" 2>/dev/null || true
-  [[ -n "$zk_pid" ]] && kill -9 -- "-$zk_pid" 2>/dev/null || true
+  if [[ -n "$zkd_pid" ]]; then kill "$zkd_pid" 2>/dev/null || true; fi
+  if [[ -n "$zk_pid" ]]; then kill -9 -- "-$zk_pid" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the other scripts: where the build looks for RocksDB and where it
 # puts its output (outside the clone, so CI runs and clones share one build).
 export ROCKSDB_LIB_DIR="${ROCKSDB_LIB_DIR:-/usr/lib/x86_64-linux-gnu}"

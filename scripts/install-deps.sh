@@ -7,7 +7,8 @@
 # clang (bindgen for the RocksDB bindings), pkg-config.
 # Tests: zookeeper (Apache ZooKeeper 3.8.0, the reference server),
 # zookeeper-bin (the C client cli_mt), python3-kazoo and python3-pytest (the
-# Python client and test runner), groff-base (man page checks).
+# Python client and test runner), groff-base (man page checks), shellcheck
+# (script checks).
 set -euo pipefail
 
 if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
@@ -17,7 +18,7 @@ fi
 
 packages=(
   librocksdb-dev libclang-dev clang pkg-config
-  zookeeper zookeeper-bin python3-kazoo python3-pytest groff-base
+  zookeeper zookeeper-bin python3-kazoo python3-pytest groff-base shellcheck
 )
 
 missing=()
