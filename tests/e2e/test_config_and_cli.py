@@ -29,6 +29,7 @@ def serve(cfg_text, tmp, timeout=10):
     ("dataDir={d}\nclientPort=2181\njute.maxbuffer=12\n", "invalid value for jute.maxbuffer: '12'"),
     ("dataDir={d}\nclientPort=2181\n4lw.commands.whitelist=srvr,bogus\n", "unknown command 'bogus'"),
     ("dataDir={d}\nclientPort=2181\ninitLimit=ten\n", "invalid value for initLimit: 'ten'"),
+    ("dataDir={d}\nclientPort=2181\nglobalOutstandingLimit=0\n", "invalid value for globalOutstandingLimit: '0'"),
 ])
 def test_invalid_values_refuse_to_start(tmpdir_path, cfg, expect):
     r = serve(cfg.format(d=os.path.join(tmpdir_path, "data")), tmpdir_path)
@@ -152,3 +153,22 @@ def test_status(zkd):
 def test_status_of_a_dead_server():
     r = subprocess.run([ZKD, "status", f"127.0.0.1:{free_port()}"], capture_output=True, text=True)
     assert r.returncode == 1 and "It is probably not running" in r.stderr
+
+
+def test_tiny_global_outstanding_limit_still_serves_pipelined_clients(tmpdir_path):
+    """With room for a single waiting request, pipelined clients are slowed,
+    never stuck or refused."""
+    s = Zkd(tmpdir_path, extra_cfg="globalOutstandingLimit=1\n").start()
+    try:
+        raws = [rawzk.Raw(s.port) for _ in range(4)]
+        for r in raws:
+            r.handshake()
+        for r in raws:
+            for i in range(300):
+                r.request(3, rawzk.path_watch("/"))
+        for r in raws:
+            for i in range(1, 301):
+                xid, _, err, _ = r.reply()
+                assert (xid, err) == (i, 0)
+    finally:
+        s.stop()

@@ -141,7 +141,9 @@ fn serve(cfg_path: PathBuf) -> i32 {
             "serving clients on {addr}, data in {}",
             cfg.data_dir.display()
         );
-        let (tx, rx) = tokio::sync::mpsc::channel(4096);
+        // Requests waiting for the core are bounded: past the limit, sends
+        // from connection readers wait, so sockets stop being read.
+        let (tx, rx) = tokio::sync::mpsc::channel(cfg.global_outstanding_limit);
         tokio::spawn(crate::net::serve(listener, cfg.clone(), tx));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let mut core_task = tokio::spawn(core.run(rx, durable_rx, stop_rx));

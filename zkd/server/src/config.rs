@@ -49,6 +49,9 @@ pub struct Config {
     /// `dataDirFreeBytesMin` (default 64 MiB): below this much free space
     /// on the data directory's filesystem, client writes are refused.
     pub data_dir_free_bytes_min: u64,
+    /// `globalOutstandingLimit` (default 1000): requests read from clients
+    /// and not yet taken by the core; past it, zkd stops reading sockets.
+    pub global_outstanding_limit: usize,
     /// From `dataDir/myid`; 0 in standalone mode without one.
     pub my_id: u64,
     /// Keys that were present but that zkd does not know.
@@ -96,7 +99,6 @@ const IGNORED_KEYS: &[&str] = &[
     "snapCount",
     "snapSizeLimitInKb",
     "txnLogSizeLimitInKb",
-    "globalOutstandingLimit",
     "syncEnabled",
     "electionAlg",
     "peerType",
@@ -307,6 +309,16 @@ impl Config {
         };
         let extended_types = flag("zookeeper.extendedTypesEnabled")?;
         let enforce_quota = flag("zookeeper.enforceQuota")?;
+        let global_outstanding_limit: usize = match get("globalOutstandingLimit") {
+            Some(v) => {
+                let n: usize = int("globalOutstandingLimit", v)?;
+                if n == 0 {
+                    return Err(invalid("globalOutstandingLimit", v, "must be at least 1"));
+                }
+                n
+            }
+            None => 1000,
+        };
         let data_dir_free_bytes_min: u64 = match get("dataDirFreeBytesMin") {
             Some(v) => int("dataDirFreeBytesMin", v)?,
             None => 64 << 20,
@@ -383,6 +395,7 @@ impl Config {
             "zookeeper.enforceQuota",
             "connectionOutputBytesMax",
             "dataDirFreeBytesMin",
+            "globalOutstandingLimit",
         ];
         for (k, v) in &kv {
             if let Some(id) = k.strip_prefix("server.") {
@@ -416,6 +429,7 @@ impl Config {
             enforce_quota,
             connection_output_bytes_max,
             data_dir_free_bytes_min,
+            global_outstanding_limit,
             my_id: 0,
             unknown_keys,
             ignored_keys,
