@@ -54,23 +54,6 @@ pub fn check_len(head: [u8; 4], frame_bytes_max: usize) -> Result<usize, FrameEr
     Ok(len as usize)
 }
 
-/// Splits whole frames off the front of a buffer. Returns the body of the
-/// first complete frame and how many bytes it used, or `None` if more bytes
-/// are needed.
-pub fn split_frame(
-    buf: &[u8],
-    frame_bytes_max: usize,
-) -> Result<Option<(&[u8], usize)>, FrameError> {
-    if buf.len() < 4 {
-        return Ok(None);
-    }
-    let len = check_len([buf[0], buf[1], buf[2], buf[3]], frame_bytes_max)?;
-    if buf.len() < 4 + len {
-        return Ok(None);
-    }
-    Ok(Some((&buf[4..4 + len], 4 + len)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,11 +68,9 @@ mod tests {
     }
 
     #[test]
-    fn split() {
-        let buf = [0, 0, 0, 2, 7, 8, 0, 0];
-        assert_eq!(split_frame(&buf, 10).unwrap(), Some((&[7u8, 8][..], 6)));
-        assert_eq!(split_frame(&buf[..5], 10).unwrap(), None);
-        assert!(split_frame(&[0, 0x10, 0, 0], 0xfffff).is_err());
-        assert!(split_frame(&[0xff, 0xff, 0xff, 0xfe], 0xfffff).is_err());
+    fn lengths_outside_the_limit_are_refused() {
+        assert_eq!(check_len([0, 0, 0, 2], 10), Ok(2));
+        assert!(check_len([0, 0x10, 0, 0], FRAME_BYTES_MAX_DEFAULT).is_err());
+        assert!(check_len([0xff, 0xff, 0xff, 0xfe], FRAME_BYTES_MAX_DEFAULT).is_err());
     }
 }

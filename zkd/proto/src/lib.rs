@@ -5,8 +5,8 @@
 //!   strings and vectors) as a `Reader` over a byte slice and a `Writer`.
 //! - `records` — the records of `zookeeper.jute` that clients send and receive.
 //! - `codes`   — opcodes, error codes, create modes, watch event types and states.
-//! - `frame`   — splitting a byte stream into length-prefixed frames, with the
-//!   `jute.maxbuffer` limit, and recognising four-letter words.
+//! - `frame`   — the frame length check (`jute.maxbuffer`) and recognising
+//!   four-letter words.
 //!
 //! No I/O lives here: the server and any client own their sockets and hand bytes
 //! in and out, so every codec path can be tested from captured bytes alone.
