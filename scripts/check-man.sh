@@ -37,5 +37,13 @@ for word in serve status --help --version RUST_LOG; do
     status=1
   fi
 done
+# Every zkbench option in its source must appear in zkbench(1).
+for flag in $(grep -oE '"--[a-z]+"' zkd/bench/src/main.rs | tr -d '"' | sort -u); do
+  escaped=${flag//-/\\-}
+  if ! grep -qF -- "$escaped" man/zkbench.1; then
+    echo "zkbench option '$flag' is not documented in man/zkbench.1" >&2
+    status=1
+  fi
+done
 if ((status == 0)); then echo "man pages: ok"; fi
 exit $status
