@@ -8,17 +8,19 @@
 # Tests: zookeeper (Apache ZooKeeper 3.8.0, the reference server),
 # zookeeper-bin (the C client cli_mt), python3-kazoo and python3-pytest (the
 # Python client and test runner), groff-base (man page checks), shellcheck
-# (script checks).
+# (script checks); fuse3, inotify-tools, attr, rsync (zkfs mounts and the
+# shell tools its tests drive).
 set -euo pipefail
 
 if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
-  sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
   exit 0
 fi
 
 packages=(
   librocksdb-dev libclang-dev clang pkg-config
   zookeeper zookeeper-bin python3-kazoo python3-pytest groff-base shellcheck
+  fuse3 inotify-tools attr rsync util-linux
 )
 
 missing=()
