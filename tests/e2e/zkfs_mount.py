@@ -18,7 +18,7 @@ class Mount:
         self.dir = tempfile.mkdtemp(prefix="zkfs-mnt-")
         self.log_path = self.dir + ".log"
         self.source = hosts + chroot
-        cmd = [ZKFS, self.source, self.dir, "-f"] + (["-o", opts] if opts else [])
+        cmd = [ZKFS, self.source, self.dir, "-f"] + (["-o", opts] if opts else []) + (["-d"] if os.environ.get("ZKFS_DEBUG") else [])
         self.log = open(self.log_path, "a")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log)
         wait_until(lambda: os.path.ismount(self.dir) or self.proc.poll() is not None, 20, what="zkfs to mount")
@@ -52,10 +52,11 @@ class Mount:
         except OSError:
             pass
         self.log.close()
-        try:
-            os.unlink(self.log_path)
-        except OSError:
-            pass
+        if not os.environ.get("ZKFS_DEBUG"):
+            try:
+                os.unlink(self.log_path)
+            except OSError:
+                pass
 
 
 def sh(cmd, timeout=20, check=True, **kw):

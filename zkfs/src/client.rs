@@ -133,18 +133,6 @@ impl Client {
         self.inner.state.lock().unwrap().session_id
     }
 
-    pub fn session_timeout_ms(&self) -> i32 {
-        self.inner.state.lock().unwrap().negotiated_ms
-    }
-
-    pub fn is_expired(&self) -> bool {
-        self.inner.state.lock().unwrap().expired
-    }
-
-    pub fn is_connected(&self) -> bool {
-        self.inner.state.lock().unwrap().conn.is_some()
-    }
-
     /// Starts a new session after expiry. Only ever on an explicit request: the
     /// old session's ephemerals and locks are gone and the caller must know.
     pub fn renew(&self) -> ZkResult<()> {

@@ -166,7 +166,7 @@ impl ZkFs {
                     lookups: 0,
                 },
             );
-            return Ok((attr, st.czxid as u64, TTL));
+            return Ok((attr, 0, TTL));
         }
         let path = join(&dir, name);
         if self.sh.is_reflector(req.pid()) {
@@ -202,7 +202,7 @@ impl ZkFs {
                     lookups: 0,
                 },
             );
-            return Ok((attr, st.czxid as u64, NO_TTL));
+            return Ok((attr, 0, NO_TTL));
         }
         if let Some(&ino) = self.local.get(&path) {
             let size = self
@@ -236,7 +236,7 @@ impl ZkFs {
                 lookups: 0,
             },
         );
-        Ok((attr, st.czxid as u64, TTL))
+        Ok((attr, 0, TTL))
     }
 
     fn getattr_inner(&self, ino: u64, fh: Option<u64>) -> Result<FileAttr, c_int> {
@@ -460,12 +460,7 @@ impl ZkFs {
                     failed: false,
                 },
             );
-            return Ok((
-                self.sh.attr(ino, kind, &st, perm, None),
-                st.czxid as u64,
-                fh,
-                TTL,
-            ));
+            return Ok((self.sh.attr(ino, kind, &st, perm, None), 0, fh, TTL));
         }
         self.read_only()?;
         if name == DATA_FILE || name == MKDIR_MARK {
@@ -526,7 +521,7 @@ impl ZkFs {
                 0o644 & !(self.sh.opts.umask as u16),
                 None,
             );
-            return Ok((attr, st.czxid as u64, fh, NO_TTL));
+            return Ok((attr, 0, fh, NO_TTL));
         }
         let ino = if mods.creates() {
             self.magic_seq += 1;
@@ -681,7 +676,7 @@ impl ZkFs {
         let mut attr = self.sh.attr(ino, kind, &st, perm, None);
         attr.kind = FileType::Directory;
         let _ = ttl;
-        Ok((attr, st.czxid as u64))
+        Ok((attr, 0))
     }
 
     /// Runs `ops` plus create+delete of a marker child in one multi, so the
@@ -1216,9 +1211,18 @@ impl Filesystem for ZkFs {
         _req: &Request<'_>,
         _ino: u64,
         fh: u64,
-        _lock_owner: u64,
+        lock_owner: u64,
         reply: ReplyEmpty,
     ) {
+        // POSIX locks end when their process closes any descriptor of the file;
+        // the kernel names that process as the flush's lock owner. (A flock's
+        // owner is its open file, which a flush never names, so flocks stay.)
+        if let Some(h) = self.handles.get(&fh) {
+            if !h.reflector {
+                let path = h.path.clone();
+                self.sh.locks.release(&self.sh, lock_owner, &path);
+            }
+        }
         if !self.handles.get(&fh).is_some_and(|h| h.touched) {
             return reply.ok();
         }

@@ -148,7 +148,10 @@ impl Locks {
         for _ in 0..3 {
             match sh.zk.create(&dir, b"", &Acl::open_unsafe(), 4, 0) {
                 Ok(_) | Err(ErrorCode::NODE_EXISTS) => {}
-                Err(e) => return Err(errno(e)),
+                Err(e) => {
+                    log::warn!("lock {path}: creating {dir}: {}", e.name());
+                    return Err(errno(e));
+                }
             }
             // The container may be reaped between the two calls: try again.
             match sh.zk.create(
@@ -163,7 +166,10 @@ impl Locks {
                     break;
                 }
                 Err(ErrorCode::NO_NODE) => continue,
-                Err(e) => return Err(errno(e)),
+                Err(e) => {
+                    log::warn!("lock {path}: queueing under {dir}: {}", e.name());
+                    return Err(errno(e));
+                }
             }
         }
         let Some((node, stat)) = made else {
@@ -173,6 +179,7 @@ impl Locks {
         let key = (owner, path.to_string());
         self.st.lock().unwrap().waiting.insert(key.clone(), ());
         let give_up = |e: i32| {
+            log::debug!("lock {path} for {owner:x}: errno {e}");
             let _ = sh.zk.delete(&node, -1);
             self.st.lock().unwrap().waiting.remove(&key);
             Err(e)

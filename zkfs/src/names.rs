@@ -106,7 +106,9 @@ pub fn split(path: &str) -> (&str, &str) {
 
 /// A stable inode number for a path: the same on every mount of the tree,
 /// so `ls -i`, `find -inum` and tar's hard-link detection agree across machines.
-/// The znode's czxid goes in the FUSE generation, so a re-created node differs.
+/// The FUSE generation is always 0: a znode re-created under the same name is
+/// the same file to the kernel (we read by path anyway), and an open file is
+/// never turned into a bad inode because someone else replaced the znode.
 pub fn ino_of(key: &str) -> u64 {
     if key == "/" {
         return 1;
