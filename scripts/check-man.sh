@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Lints every man page in man/ with groff (no warnings allowed) and checks that
-# every zkd command, option and zoo.cfg key the code accepts is documented.
+# every zkd command, option and zoo.cfg key and every zkfs option the code
+# accepts is documented.
 #
 # Usage: scripts/check-man.sh [--help]
 set -euo pipefail
@@ -13,7 +14,7 @@ fi
 cd "$(dirname "$0")/.."
 status=0
 for page in man/*.[0-9]; do
-  out=$(groff -man -ww -z "$page" 2>&1) || true
+  out=$(groff -t -man -ww -z "$page" 2>&1) || true
   if [[ -n "$out" ]]; then
     echo "man page warnings in $page:" >&2
     echo "$out" >&2
@@ -42,6 +43,14 @@ for flag in $(grep -oE '"--[a-z]+"' zkd/bench/src/main.rs | tr -d '"' | sort -u)
   escaped=${flag//-/\\-}
   if ! grep -qF -- "$escaped" man/zkbench.1; then
     echo "zkbench option '$flag' is not documented in man/zkbench.1" >&2
+    status=1
+  fi
+done
+# Every zkfs -o option and subcommand must appear in zkfs(8).
+for opt in $(grep -oE '^ +"[a-z_]+"( \| "[a-z_]+")* =>' zkfs/src/options.rs | grep -oE '"[a-z_]+"' | tr -d '"' | sort -u) wait create; do
+  escaped=${opt//_/\\_}
+  if ! grep -qE -- "\b($opt|$escaped)\b" man/zkfs.8; then
+    echo "zkfs option '$opt' is not documented in man/zkfs.8" >&2
     status=1
   fi
 done

@@ -250,7 +250,7 @@ impl Client {
         }
     }
 
-    pub fn strip<'a>(&self, path: &'a str) -> String {
+    pub fn strip(&self, path: &str) -> String {
         self.inner.strip(path)
     }
 

@@ -141,7 +141,7 @@ fn handle(sh: &Shared, notifier: &Notifier, mnt: &Path, typ: i32, path: &str) {
             sh.reflecting
                 .lock()
                 .unwrap()
-                .insert(path.to_string(), Reflect::Create(kind));
+                .insert(path.to_string(), Reflect::Create);
             if let Some(p) = parent_ino {
                 let _ = notifier.inval_entry(p, OsStr::new(name));
             }
@@ -194,7 +194,7 @@ fn touch_modify(p: &Path) {
             libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
         );
         if fd >= 0 {
-            libc::pwrite(fd, b"\0".as_ptr() as *const libc::c_void, 1, 0);
+            libc::pwrite(fd, c"".as_ptr() as *const libc::c_void, 1, 0);
             libc::close(fd);
         }
     }

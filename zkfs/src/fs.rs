@@ -171,7 +171,7 @@ impl ZkFs {
         let path = join(&dir, name);
         if self.sh.is_reflector(req.pid()) {
             match self.sh.reflecting.lock().unwrap().get(&path) {
-                Some(Reflect::Create(_)) => return Err(libc::ENOENT),
+                Some(Reflect::Create) => return Err(libc::ENOENT),
                 Some(Reflect::Delete(ino, kind)) => {
                     let st = Stat::default();
                     let attr = self.sh.attr(*ino, *kind, &st, 0o644, Some(0));

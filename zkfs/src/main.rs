@@ -185,7 +185,7 @@ fn mount_main(o: options::Options) -> i32 {
     let fail = |report: &mut Option<std::fs::File>, msg: String| -> i32 {
         match report {
             Some(f) => {
-                let _ = write!(f, "zkfs: {msg}\n");
+                let _ = writeln!(f, "zkfs: {msg}");
             }
             None => eprintln!("zkfs: {msg}"),
         }

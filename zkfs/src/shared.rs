@@ -104,7 +104,7 @@ impl Table {
 /// answers its requests from this instead of from the server.
 #[derive(Debug, Clone)]
 pub enum Reflect {
-    Create(Kind),
+    Create,
     Delete(u64, Kind),
 }
 
