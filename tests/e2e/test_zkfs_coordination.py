@@ -12,21 +12,12 @@ import time
 import pytest
 
 from conftest import wait_until
-from zkfs_mount import ZKFS, Mount, mnt, sh, tree  # noqa: F401  (fixtures)
+from zkfs_mount import ZKFS, Mount, mnt, sh, tree, two  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="module")
 def zkfs_server(zkd_module):
     return zkd_module
-
-
-@pytest.fixture
-def two(tree, zkfs_server):
-    a = Mount(zkfs_server.hosts, tree[1])
-    b = Mount(zkfs_server.hosts, tree[1])
-    yield a, b
-    a.close()
-    b.close()
 
 
 class Watcher:

@@ -197,6 +197,27 @@ def test_create_modes_from_the_shell(mnt, tree):
     wait_until(lambda: zk.exists(root + "/box") is None, 90, what="container reaped")
 
 
+def test_ttl_node_from_the_shell(mnt, tree):
+    zk, root = tree
+    sh(f"echo short > '{mnt.p('lease@ttl=300')}'")
+    assert zk.get(root + "/lease")[0] == b"short\n"
+    assert zk.exists(root + "/lease").ephemeralOwner == 0  # persistent, not ephemeral
+    # The server removes it once it has gone unmodified for longer than the TTL.
+    wait_until(lambda: zk.exists(root + "/lease") is None, 60, what="TTL node reaped")
+
+
+def test_owner_and_umask_options(tree, zkfs_server):
+    zk, root = tree
+    zk.create(root + "/f", b"x")
+    m = Mount(zkfs_server.hosts, root, opts="timeout=4000,uid=1234,gid=4321,umask=027")
+    try:
+        st = os.stat(m.p("f"))
+        assert (st.st_uid, st.st_gid) == (1234, 4321)
+        assert oct(st.st_mode & 0o777) == "0o640"
+    finally:
+        m.close()
+
+
 def test_errors_map_to_errno(mnt, tree):
     zk, root = tree
     with pytest.raises(FileNotFoundError):

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import ROOT, wait_until
-from zkfs_mount import ZKFS, Mount, sh, tree  # noqa: F401
+from zkfs_mount import ZKFS, Mount, sh, tree, two  # noqa: F401
 
 ENV = dict(os.environ, ZKFS=ZKFS)
 
@@ -21,15 +21,6 @@ def script(name):
 @pytest.fixture(scope="module")
 def zkfs_server(zkd_module):
     return zkd_module
-
-
-@pytest.fixture
-def two(tree, zkfs_server):
-    a = Mount(zkfs_server.hosts, tree[1])
-    b = Mount(zkfs_server.hosts, tree[1])
-    yield a, b
-    a.close()
-    b.close()
 
 
 def spawn(*args):

@@ -86,3 +86,13 @@ def mnt(tree, zkfs_server):
     m = Mount(zkfs_server.hosts, tree[1])
     yield m
     m.close()
+
+
+@pytest.fixture
+def two(tree, zkfs_server):
+    """Two mounts of the same chroot, standing for two machines."""
+    a = Mount(zkfs_server.hosts, tree[1])
+    b = Mount(zkfs_server.hosts, tree[1])
+    yield a, b
+    a.close()
+    b.close()

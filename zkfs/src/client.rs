@@ -240,14 +240,7 @@ impl Client {
     // ---- typed calls; paths are chroot-relative ----
 
     pub fn full(&self, path: &str) -> String {
-        let c = &self.inner.cfg.chroot;
-        if c.is_empty() {
-            path.to_string()
-        } else if path == "/" {
-            c.clone()
-        } else {
-            format!("{c}{path}")
-        }
+        full_of(&self.inner.cfg.chroot, path)
     }
 
     pub fn strip(&self, path: &str) -> String {

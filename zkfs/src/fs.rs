@@ -679,23 +679,9 @@ impl ZkFs {
         Ok((attr, 0))
     }
 
-    /// Runs `ops` plus create+delete of a marker child in one multi, so the
-    /// znode's cversion is non-zero: a directory by the rule, on every mount.
+    /// Runs `ops` plus the directory mark (see `mark_ops`) in one multi.
     fn mark_dir(&self, path: &str, mut ops: Vec<MultiOp>) -> Result<(), c_int> {
-        let mark = join(path, MKDIR_MARK);
-        ops.push(MultiOp::Create {
-            op: 1,
-            req: CreateRequest {
-                path: mark.clone(),
-                data: vec![],
-                acl: Acl::open_unsafe(),
-                flags: 0,
-            },
-        });
-        ops.push(MultiOp::Delete(DeleteRequest {
-            path: mark,
-            version: -1,
-        }));
+        ops.extend(mark_ops(path));
         self.sh.zk.multi(ops).map(|_| ()).map_err(errno)
     }
 
@@ -835,20 +821,7 @@ impl ZkFs {
                 },
             });
             if skind == Kind::Dir {
-                let mark = join(&dst, MKDIR_MARK);
-                ops.push(MultiOp::Create {
-                    op: 1,
-                    req: CreateRequest {
-                        path: mark.clone(),
-                        data: vec![],
-                        acl: Acl::open_unsafe(),
-                        flags: 0,
-                    },
-                });
-                ops.push(MultiOp::Delete(DeleteRequest {
-                    path: mark,
-                    version: -1,
-                }));
+                ops.extend(mark_ops(&dst));
             }
             echoes.push((ev(EventType::NodeCreated), dst.clone()));
         }
@@ -1451,6 +1424,28 @@ impl Filesystem for ZkFs {
             }
         });
     }
+}
+
+/// Create and delete of a marker child, to run in the same multi as the
+/// znode's own create: its cversion becomes non-zero, so it is a directory by
+/// the rule on every mount, and no child is left behind.
+fn mark_ops(path: &str) -> [MultiOp; 2] {
+    let mark = join(path, MKDIR_MARK);
+    [
+        MultiOp::Create {
+            op: 1,
+            req: CreateRequest {
+                path: mark.clone(),
+                data: vec![],
+                acl: Acl::open_unsafe(),
+                flags: 0,
+            },
+        },
+        MultiOp::Delete(DeleteRequest {
+            path: mark,
+            version: -1,
+        }),
+    ]
 }
 
 /// Names never shown to `inotify` reflection: zkfs's own bookkeeping.
