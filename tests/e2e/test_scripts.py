@@ -28,3 +28,10 @@ def test_python_script_help(script):
     r = subprocess.run(["python3", os.path.join(ROOT, "scripts", script), "--help"], capture_output=True, text=True)
     assert r.returncode == 2 or r.returncode == 0
     assert "Usage:" in r.stdout
+
+
+def test_zab_soak_runs_seeds_and_reports():
+    r = subprocess.run([os.path.join(ROOT, "scripts", "zab-soak.sh"), "12", "500"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "12 seeds ok, 0 failed" in r.stdout

@@ -1,0 +1,1138 @@
+//! One ZAB peer as a pure state machine: `step` takes an input (a message, a
+//! tick with the time, a client write, a lost stream) and appends outputs
+//! (messages, persistence, sync barriers, deliveries). Nothing here touches a
+//! socket, a disk or a clock, so whole ensembles run deterministically in
+//! `sim`.
+//!
+//! Outputs are executed in order. `Output::Sync` is a barrier: everything
+//! persisted before it must be durable before any later output happens. The
+//! durability rules of zab.md are orderings of these outputs:
+//! - acceptedEpoch durable before ACKEPOCH (ZOOKEEPER-1653, 2307);
+//! - the synced txns durable before currentEpoch is written, and both before
+//!   ACK(NEWLEADER) (ZOOKEEPER-3911, 2678, 4394);
+//! - each proposal durable before its ACK, and the leader counts itself only
+//!   after its own sync;
+//! - a log is never cut below what was delivered (ZOOKEEPER-1154): a SNAP that
+//!   would is refused as divergence.
+//!
+//! Streams: everything but votes travels on one stream per learner connection,
+//! stamped with the connection number and a sequence number, so a lost,
+//! duplicated or reordered message is seen as a broken stream (as TCP would
+//! break), never silently applied out of order.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::types::*;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub id: Id,
+    pub voters: Vec<Id>,
+    pub observers: Vec<Id>,
+    pub tick_ms: u64,
+    /// Ticks a learner may take to connect and sync.
+    pub init_limit: u64,
+    /// Ticks a synced learner or leader may go without hearing from the other side.
+    pub sync_limit: u64,
+    /// How long a quorum's agreement must stand before an election decides.
+    pub finalize_wait_ms: u64,
+    /// A deliberate bug (ACK a proposal before it is durable), so the
+    /// simulation can prove it notices lost acknowledged writes. Always false
+    /// in zkd.
+    pub broken_ack_before_sync: bool,
+}
+
+impl Config {
+    pub fn quorum(&self) -> usize {
+        self.voters.len() / 2 + 1
+    }
+
+    fn is_voter(&self, id: Id) -> bool {
+        self.voters.contains(&id)
+    }
+
+    fn peers(&self) -> impl Iterator<Item = Id> + '_ {
+        self.voters
+            .iter()
+            .chain(self.observers.iter())
+            .copied()
+            .filter(move |p| *p != self.id)
+    }
+}
+
+/// What survives a crash.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Durable {
+    pub accepted_epoch: u64,
+    pub current_epoch: u64,
+    pub log: Vec<Txn>,
+    /// How far the application has applied (and made durable) the log.
+    pub applied: Zxid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Persist {
+    AcceptedEpoch(u64),
+    CurrentEpoch(u64),
+    Append(Vec<Txn>),
+    ReplaceLog(Vec<Txn>),
+    Applied(Zxid),
+}
+
+/// A quorum message with its stream stamp (votes use conn 0, seq 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub conn: u64,
+    pub seq: u64,
+    pub msg: Msg,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Send(Id, Envelope),
+    Persist(Persist),
+    Sync,
+    /// A committed txn, to apply, in zxid order.
+    Deliver(Txn),
+    /// This peer now leads an established epoch (a quorum acked NEWLEADER).
+    Established(u64),
+    /// The peer left its role and is electing again.
+    Looking,
+    /// Its own log contradicts what it already delivered: stop serving.
+    Diverged(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum Input {
+    Msg(Id, Envelope),
+    Tick(u64),
+    /// A client write, at the leader.
+    Write(Vec<u8>),
+    /// The runtime lost its stream with this peer.
+    Disconnected(Id),
+}
+
+#[derive(Debug)]
+struct Election {
+    round: u64,
+    vote: Vote,
+    votes: BTreeMap<Id, Vote>,
+    outside: BTreeMap<Id, Vote>,
+    decide_at: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Stream {
+    conn: u64,
+    send_seq: u64,
+    recv_seq: u64,
+}
+
+#[derive(Debug)]
+struct Link {
+    stream: Stream,
+    observer: bool,
+    /// Sync and NEWLEADER sent: proposals and commits flow to it.
+    sync_sent: bool,
+    /// Leader's last zxid at the time of its sync (its NEWLEADER ack covers these).
+    sync_point: Zxid,
+    acked_newleader: bool,
+    last_heard: u64,
+}
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+enum LeaderPhase {
+    Discovery,
+    Sync,
+    Active,
+}
+
+#[derive(Debug)]
+struct Leading {
+    phase: LeaderPhase,
+    epoch: u64,
+    infos: BTreeMap<Id, (u64, Zxid)>,
+    epoch_acks: BTreeSet<Id>,
+    newleader_acks: BTreeSet<Id>,
+    links: BTreeMap<Id, Link>,
+    acks: BTreeMap<Zxid, BTreeSet<Id>>,
+    counter: u64,
+    started: u64,
+}
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+enum LearnerPhase {
+    Connecting,
+    Syncing,
+    Synced,
+}
+
+#[derive(Debug)]
+struct Learning {
+    leader: Id,
+    observer: bool,
+    phase: LearnerPhase,
+    stream: Stream,
+    last_heard: u64,
+    commit_target: Zxid,
+}
+
+#[derive(Debug)]
+enum Role {
+    Looking(Election),
+    Leading(Leading),
+    Learning(Learning),
+}
+
+pub struct Peer {
+    pub cfg: Config,
+    now: u64,
+    accepted_epoch: u64,
+    current_epoch: u64,
+    log: Vec<Txn>,
+    /// Number of log entries delivered to the application.
+    delivered: usize,
+    round: u64,
+    next_conn: u64,
+    role: Role,
+    out: Vec<Output>,
+    diverged: bool,
+}
+
+impl Peer {
+    /// A peer starting (or restarting) from what its disk kept.
+    pub fn new(cfg: Config, d: Durable, now: u64) -> Peer {
+        let delivered = d.log.iter().take_while(|t| t.zxid <= d.applied).count();
+        let mut p = Peer {
+            cfg,
+            now,
+            accepted_epoch: d.accepted_epoch,
+            current_epoch: d.current_epoch,
+            log: d.log,
+            delivered,
+            round: 0,
+            next_conn: now << 16,
+            role: Role::Looking(Election {
+                round: 0,
+                vote: Vote {
+                    leader: 0,
+                    zxid: 0,
+                    peer_epoch: 0,
+                    round: 0,
+                    state: PeerState::Looking,
+                },
+                votes: BTreeMap::new(),
+                outside: BTreeMap::new(),
+                decide_at: None,
+            }),
+            out: Vec::new(),
+            diverged: false,
+        };
+        p.look();
+        p
+    }
+
+    pub fn id(&self) -> Id {
+        self.cfg.id
+    }
+
+    pub fn last_zxid(&self) -> Zxid {
+        self.log.last().map(|t| t.zxid).unwrap_or(0)
+    }
+
+    pub fn delivered_zxid(&self) -> Zxid {
+        if self.delivered == 0 {
+            0
+        } else {
+            self.log[self.delivered - 1].zxid
+        }
+    }
+
+    pub fn state(&self) -> PeerState {
+        match &self.role {
+            Role::Looking(_) => PeerState::Looking,
+            Role::Leading(_) => PeerState::Leading,
+            Role::Learning(l) if l.observer => PeerState::Observing,
+            Role::Learning(_) => PeerState::Following,
+        }
+    }
+
+    /// The leader this peer follows or is, once past election.
+    pub fn leader(&self) -> Option<Id> {
+        match &self.role {
+            Role::Looking(_) => None,
+            Role::Leading(_) => Some(self.cfg.id),
+            Role::Learning(l) => Some(l.leader),
+        }
+    }
+
+    /// Leading an established epoch and taking writes.
+    pub fn is_active_leader(&self) -> bool {
+        matches!(&self.role, Role::Leading(l) if l.phase == LeaderPhase::Active)
+    }
+
+    pub fn current_epoch(&self) -> u64 {
+        self.current_epoch
+    }
+
+    /// Learners in sync (for `mntr`'s synced followers), when leading.
+    pub fn synced_learners(&self) -> (usize, usize) {
+        match &self.role {
+            Role::Leading(l) => {
+                let f = l
+                    .links
+                    .values()
+                    .filter(|k| k.acked_newleader && !k.observer)
+                    .count();
+                let o = l
+                    .links
+                    .values()
+                    .filter(|k| k.acked_newleader && k.observer)
+                    .count();
+                (f, o)
+            }
+            _ => (0, 0),
+        }
+    }
+
+    pub fn step(&mut self, input: Input) -> Vec<Output> {
+        if self.diverged {
+            return Vec::new();
+        }
+        match input {
+            Input::Tick(now) => {
+                self.now = now;
+                self.tick();
+            }
+            Input::Msg(from, env) => self.on_msg(from, env),
+            Input::Write(data) => self.write(data),
+            Input::Disconnected(p) => self.disconnected(p),
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    // ---------------------------------------------------------------- election
+
+    fn my_vote(&self) -> Vote {
+        if self.cfg.is_voter(self.cfg.id) {
+            Vote {
+                leader: self.cfg.id,
+                zxid: self.last_zxid(),
+                peer_epoch: self.current_epoch,
+                round: self.round,
+                state: PeerState::Looking,
+            }
+        } else {
+            // An observer proposes nobody: any voter's proposal beats this.
+            Vote {
+                leader: 0,
+                zxid: 0,
+                peer_epoch: 0,
+                round: self.round,
+                state: PeerState::Looking,
+            }
+        }
+    }
+
+    fn look(&mut self) {
+        self.round += 1;
+        let vote = self.my_vote();
+        self.role = Role::Looking(Election {
+            round: self.round,
+            vote,
+            votes: BTreeMap::new(),
+            outside: BTreeMap::new(),
+            decide_at: None,
+        });
+        self.out.push(Output::Looking);
+        self.broadcast_vote();
+        self.check_quorum_vote();
+    }
+
+    fn broadcast_vote(&mut self) {
+        let Role::Looking(e) = &self.role else { return };
+        let v = Vote {
+            round: e.round,
+            state: PeerState::Looking,
+            ..e.vote
+        };
+        let peers: Vec<Id> = self.cfg.peers().collect();
+        for p in peers {
+            self.send_vote(p, v);
+        }
+    }
+
+    fn send_vote(&mut self, to: Id, v: Vote) {
+        self.out.push(Output::Send(
+            to,
+            Envelope {
+                conn: 0,
+                seq: 0,
+                msg: Msg::Vote(v),
+            },
+        ));
+    }
+
+    /// The vote this peer shows others once it is past the election.
+    fn standing_vote(&self) -> Vote {
+        let state = self.state();
+        let (leader, peer_epoch) = match &self.role {
+            Role::Leading(l) => (self.cfg.id, l.epoch.max(self.current_epoch)),
+            Role::Learning(l) => (l.leader, self.current_epoch),
+            Role::Looking(e) => (e.vote.leader, e.vote.peer_epoch),
+        };
+        Vote {
+            leader,
+            zxid: self.last_zxid(),
+            peer_epoch,
+            round: self.round,
+            state,
+        }
+    }
+
+    fn on_vote(&mut self, from: Id, v: Vote) {
+        let me = self.cfg.id;
+        let Role::Looking(e) = &mut self.role else {
+            // Past the election: tell a looking peer whom we follow.
+            if v.state == PeerState::Looking {
+                let sv = self.standing_vote();
+                self.send_vote(from, sv);
+            }
+            return;
+        };
+        if v.state != PeerState::Looking {
+            e.outside.insert(from, v);
+            if v.round == e.round && self.cfg.is_voter(from) {
+                e.votes.insert(from, v);
+            }
+            // Join a leader a quorum already follows, if it says it leads.
+            let l = v.leader;
+            let n = e
+                .outside
+                .iter()
+                .filter(|(p, x)| {
+                    self.cfg.is_voter(**p) && x.leader == l && x.state != PeerState::Observing
+                })
+                .count();
+            let leads = e
+                .outside
+                .get(&l)
+                .is_some_and(|x| x.state == PeerState::Leading);
+            if n >= self.cfg.quorum() && leads && l != me {
+                self.round = self.round.max(v.round);
+                self.follow(l);
+            }
+            return;
+        }
+        if !self.cfg.is_voter(from) {
+            // An observer looking for the leader: answer, never count it.
+            let mine = Vote {
+                round: e.round,
+                state: PeerState::Looking,
+                ..e.vote
+            };
+            self.send_vote(from, mine);
+            return;
+        }
+        let better = |a: &Vote, b: &Vote| a.key() > b.key();
+        if v.round > e.round {
+            e.round = v.round;
+            self.round = v.round;
+            e.votes.clear();
+            e.decide_at = None;
+            let mine = Vote {
+                round: v.round,
+                ..self_vote(
+                    &self.cfg,
+                    self.log.last().map(|t| t.zxid).unwrap_or(0),
+                    self.current_epoch,
+                    v.round,
+                )
+            };
+            e.vote = if self.cfg.is_voter(v.leader) && better(&v, &mine) {
+                Vote {
+                    round: v.round,
+                    ..v
+                }
+            } else {
+                mine
+            };
+            self.broadcast_vote();
+        } else if v.round < e.round {
+            let mine = Vote {
+                round: e.round,
+                state: PeerState::Looking,
+                ..e.vote
+            };
+            self.send_vote(from, mine);
+            return;
+        } else if self.cfg.is_voter(v.leader) && better(&v, &e.vote) {
+            e.vote = Vote {
+                round: e.round,
+                ..v
+            };
+            e.decide_at = None;
+            self.broadcast_vote();
+        }
+        if let Role::Looking(e) = &mut self.role {
+            e.votes.insert(from, v);
+        }
+        self.check_quorum_vote();
+    }
+
+    /// When a quorum of voters (counting ourselves if we vote) agrees with our
+    /// vote, arm the settle timer; it decides unless the vote changes first.
+    fn check_quorum_vote(&mut self) {
+        let me = self.cfg.id;
+        let q = self.cfg.quorum();
+        let voter = self.cfg.is_voter(me);
+        let now = self.now;
+        let wait = self.cfg.finalize_wait_ms;
+        let Role::Looking(e) = &mut self.role else {
+            return;
+        };
+        if e.vote.leader == 0 {
+            return;
+        }
+        let target = e.vote.key();
+        let mut n = e
+            .votes
+            .iter()
+            .filter(|(p, x)| **p != me && x.key() == target && x.round == e.round)
+            .count();
+        if voter {
+            n += 1;
+        }
+        if n >= q {
+            e.decide_at.get_or_insert(now + wait);
+        } else {
+            e.decide_at = None;
+        }
+    }
+
+    fn decide(&mut self) {
+        let Role::Looking(e) = &self.role else { return };
+        let l = e.vote.leader;
+        if l == self.cfg.id {
+            self.lead();
+        } else {
+            self.follow(l);
+        }
+    }
+
+    // ---------------------------------------------------------------- leader
+
+    fn lead(&mut self) {
+        let mut infos = BTreeMap::new();
+        infos.insert(self.cfg.id, (self.accepted_epoch, self.last_zxid()));
+        self.role = Role::Leading(Leading {
+            phase: LeaderPhase::Discovery,
+            epoch: 0,
+            infos,
+            epoch_acks: BTreeSet::new(),
+            newleader_acks: BTreeSet::new(),
+            links: BTreeMap::new(),
+            acks: BTreeMap::new(),
+            counter: 0,
+            started: self.now,
+        });
+        self.maybe_choose_epoch();
+    }
+
+    fn lsend(&mut self, to: Id, msg: Msg) {
+        let Role::Leading(l) = &mut self.role else {
+            return;
+        };
+        let Some(link) = l.links.get_mut(&to) else {
+            return;
+        };
+        link.stream.send_seq += 1;
+        let env = Envelope {
+            conn: link.stream.conn,
+            seq: link.stream.send_seq,
+            msg,
+        };
+        self.out.push(Output::Send(to, env));
+    }
+
+    fn maybe_choose_epoch(&mut self) {
+        let q = self.cfg.quorum();
+        let Role::Leading(l) = &mut self.role else {
+            return;
+        };
+        if l.epoch != 0 {
+            return;
+        }
+        let voters_in = l
+            .infos
+            .keys()
+            .filter(|p| self.cfg.voters.contains(p))
+            .count();
+        if voters_in < q {
+            return;
+        }
+        let epoch = l.infos.values().map(|(a, _)| *a).max().unwrap_or(0) + 1;
+        l.epoch = epoch;
+        l.phase = LeaderPhase::Sync;
+        self.accepted_epoch = epoch;
+        self.out
+            .push(Output::Persist(Persist::AcceptedEpoch(epoch)));
+        self.out.push(Output::Sync);
+        let waiting: Vec<Id> = l
+            .infos
+            .keys()
+            .copied()
+            .filter(|p| *p != self.cfg.id)
+            .collect();
+        for p in waiting {
+            self.lsend(p, Msg::LeaderInfo { epoch });
+        }
+        // The leader's own epoch ack.
+        self.on_ack_epoch_self();
+    }
+
+    fn on_ack_epoch_self(&mut self) {
+        let me = self.cfg.id;
+        if let Role::Leading(l) = &mut self.role {
+            l.epoch_acks.insert(me);
+        }
+        self.maybe_newleader_self();
+    }
+
+    /// Once a quorum acked the epoch, the leader's own history (already
+    /// durable) becomes the new epoch's: write currentEpoch and count itself.
+    fn maybe_newleader_self(&mut self) {
+        let me = self.cfg.id;
+        let q = self.cfg.quorum();
+        let Role::Leading(l) = &mut self.role else {
+            return;
+        };
+        let n = l
+            .epoch_acks
+            .iter()
+            .filter(|p| self.cfg.voters.contains(p))
+            .count();
+        if n < q || l.newleader_acks.contains(&me) {
+            return;
+        }
+        let epoch = l.epoch;
+        l.newleader_acks.insert(me);
+        self.current_epoch = epoch;
+        self.out.push(Output::Persist(Persist::CurrentEpoch(epoch)));
+        self.out.push(Output::Sync);
+        self.maybe_establish();
+    }
+
+    fn on_learner_msg(&mut self, from: Id, env: Envelope) {
+        let now = self.now;
+        let my_last = (self.current_epoch, self.last_zxid());
+        let Role::Leading(l) = &mut self.role else {
+            return;
+        };
+        if let Msg::FollowerInfo {
+            accepted_epoch,
+            last_zxid,
+            observer,
+        } = env.msg
+        {
+            // A new stream from this learner replaces any old one.
+            let mut link = Link {
+                stream: Stream {
+                    conn: env.conn,
+                    send_seq: 0,
+                    recv_seq: env.seq,
+                },
+                observer,
+                sync_sent: false,
+                sync_point: 0,
+                acked_newleader: false,
+                last_heard: now,
+            };
+            link.stream.recv_seq = env.seq;
+            l.links.insert(from, link);
+            l.newleader_acks.remove(&from);
+            l.epoch_acks.remove(&from);
+            if !observer {
+                l.infos.insert(from, (accepted_epoch, last_zxid));
+            }
+            if l.epoch != 0 {
+                let epoch = l.epoch;
+                self.lsend(from, Msg::LeaderInfo { epoch });
+            } else if !observer {
+                self.maybe_choose_epoch();
+            } else {
+                // Observers wait until there is an epoch to tell them.
+            }
+            return;
+        }
+        let Some(link) = l.links.get_mut(&from) else {
+            return;
+        };
+        if env.conn != link.stream.conn {
+            return; // a message of an older stream
+        }
+        if env.seq != link.stream.recv_seq + 1 {
+            if env.seq <= link.stream.recv_seq {
+                return; // duplicate
+            }
+            // A gap: the stream is broken; the learner must reconnect.
+            l.links.remove(&from);
+            return;
+        }
+        link.stream.recv_seq = env.seq;
+        link.last_heard = now;
+        match env.msg {
+            Msg::AckEpoch {
+                current_epoch,
+                last_zxid,
+            } => {
+                if (current_epoch, last_zxid) > my_last {
+                    // A learner knows more than we do: we must not lead.
+                    self.look();
+                    return;
+                }
+                l.epoch_acks.insert(from);
+                self.sync_learner(from, last_zxid);
+                self.maybe_newleader_self();
+            }
+            Msg::AckNewLeader { epoch } => {
+                if epoch != l.epoch {
+                    return;
+                }
+                link.acked_newleader = true;
+                let point = link.sync_point;
+                let observer = link.observer;
+                if !observer {
+                    l.newleader_acks.insert(from);
+                    // Its NEWLEADER ack says everything in its sync is durable.
+                    for (_, s) in l.acks.range_mut(..=point) {
+                        s.insert(from);
+                    }
+                }
+                if l.phase == LeaderPhase::Active {
+                    let committed = self.delivered_zxid();
+                    self.lsend(from, Msg::UpToDate { committed });
+                    self.try_commit();
+                } else {
+                    self.maybe_establish();
+                }
+            }
+            Msg::Ack { zxid } => {
+                if link.observer || !link.acked_newleader {
+                    return;
+                }
+                // Acks are cumulative: a learner logs without gaps.
+                for (_, s) in l.acks.range_mut(..=zxid) {
+                    s.insert(from);
+                }
+                self.try_commit();
+            }
+            Msg::PingAck => {}
+            _ => {}
+        }
+    }
+
+    fn sync_learner(&mut self, to: Id, learner_last: Zxid) {
+        let Role::Leading(l) = &mut self.role else {
+            return;
+        };
+        let epoch = l.epoch;
+        let last = self.log.last().map(|t| t.zxid).unwrap_or(0);
+        let sync = if learner_last == 0 {
+            Sync::Snap(self.log.clone())
+        } else {
+            match self.log.iter().position(|t| t.zxid == learner_last) {
+                Some(i) => Sync::Diff(self.log[i + 1..].to_vec()),
+                None => Sync::Snap(self.log.clone()),
+            }
+        };
+        if let Some(link) = l.links.get_mut(&to) {
+            link.sync_sent = true;
+            link.sync_point = last;
+        }
+        self.lsend(to, Msg::Sync(sync));
+        self.lsend(to, Msg::NewLeader { epoch });
+    }
+
+    fn maybe_establish(&mut self) {
+        let q = self.cfg.quorum();
+        let Role::Leading(l) = &mut self.role else {
+            return;
+        };
+        if l.phase == LeaderPhase::Active {
+            return;
+        }
+        let n = l
+            .newleader_acks
+            .iter()
+            .filter(|p| self.cfg.voters.contains(p))
+            .count();
+        if n < q {
+            return;
+        }
+        l.phase = LeaderPhase::Active;
+        let epoch = l.epoch;
+        let ready: Vec<Id> = l
+            .links
+            .iter()
+            .filter(|(_, k)| k.acked_newleader)
+            .map(|(p, _)| *p)
+            .collect();
+        self.out.push(Output::Established(epoch));
+        // The whole history is now committed in the new epoch.
+        self.deliver_upto(self.last_zxid());
+        let committed = self.delivered_zxid();
+        for p in ready {
+            self.lsend(p, Msg::UpToDate { committed });
+        }
+    }
+
+    fn write(&mut self, data: Vec<u8>) {
+        let Role::Leading(l) = &mut self.role else {
+            return;
+        };
+        if l.phase != LeaderPhase::Active {
+            return;
+        }
+        if l.counter >= 0xffff_fffe {
+            // The counter would overflow: a new epoch is needed.
+            self.look();
+            return;
+        }
+        l.counter += 1;
+        let txn = Txn {
+            zxid: zxid(l.epoch, l.counter),
+            data,
+        };
+        let mut acked = BTreeSet::new();
+        acked.insert(self.cfg.id);
+        l.acks.insert(txn.zxid, acked);
+        let to: Vec<Id> = l
+            .links
+            .iter()
+            .filter(|(_, k)| k.sync_sent && !k.observer)
+            .map(|(p, _)| *p)
+            .collect();
+        self.log.push(txn.clone());
+        self.out
+            .push(Output::Persist(Persist::Append(vec![txn.clone()])));
+        self.out.push(Output::Sync);
+        for p in to {
+            self.lsend(p, Msg::Proposal(txn.clone()));
+        }
+        self.try_commit();
+    }
+
+    fn try_commit(&mut self) {
+        let q = self.cfg.quorum();
+        loop {
+            let Role::Leading(l) = &mut self.role else {
+                return;
+            };
+            if l.phase != LeaderPhase::Active {
+                return;
+            }
+            let Some((&z, acks)) = l.acks.iter().next() else {
+                return;
+            };
+            if acks.iter().filter(|p| self.cfg.voters.contains(p)).count() < q {
+                return;
+            }
+            l.acks.remove(&z);
+            let followers: Vec<Id> = l
+                .links
+                .iter()
+                .filter(|(_, k)| k.sync_sent && !k.observer)
+                .map(|(p, _)| *p)
+                .collect();
+            let observers: Vec<Id> = l
+                .links
+                .iter()
+                .filter(|(_, k)| k.sync_sent && k.observer)
+                .map(|(p, _)| *p)
+                .collect();
+            self.deliver_upto(z);
+            for p in followers {
+                self.lsend(p, Msg::Commit { zxid: z });
+            }
+            if let Some(t) = self.log.iter().rev().find(|t| t.zxid == z).cloned() {
+                for p in observers {
+                    self.lsend(p, Msg::Inform(t.clone()));
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- learner
+
+    fn follow(&mut self, leader: Id) {
+        let observer = !self.cfg.is_voter(self.cfg.id);
+        self.next_conn += 1;
+        let conn = self.next_conn;
+        self.role = Role::Learning(Learning {
+            leader,
+            observer,
+            phase: LearnerPhase::Connecting,
+            stream: Stream {
+                conn,
+                send_seq: 0,
+                recv_seq: 0,
+            },
+            last_heard: self.now,
+            commit_target: 0,
+        });
+        let (accepted_epoch, last_zxid) = (self.accepted_epoch, self.last_zxid());
+        self.fsend(Msg::FollowerInfo {
+            accepted_epoch,
+            last_zxid,
+            observer,
+        });
+    }
+
+    fn fsend(&mut self, msg: Msg) {
+        let Role::Learning(f) = &mut self.role else {
+            return;
+        };
+        f.stream.send_seq += 1;
+        let env = Envelope {
+            conn: f.stream.conn,
+            seq: f.stream.send_seq,
+            msg,
+        };
+        self.out.push(Output::Send(f.leader, env));
+    }
+
+    fn on_leader_msg(&mut self, from: Id, env: Envelope) {
+        let now = self.now;
+        let Role::Learning(f) = &mut self.role else {
+            return;
+        };
+        if from != f.leader || env.conn != f.stream.conn {
+            return;
+        }
+        if env.seq != f.stream.recv_seq + 1 {
+            if env.seq > f.stream.recv_seq {
+                self.look(); // a gap: the stream broke
+            }
+            return;
+        }
+        f.stream.recv_seq = env.seq;
+        f.last_heard = now;
+        match env.msg {
+            Msg::LeaderInfo { epoch } => {
+                if epoch < self.accepted_epoch {
+                    self.look();
+                    return;
+                }
+                if epoch > self.accepted_epoch {
+                    self.accepted_epoch = epoch;
+                    self.out
+                        .push(Output::Persist(Persist::AcceptedEpoch(epoch)));
+                    self.out.push(Output::Sync);
+                }
+                f.phase = LearnerPhase::Syncing;
+                let (current_epoch, last_zxid) = (self.current_epoch, self.last_zxid());
+                self.fsend(Msg::AckEpoch {
+                    current_epoch,
+                    last_zxid,
+                });
+            }
+            Msg::Sync(Sync::Diff(txns)) => {
+                if let Some(first) = txns.first() {
+                    if first.zxid <= self.last_zxid() {
+                        self.look();
+                        return;
+                    }
+                }
+                self.log.extend(txns.iter().cloned());
+                self.out.push(Output::Persist(Persist::Append(txns)));
+            }
+            Msg::Sync(Sync::Snap(txns)) => {
+                // Never cut below what was delivered.
+                let ok = txns.len() >= self.delivered
+                    && txns[..self.delivered] == self.log[..self.delivered];
+                if !ok {
+                    self.diverged = true;
+                    self.out.push(Output::Diverged(format!(
+                        "snapshot from {} does not contain our delivered txns up to 0x{:x}",
+                        from,
+                        self.delivered_zxid()
+                    )));
+                    return;
+                }
+                self.log = txns.clone();
+                self.out.push(Output::Persist(Persist::ReplaceLog(txns)));
+            }
+            Msg::NewLeader { epoch } => {
+                // The synced txns first, then the epoch, then the ack.
+                self.out.push(Output::Sync);
+                self.current_epoch = epoch;
+                self.out.push(Output::Persist(Persist::CurrentEpoch(epoch)));
+                self.out.push(Output::Sync);
+                self.fsend(Msg::AckNewLeader { epoch });
+            }
+            Msg::UpToDate { committed } => {
+                f.phase = LearnerPhase::Synced;
+                let target = committed.max(f.commit_target);
+                self.deliver_upto(target);
+            }
+            Msg::Proposal(txn) => {
+                if f.observer || txn.zxid <= self.last_zxid() {
+                    return;
+                }
+                let z = txn.zxid;
+                self.log.push(txn.clone());
+                if self.cfg.broken_ack_before_sync {
+                    self.fsend(Msg::Ack { zxid: z });
+                }
+                self.out.push(Output::Persist(Persist::Append(vec![txn])));
+                self.out.push(Output::Sync);
+                if !self.cfg.broken_ack_before_sync {
+                    self.fsend(Msg::Ack { zxid: z });
+                }
+            }
+            Msg::Commit { zxid } => {
+                f.commit_target = f.commit_target.max(zxid);
+                let synced = f.phase == LearnerPhase::Synced;
+                if zxid > self.last_zxid() {
+                    self.look(); // told to commit what we never logged
+                    return;
+                }
+                if synced {
+                    self.deliver_upto(zxid);
+                }
+            }
+            Msg::Inform(txn) => {
+                if txn.zxid > self.last_zxid() {
+                    self.log.push(txn.clone());
+                    self.out
+                        .push(Output::Persist(Persist::Append(vec![txn.clone()])));
+                }
+                if let Role::Learning(f) = &mut self.role {
+                    f.commit_target = f.commit_target.max(txn.zxid);
+                    if f.phase == LearnerPhase::Synced {
+                        self.deliver_upto(txn.zxid);
+                    }
+                }
+            }
+            Msg::Ping { .. } => self.fsend(Msg::PingAck),
+            _ => {}
+        }
+    }
+
+    // ---------------------------------------------------------------- common
+
+    fn deliver_upto(&mut self, z: Zxid) {
+        let mut last = None;
+        while self.delivered < self.log.len() && self.log[self.delivered].zxid <= z {
+            let t = self.log[self.delivered].clone();
+            last = Some(t.zxid);
+            self.out.push(Output::Deliver(t));
+            self.delivered += 1;
+        }
+        if let Some(z) = last {
+            self.out.push(Output::Persist(Persist::Applied(z)));
+        }
+    }
+
+    fn on_msg(&mut self, from: Id, env: Envelope) {
+        if let Msg::Vote(v) = env.msg {
+            self.on_vote(from, v);
+            return;
+        }
+        match &self.role {
+            Role::Leading(_) => self.on_learner_msg(from, env),
+            Role::Learning(_) => self.on_leader_msg(from, env),
+            Role::Looking(_) => {}
+        }
+    }
+
+    fn disconnected(&mut self, p: Id) {
+        match &mut self.role {
+            Role::Leading(l) => {
+                l.links.remove(&p);
+            }
+            Role::Learning(f) if f.leader == p => self.look(),
+            _ => {}
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = self.now;
+        let tick = self.cfg.tick_ms;
+        let q = self.cfg.quorum();
+        let committed = self.delivered_zxid();
+        match &mut self.role {
+            Role::Looking(e) => {
+                if e.decide_at.is_some_and(|t| now >= t) {
+                    self.decide();
+                } else if e.votes.is_empty() || now % (tick * 4) < tick {
+                    // Keep telling peers our vote: votes may be lost.
+                    self.broadcast_vote();
+                }
+            }
+            Role::Leading(l) => {
+                if l.phase != LeaderPhase::Active {
+                    if now.saturating_sub(l.started) > self.cfg.init_limit * tick {
+                        self.look();
+                    }
+                    return;
+                }
+                let limit = self.cfg.sync_limit * tick;
+                l.links
+                    .retain(|_, k| now.saturating_sub(k.last_heard) <= limit);
+                let heard = 1 + l
+                    .links
+                    .iter()
+                    .filter(|(p, k)| {
+                        k.acked_newleader && self.cfg.voters.contains(p) && !k.observer
+                    })
+                    .count();
+                if heard < q {
+                    // Lost the quorum: stop taking writes and elect again.
+                    self.look();
+                    return;
+                }
+                let to: Vec<Id> = l
+                    .links
+                    .iter()
+                    .filter(|(_, k)| k.sync_sent)
+                    .map(|(p, _)| *p)
+                    .collect();
+                for p in to {
+                    self.lsend(p, Msg::Ping { committed });
+                }
+            }
+            Role::Learning(f) => {
+                let limit = if f.phase == LearnerPhase::Synced {
+                    self.cfg.sync_limit
+                } else {
+                    self.cfg.init_limit
+                };
+                if now.saturating_sub(f.last_heard) > limit * tick {
+                    self.look();
+                }
+            }
+        }
+    }
+}
+
+fn self_vote(cfg: &Config, last_zxid: Zxid, current_epoch: u64, round: u64) -> Vote {
+    if cfg.voters.contains(&cfg.id) {
+        Vote {
+            leader: cfg.id,
+            zxid: last_zxid,
+            peer_epoch: current_epoch,
+            round,
+            state: PeerState::Looking,
+        }
+    } else {
+        Vote {
+            leader: 0,
+            zxid: 0,
+            peer_epoch: 0,
+            round,
+            state: PeerState::Looking,
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! Each durability rule of zab.md as a test on the order of one peer's
+//! outputs, named after the ZooKeeper bug it prevents. The peer is driven by
+//! hand: the outputs must put the persist and the sync barrier before the
+//! message that promises durability.
+
+use zkd_zab::peer::{Config, Durable, Envelope, Input, Output, Peer, Persist};
+use zkd_zab::types::*;
+
+fn cfg(id: Id) -> Config {
+    Config {
+        id,
+        voters: vec![1, 2, 3],
+        observers: vec![],
+        tick_ms: 50,
+        init_limit: 10,
+        sync_limit: 5,
+        finalize_wait_ms: 100,
+        broken_ack_before_sync: false,
+    }
+}
+
+fn vote(leader: Id, zxid: Zxid, epoch: u64, round: u64) -> Envelope {
+    Envelope {
+        conn: 0,
+        seq: 0,
+        msg: Msg::Vote(Vote {
+            leader,
+            zxid,
+            peer_epoch: epoch,
+            round,
+            state: PeerState::Looking,
+        }),
+    }
+}
+
+/// Peer 1 with `d` on disk, made to follow peer 3 (which has more): returns
+/// the peer and the connection number of its stream to the leader.
+fn follower(d: Durable) -> (Peer, u64) {
+    let mut p = Peer::new(cfg(1), d, 0);
+    p.step(Input::Tick(0));
+    p.step(Input::Msg(3, vote(3, zxid(20, 9), 20, 1)));
+    p.step(Input::Msg(2, vote(3, zxid(20, 9), 20, 1)));
+    let outs = p.step(Input::Tick(500));
+    let conn = outs
+        .iter()
+        .find_map(|o| match o {
+            Output::Send(
+                3,
+                Envelope {
+                    conn,
+                    msg: Msg::FollowerInfo { .. },
+                    ..
+                },
+            ) => Some(*conn),
+            _ => None,
+        })
+        .expect("follower info sent to the elected leader");
+    (p, conn)
+}
+
+fn pos(outs: &[Output], f: impl Fn(&Output) -> bool) -> usize {
+    outs.iter()
+        .position(f)
+        .unwrap_or_else(|| panic!("expected output missing in {outs:?}"))
+}
+
+fn last_sync_before(outs: &[Output], i: usize) -> bool {
+    outs[..i].iter().any(|o| *o == Output::Sync)
+}
+
+#[test]
+fn zookeeper_1653_accepted_epoch_durable_before_ackepoch() {
+    let (mut p, conn) = follower(Durable::default());
+    let outs = p.step(Input::Msg(
+        3,
+        Envelope {
+            conn,
+            seq: 1,
+            msg: Msg::LeaderInfo { epoch: 10 },
+        },
+    ));
+    let persist = pos(&outs, |o| *o == Output::Persist(Persist::AcceptedEpoch(10)));
+    let ack = pos(&outs, |o| {
+        matches!(
+            o,
+            Output::Send(
+                3,
+                Envelope {
+                    msg: Msg::AckEpoch { .. },
+                    ..
+                }
+            )
+        )
+    });
+    assert!(
+        persist < ack && outs[persist..ack].contains(&Output::Sync),
+        "{outs:?}"
+    );
+}
+
+#[test]
+fn zookeeper_3911_and_4394_diff_durable_then_current_epoch_then_ack_newleader() {
+    let (mut p, conn) = follower(Durable::default());
+    p.step(Input::Msg(
+        3,
+        Envelope {
+            conn,
+            seq: 1,
+            msg: Msg::LeaderInfo { epoch: 10 },
+        },
+    ));
+    let txns = vec![
+        Txn {
+            zxid: zxid(9, 1),
+            data: b"a".to_vec(),
+        },
+        Txn {
+            zxid: zxid(9, 2),
+            data: b"b".to_vec(),
+        },
+    ];
+    let mut outs = p.step(Input::Msg(
+        3,
+        Envelope {
+            conn,
+            seq: 2,
+            msg: Msg::Sync(Sync::Diff(txns.clone())),
+        },
+    ));
+    outs.extend(p.step(Input::Msg(
+        3,
+        Envelope {
+            conn,
+            seq: 3,
+            msg: Msg::NewLeader { epoch: 10 },
+        },
+    )));
+    let append = pos(&outs, |o| {
+        *o == Output::Persist(Persist::Append(txns.clone()))
+    });
+    let epoch = pos(&outs, |o| *o == Output::Persist(Persist::CurrentEpoch(10)));
+    let ack = pos(&outs, |o| {
+        matches!(
+            o,
+            Output::Send(
+                3,
+                Envelope {
+                    msg: Msg::AckNewLeader { .. },
+                    ..
+                }
+            )
+        )
+    });
+    // txns, sync, currentEpoch, sync, ack
+    assert!(
+        append < epoch && outs[append..epoch].contains(&Output::Sync),
+        "{outs:?}"
+    );
+    assert!(
+        epoch < ack && outs[epoch..ack].contains(&Output::Sync),
+        "{outs:?}"
+    );
+}
+
+#[test]
+fn zookeeper_2678_snap_durable_before_ack_newleader() {
+    let (mut p, conn) = follower(Durable::default());
+    p.step(Input::Msg(
+        3,
+        Envelope {
+            conn,
+            seq: 1,
+            msg: Msg::LeaderInfo { epoch: 10 },
+        },
+    ));
+    let snap = vec![Txn {
+        zxid: zxid(9, 1),
+        data: b"a".to_vec(),
+    }];
+    let mut outs = p.step(Input::Msg(
+        3,
+        Envelope {
+            conn,
+            seq: 2,
+            msg: Msg::Sync(Sync::Snap(snap.clone())),
+        },
+    ));
+    outs.extend(p.step(Input::Msg(
+        3,
+        Envelope {
+            conn,
+            seq: 3,
+            msg: Msg::NewLeader { epoch: 10 },
+        },
+    )));
+    let replace = pos(&outs, |o| {
+        *o == Output::Persist(Persist::ReplaceLog(snap.clone()))
+    });
+    let ack = pos(&outs, |o| {
+        matches!(
+            o,
+            Output::Send(
+                3,
+                Envelope {
+                    msg: Msg::AckNewLeader { .. },
+                    ..
+                }
+            )
+        )
+    });
+    assert!(
+        replace < ack && last_sync_before(&outs[replace..], ack - replace),
+        "{outs:?}"
+    );
+}
+
+#[test]
+fn proposal_durable_before_its_ack() {
+    let (mut p, conn) = follower(Durable::default());
+    p.step(Input::Msg(
+        3,
+        Envelope {
+            conn,
+            seq: 1,
+            msg: Msg::LeaderInfo { epoch: 10 },
+        },
+    ));
+    p.step(Input::Msg(
+        3,
+        Envelope {
+            conn,
+            seq: 2,
+            msg: Msg::Sync(Sync::Diff(vec![])),
+        },
+    ));
+    p.step(Input::Msg(
+        3,
+        Envelope {
+            conn,
+            seq: 3,
+            msg: Msg::NewLeader { epoch: 10 },
+        },
+    ));
+    p.step(Input::Msg(
+        3,
+        Envelope {
+            conn,
+            seq: 4,
+            msg: Msg::UpToDate { committed: 0 },
+        },
+    ));
+    let t = Txn {
+        zxid: zxid(10, 1),
+        data: b"x".to_vec(),
+    };
+    let outs = p.step(Input::Msg(
+        3,
+        Envelope {
+            conn,
+            seq: 5,
+            msg: Msg::Proposal(t.clone()),
+        },
+    ));
+    let append = pos(&outs, |o| {
+        *o == Output::Persist(Persist::Append(vec![t.clone()]))
+    });
+    let ack = pos(&outs, |o| {
+        matches!(
+            o,
+            Output::Send(
+                3,
+                Envelope {
+                    msg: Msg::Ack { .. },
+                    ..
+                }
+            )
+        )
+    });
+    assert!(
+        append < ack && outs[append..ack].contains(&Output::Sync),
+        "{outs:?}"
+    );
+    // And a commit delivers it.
+    let outs = p.step(Input::Msg(
+        3,
+        Envelope {
+            conn,
+            seq: 6,
+            msg: Msg::Commit { zxid: t.zxid },
+        },
+    ));
+    assert!(outs.contains(&Output::Deliver(t)));
+}
+
+#[test]
+fn zookeeper_1154_a_snap_never_cuts_below_what_was_delivered() {
+    let delivered = Txn {
+        zxid: zxid(5, 1),
+        data: b"kept".to_vec(),
+    };
+    let d = Durable {
+        accepted_epoch: 5,
+        current_epoch: 5,
+        log: vec![delivered.clone()],
+        applied: delivered.zxid,
+    };
+    let (mut p, conn) = follower(d);
+    p.step(Input::Msg(
+        3,
+        Envelope {
+            conn,
+            seq: 1,
+            msg: Msg::LeaderInfo { epoch: 10 },
+        },
+    ));
+    let other = vec![Txn {
+        zxid: zxid(5, 1),
+        data: b"different".to_vec(),
+    }];
+    let outs = p.step(Input::Msg(
+        3,
+        Envelope {
+            conn,
+            seq: 2,
+            msg: Msg::Sync(Sync::Snap(other)),
+        },
+    ));
+    assert!(
+        outs.iter().any(|o| matches!(o, Output::Diverged(_))),
+        "{outs:?}"
+    );
+    assert!(!outs
+        .iter()
+        .any(|o| matches!(o, Output::Persist(Persist::ReplaceLog(_)))));
+}
+
+#[test]
+fn a_gap_in_the_stream_is_never_applied() {
+    let (mut p, conn) = follower(Durable::default());
+    p.step(Input::Msg(
+        3,
+        Envelope {
+            conn,
+            seq: 1,
+            msg: Msg::LeaderInfo { epoch: 10 },
+        },
+    ));
+    // seq 3 before seq 2: the stream broke; the follower must not log it.
+    let outs = p.step(Input::Msg(
+        3,
+        Envelope {
+            conn,
+            seq: 3,
+            msg: Msg::NewLeader { epoch: 10 },
+        },
+    ));
+    assert!(outs.contains(&Output::Looking), "{outs:?}");
+    assert!(!outs
+        .iter()
+        .any(|o| matches!(o, Output::Persist(Persist::CurrentEpoch(_)))));
+}
+
+#[test]
+fn leader_counts_itself_only_after_its_own_sync() {
+    // A single-voter ensemble commits on its own ack alone.
+    let c = Config {
+        voters: vec![1],
+        ..cfg(1)
+    };
+    let mut p = Peer::new(c, Durable::default(), 0);
+    p.step(Input::Tick(0));
+    p.step(Input::Tick(200));
+    assert!(p.is_active_leader());
+    let outs = p.step(Input::Write(b"w".to_vec()));
+    let append = pos(&outs, |o| matches!(o, Output::Persist(Persist::Append(_))));
+    let deliver = pos(&outs, |o| matches!(o, Output::Deliver(_)));
+    assert!(
+        append < deliver && outs[append..deliver].contains(&Output::Sync),
+        "{outs:?}"
+    );
+}
+
+#[test]
+fn acceptedepoch_from_an_older_leader_is_refused() {
+    let d = Durable {
+        accepted_epoch: 12,
+        current_epoch: 11,
+        log: vec![],
+        applied: 0,
+    };
+    let (mut p, conn) = follower(d);
+    let outs = p.step(Input::Msg(
+        3,
+        Envelope {
+            conn,
+            seq: 1,
+            msg: Msg::LeaderInfo { epoch: 10 },
+        },
+    ));
+    assert!(outs.contains(&Output::Looking));
+    assert!(!outs.iter().any(|o| matches!(
+        o,
+        Output::Send(
+            _,
+            Envelope {
+                msg: Msg::AckEpoch { .. },
+                ..
+            }
+        )
+    )));
+}

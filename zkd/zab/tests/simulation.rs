@@ -1,0 +1,91 @@
+//! A fixed budget of seeded simulation runs for CI (about 500 runs, seconds in
+//! release mode); scripts/zab-soak.sh runs as many more as you like.
+
+use zkd_zab::sim::{run, Faults, SimConfig};
+
+fn seeds(voters: usize, observers: usize, range: std::ops::Range<u64>, faults: Faults) {
+    let mut failures = Vec::new();
+    for seed in range {
+        let cfg = SimConfig {
+            voters,
+            observers,
+            seed,
+            duration_ms: 15_000,
+            faults: faults.clone(),
+            broken_ack_before_sync: false,
+        };
+        match run(cfg) {
+            Ok(r) => assert!(r.committed > 0, "seed {seed}: nothing committed"),
+            Err(e) => failures.push(e),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failing runs:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn three_voters_no_faults_commit_everything() {
+    let quiet = Faults {
+        drop: 0.0,
+        duplicate: 0.0,
+        crash: 0.0,
+        crash_mid_step: 0.0,
+        partition: 0.0,
+        power_failure: 0.0,
+        ..Faults::default()
+    };
+    seeds(3, 0, 1..6, quiet);
+}
+
+#[test]
+fn three_voters_under_faults() {
+    seeds(3, 0, 1..201, Faults::default());
+}
+
+#[test]
+fn five_voters_under_faults() {
+    seeds(5, 0, 1000..1100, Faults::default());
+}
+
+#[test]
+fn seven_voters_under_faults() {
+    seeds(7, 0, 4000..4050, Faults::default());
+}
+
+#[test]
+fn three_voters_and_an_observer_under_faults() {
+    seeds(3, 1, 2000..2100, Faults::default());
+}
+
+#[test]
+fn heavy_crashes_and_power_failures_lose_no_acknowledged_write() {
+    let f = Faults {
+        crash: 0.01,
+        crash_mid_step: 0.01,
+        power_failure: 0.005,
+        ..Faults::default()
+    };
+    seeds(3, 0, 3000..3100, f);
+}
+
+#[test]
+fn a_run_replays_from_its_seed() {
+    let cfg = SimConfig {
+        voters: 3,
+        observers: 0,
+        seed: 42,
+        duration_ms: 10_000,
+        faults: Faults::default(),
+        broken_ack_before_sync: false,
+    };
+    let a = run(cfg.clone()).unwrap();
+    let b = run(cfg).unwrap();
+    assert_eq!(
+        (a.steps, a.committed, a.crashes, a.elections),
+        (b.steps, b.committed, b.crashes, b.elections)
+    );
+}
