@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Lints every man page in man/ with groff (no warnings allowed) and checks that
+# Lints every man page in man/ with groff and mandoc (no warnings allowed), checks that
 # every zkd command, option and zoo.cfg key and every zkfs option the code
 # accepts is documented.
 #
@@ -15,6 +15,7 @@ cd "$(dirname "$0")/.."
 status=0
 for page in man/*.[0-9]; do
   out=$(groff -t -man -ww -z "$page" 2>&1) || true
+  out+=$(mandoc -T lint -W warning "$page" 2>&1) || true
   if [[ -n "$out" ]]; then
     echo "man page warnings in $page:" >&2
     echo "$out" >&2
@@ -51,6 +52,14 @@ for opt in $(grep -oE '^ +"[a-z_]+"( \| "[a-z_]+")* =>' zkfs/src/options.rs | gr
   escaped=${opt//_/\\_}
   if ! grep -qE -- "\b($opt|$escaped)\b" man/zkfs.8; then
     echo "zkfs option '$opt' is not documented in man/zkfs.8" >&2
+    status=1
+  fi
+done
+# Every zkfs shell recipe must be in zkfs-recipes(7).
+for recipe in scripts/zk-*.sh; do
+  name=$(basename "$recipe")
+  if ! grep -qF -- "${name//-/\\-}" man/zkfs-recipes.7; then
+    echo "recipe '$name' is not documented in man/zkfs-recipes.7" >&2
     status=1
   fi
 done

@@ -5,7 +5,7 @@
 #
 # Build: librocksdb-dev (zkd links Debian's RocksDB 7.8), libclang-dev and
 # clang (bindgen for the RocksDB bindings), pkg-config.
-# Tests: zookeeper (Apache ZooKeeper 3.8.0, the reference server),
+# Tests: mandoc (man page lint); zookeeper (Apache ZooKeeper 3.8.0, the reference server),
 # zookeeper-bin (the C client cli_mt), python3-kazoo and python3-pytest (the
 # Python client and test runner), groff-base (man page checks), shellcheck
 # (script checks); fuse3, inotify-tools, attr, rsync (zkfs mounts and the
@@ -20,7 +20,7 @@ fi
 packages=(
   librocksdb-dev libclang-dev clang pkg-config
   zookeeper zookeeper-bin python3-kazoo python3-pytest groff-base shellcheck
-  fuse3 inotify-tools attr rsync util-linux
+  fuse3 inotify-tools attr rsync util-linux mandoc
 )
 
 missing=()
