@@ -100,3 +100,40 @@ def test_envi_srst_crst_isro_ruok(any_server):
     assert four_letter(any_server.port, "crst") == "Connection stats reset.\n"
     assert four_letter(any_server.port, "isro") == "rw"
     assert four_letter(any_server.port, "ruok") == "imok"
+
+
+def test_prometheus_endpoint_serves_mntr_figures(tmpdir_path):
+    import urllib.request
+    from conftest import Zkd, free_port, client
+    port = free_port()
+    s = Zkd(tmpdir_path, extra_cfg=(
+        "metricsProvider.className=org.apache.zookeeper.metrics.prometheus.PrometheusMetricsProvider\n"
+        f"metricsProvider.httpHost=127.0.0.1\nmetricsProvider.httpPort={port}\n")).start()
+    try:
+        zk = client(s.hosts)
+        zk.create("/m1", b"x")
+        zk.create("/m2", b"y")
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        lines = dict(l.split(" ", 1) for l in body.splitlines() if not l.startswith("#"))
+        # root, /zookeeper, /zookeeper/config, /zookeeper/quota + 2 = as mntr reports
+        mntr = dict(l.split("\t", 1) for l in four_letter(s.port, "mntr").splitlines())
+        assert lines["znode_count"] == mntr["zk_znode_count"]
+        assert int(lines["num_alive_connections"]) >= 1
+        assert "# TYPE znode_count gauge" in body
+        assert 'server_state{server_state="standalone"} 1' in body
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=10)
+            raise AssertionError("expected 404")
+        except urllib.error.HTTPError as e:
+            assert e.code == 404
+        zk.stop()
+    finally:
+        s.stop()
+
+
+def test_metrics_provider_other_than_prometheus_is_refused(tmpdir_path):
+    import subprocess
+    from conftest import ZKD, Zkd
+    s = Zkd(tmpdir_path, extra_cfg="metricsProvider.className=com.example.Nope\n")
+    r = subprocess.run([ZKD, "serve", s.cfg_path], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 78 and "metricsProvider.className" in r.stderr

@@ -144,6 +144,18 @@ fn serve(cfg_path: PathBuf) -> i32 {
         // Requests waiting for the core are bounded: past the limit, sends
         // from connection readers wait, so sockets stop being read.
         let (tx, rx) = tokio::sync::mpsc::channel(cfg.global_outstanding_limit);
+        if let Some(maddr) = cfg.metrics_addr {
+            match crate::metrics::bind(maddr).await {
+                Ok(l) => {
+                    log::info!("Prometheus metrics on http://{maddr}/metrics");
+                    tokio::spawn(crate::metrics::serve(l, tx.clone()));
+                }
+                Err(e) => {
+                    log::error!("cannot listen for metrics on {maddr}: {e}");
+                    return 75;
+                }
+            }
+        }
         tokio::spawn(crate::net::serve(listener, cfg.clone(), tx));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let mut core_task = tokio::spawn(core.run(rx, durable_rx, stop_rx));

@@ -52,6 +52,11 @@ pub struct Config {
     /// `globalOutstandingLimit` (default 1000): requests read from clients
     /// and not yet taken by the core; past it, zkd stops reading sockets.
     pub global_outstanding_limit: usize,
+    /// The Prometheus endpoint's address, when `metricsProvider.className`
+    /// names ZooKeeper's Prometheus provider (`metricsProvider.httpHost`,
+    /// default 0.0.0.0, and `metricsProvider.httpPort`, default 7000, as in
+    /// ZooKeeper). Off otherwise.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// From `dataDir/myid`; 0 in standalone mode without one.
     pub my_id: u64,
     /// Keys that were present but that zkd does not know.
@@ -85,6 +90,11 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The class name ZooKeeper's zoo.cfg uses to turn on its Prometheus
+/// endpoint; zkd answers the same configuration with its own.
+pub const PROMETHEUS_PROVIDER: &str =
+    "org.apache.zookeeper.metrics.prometheus.PrometheusMetricsProvider";
+
 /// Keys of Apache ZooKeeper's zoo.cfg that zkd accepts and does not act on,
 /// so a reused file starts without noise beyond one line each.
 const IGNORED_KEYS: &[&str] = &[
@@ -106,8 +116,6 @@ const IGNORED_KEYS: &[&str] = &[
     "leaderServes",
     "cnxTimeout",
     "quorumListenOnAllIPs",
-    "metricsProvider.className",
-    "metricsProvider.httpPort",
     "metricsProvider.exportJvmInfo",
     "localSessionsEnabled",
     "localSessionsUpgradingEnabled",
@@ -372,6 +380,27 @@ impl Config {
                 ))
             }
         };
+        let metrics_addr = match get("metricsProvider.className") {
+            None => None,
+            Some(PROMETHEUS_PROVIDER) => {
+                let host = get("metricsProvider.httpHost").unwrap_or("0.0.0.0");
+                let ip: IpAddr = host
+                    .parse()
+                    .map_err(|_| invalid("metricsProvider.httpHost", host, "not an IP address"))?;
+                let port: u16 = match get("metricsProvider.httpPort") {
+                    Some(v) => int("metricsProvider.httpPort", v)?,
+                    None => 7000,
+                };
+                Some(std::net::SocketAddr::new(ip, port))
+            }
+            Some(other) => {
+                return Err(invalid(
+                    "metricsProvider.className",
+                    other,
+                    format!("zkd provides only {PROMETHEUS_PROVIDER}"),
+                ))
+            }
+        };
         let mut servers = Vec::new();
         let mut unknown_keys = Vec::new();
         let mut ignored_keys = Vec::new();
@@ -396,6 +425,9 @@ impl Config {
             "connectionOutputBytesMax",
             "dataDirFreeBytesMin",
             "globalOutstandingLimit",
+            "metricsProvider.className",
+            "metricsProvider.httpHost",
+            "metricsProvider.httpPort",
         ];
         for (k, v) in &kv {
             if let Some(id) = k.strip_prefix("server.") {
@@ -419,6 +451,7 @@ impl Config {
             max_session_timeout_ms,
             init_limit,
             sync_limit,
+            metrics_addr,
             servers,
             four_letter_words,
             frame_bytes_max,

@@ -15,6 +15,7 @@ mod cli;
 mod config;
 mod disk;
 mod fourlw;
+mod metrics;
 mod net;
 mod outbox;
 mod runtime;
