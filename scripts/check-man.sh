@@ -32,7 +32,7 @@ for k in $keys; do
   fi
 done
 # Every zkd subcommand and flag in --help must appear in zkd(8).
-for word in serve status --help --version RUST_LOG; do
+for word in serve status import export --help --version RUST_LOG; do
   escaped=${word//-/\\-}
   if ! grep -qF -- "$word" man/zkd.8 && ! grep -qF -- "$escaped" man/zkd.8; then
     echo "'$word' is not documented in man/zkd.8" >&2

@@ -16,6 +16,7 @@ mod config;
 mod disk;
 mod fourlw;
 mod metrics;
+mod migrate;
 mod net;
 mod outbox;
 mod runtime;

@@ -2,6 +2,7 @@
 //!
 //! Map of the crate:
 //! - `types` — zxids, txns, votes and the quorum messages.
+//! - `codec` — the quorum wire format (total decoding, fuzzed).
 //! - `peer`  — one peer: fast leader election, discovery (accepted/current
 //!   epoch), synchronisation (DIFF or SNAP, NEWLEADER, UPTODATE) and broadcast
 //!   (PROPOSAL/ACK/COMMIT, INFORM to observers, pings), as `step(input) ->
@@ -13,6 +14,7 @@
 //!
 //! No I/O and no clock here: zkd's runtime will own sockets and disks.
 
+pub mod codec;
 pub mod peer;
 pub mod sim;
 pub mod types;
