@@ -27,5 +27,5 @@ while :; do
     fi
     continue
   fi
-  "$zkfs" wait -t 10 "$file" >/dev/null || true
+  "$zkfs" wait -t 2 "$file" >/dev/null || true
 done

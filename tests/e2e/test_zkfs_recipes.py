@@ -105,6 +105,6 @@ def test_config_watch_reloads_on_remote_change(two, tree, tmp_path):
         zk.set(root + "/app.conf", b"level=2\n")
         wait_until(lambda: out.read_text().endswith("level=2\n"), 10, what="reload")
         sh(f"echo level=3 > {a.p('app.conf')}")
-        wait_until(lambda: out.read_text().endswith("level=3\n"), 10, what="reload from the other mount")
+        wait_until(lambda: out.read_text().endswith("level=3\n"), 15, what="reload from the other mount")
     finally:
         kill(w)

@@ -348,12 +348,20 @@ impl Client {
     }
 
     pub fn get_acl(&self, path: &str) -> ZkResult<(Vec<Acl>, Stat)> {
+        let t = self.get_acl_ticket(path);
+        Self::acl_of(self.wait(t))
+    }
+
+    pub fn get_acl_ticket(&self, path: &str) -> Ticket {
         let body = PathRequest {
             path: self.full(path),
         }
         .encode();
-        let b = self.call(OpCode::GetAcl, body)?;
-        let r = GetAclResponse::decode(&b).map_err(|_| ErrorCode::MARSHALLING_ERROR)?;
+        self.submit(OpCode::GetAcl as i32, body)
+    }
+
+    pub fn acl_of(body: ZkResult<Vec<u8>>) -> ZkResult<(Vec<Acl>, Stat)> {
+        let r = GetAclResponse::decode(&body?).map_err(|_| ErrorCode::MARSHALLING_ERROR)?;
         Ok((r.acl, r.stat))
     }
 

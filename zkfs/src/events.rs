@@ -69,6 +69,9 @@ fn handle(sh: &Shared, notifier: &Notifier, mnt: &Path, typ: i32, path: &str) {
     if path == "/" && typ != CHANGED {
         return;
     }
+    sh.forget_listed(path);
+    let (parent_path, _) = names::split(path);
+    sh.forget_listed(parent_path);
     let own = sh.consume_echo(typ, path);
     let internal = crate::fs::internal(path);
     let (parent, name) = names::split(path);

@@ -125,7 +125,10 @@ impl ZkFs {
 
     /// Stat and permission bits of a znode in one round trip (getACL answers both).
     fn stat_acl(&self, path: &str) -> Result<(Stat, u16, Kind), c_int> {
-        let (acl, st) = self.sh.zk.get_acl(path).map_err(errno)?;
+        let (acl, st) = match self.sh.take_listed(path) {
+            Some(x) => x,
+            None => self.sh.zk.get_acl(path).map_err(errno)?,
+        };
         let kind = self.sh.kind(path, &st);
         Ok((st, self.sh.perm(kind, &acl), kind))
     }
@@ -884,16 +887,20 @@ impl ZkFs {
                 DATA_FILE.to_string(),
             ));
         }
-        // One pipelined exists per child: the type of each needs its stat.
+        // One pipelined getACL per child: its type needs the stat, and the
+        // stat and ACL are kept briefly for the lookup `ls -l` makes next.
         let names: Vec<String> = children.into_iter().filter(|c| c != MKDIR_MARK).collect();
         let tickets: Vec<_> = names
             .iter()
-            .map(|c| self.sh.zk.exists_ticket(&join(&dir, c)))
+            .map(|c| self.sh.zk.get_acl_ticket(&join(&dir, c)))
             .collect();
         for (name, t) in names.into_iter().zip(tickets) {
             let p = join(&dir, &name);
-            match crate::client::Client::stat_of(self.sh.zk.wait(t)) {
-                Ok(cst) => out.push((ino_of(&p), self.sh.kind(&p, &cst).file_type(), name)),
+            match crate::client::Client::acl_of(self.sh.zk.wait(t)) {
+                Ok((acl, cst)) => {
+                    out.push((ino_of(&p), self.sh.kind(&p, &cst).file_type(), name));
+                    self.sh.remember_listed(p, acl, cst);
+                }
                 Err(ErrorCode::NO_NODE) => {}
                 Err(e) => return Err(errno(e)),
             }

@@ -231,6 +231,7 @@ fn mount_main(o: options::Options) -> i32 {
         reflector_tid: Mutex::new(0),
         locks: Default::default(),
         made_dirs: Default::default(),
+        listed: Default::default(),
         my_ids: o
             .digest
             .iter()

@@ -126,9 +126,32 @@ pub struct Shared {
     /// reports ephemeralOwner 0 for it), and marking it with a child would get
     /// it reaped, so only its creator knows it is a directory until it has one.
     pub made_dirs: Mutex<std::collections::HashSet<i64>>,
+    /// Stat and ACL of entries a directory listing just fetched, each used by
+    /// at most one lookup within `LISTED_FRESH` (the one `ls -l` or `find`
+    /// makes right after), and dropped when a watch event names the path.
+    pub listed: Mutex<HashMap<String, (Vec<Acl>, Stat, std::time::Instant)>>,
 }
 
+const LISTED_FRESH: Duration = Duration::from_millis(500);
+
 impl Shared {
+    pub fn remember_listed(&self, path: String, acl: Vec<Acl>, st: Stat) {
+        let mut m = self.listed.lock().unwrap();
+        if m.len() > 100_000 {
+            m.clear();
+        }
+        m.insert(path, (acl, st, std::time::Instant::now()));
+    }
+
+    pub fn take_listed(&self, path: &str) -> Option<(Vec<Acl>, Stat)> {
+        let (acl, st, at) = self.listed.lock().unwrap().remove(path)?;
+        (at.elapsed() < LISTED_FRESH).then_some((acl, st))
+    }
+
+    pub fn forget_listed(&self, path: &str) {
+        self.listed.lock().unwrap().remove(path);
+    }
+
     pub fn kind(&self, path: &str, st: &Stat) -> Kind {
         match Kind::of(path, st) {
             Kind::File if self.made_dirs.lock().unwrap().contains(&st.czxid) => Kind::Dir,
