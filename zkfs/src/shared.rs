@@ -132,7 +132,7 @@ pub struct Shared {
     pub listed: Mutex<HashMap<String, (Vec<Acl>, Stat, std::time::Instant)>>,
 }
 
-const LISTED_FRESH: Duration = Duration::from_millis(500);
+const LISTED_FRESH: Duration = Duration::from_secs(2);
 
 impl Shared {
     pub fn remember_listed(&self, path: String, acl: Vec<Acl>, st: Stat) {
