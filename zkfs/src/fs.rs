@@ -67,6 +67,26 @@ struct Handle {
     failed: bool,
 }
 
+impl Handle {
+    /// A handle on `path` with nothing read, written or pending yet.
+    fn new(ino: u64, path: String) -> Handle {
+        Handle {
+            ino,
+            path,
+            buf: Vec::new(),
+            dirty: false,
+            append: false,
+            version: -1,
+            create: None,
+            handle_scoped: false,
+            reflector: false,
+            writable: true,
+            touched: false,
+            failed: false,
+        }
+    }
+}
+
 pub struct ZkFs {
     sh: Arc<Shared>,
     handles: HashMap<u64, Handle>,
@@ -162,11 +182,8 @@ impl ZkFs {
             self.sh.table.lock().unwrap().remember(
                 ino,
                 Entry {
-                    path: dir,
-                    kind: Kind::File,
                     data_file: true,
-                    version: None,
-                    lookups: 0,
+                    ..Entry::new(dir, Kind::File)
                 },
             );
             return Ok((attr, 0, TTL));
@@ -198,11 +215,8 @@ impl ZkFs {
             self.sh.table.lock().unwrap().remember(
                 ino,
                 Entry {
-                    path: base_path,
-                    kind,
-                    data_file: false,
                     version: m.version,
-                    lookups: 0,
+                    ..Entry::new(base_path, kind)
                 },
             );
             return Ok((attr, 0, NO_TTL));
@@ -214,31 +228,21 @@ impl ZkFs {
                 .find(|h| h.ino == ino)
                 .map(|h| h.buf.len())
                 .unwrap_or(0);
-            self.sh.table.lock().unwrap().remember(
-                ino,
-                Entry {
-                    path,
-                    kind: Kind::File,
-                    data_file: false,
-                    version: None,
-                    lookups: 0,
-                },
-            );
+            self.sh
+                .table
+                .lock()
+                .unwrap()
+                .remember(ino, Entry::new(path, Kind::File));
             return Ok((self.sh.local_attr(ino, size as u64), 0, NO_TTL));
         }
         let (st, perm, kind) = self.stat_acl(&path)?;
         let ino = ino_of(&path);
         let attr = self.sh.attr(ino, kind, &st, perm, None);
-        self.sh.table.lock().unwrap().remember(
-            ino,
-            Entry {
-                path,
-                kind,
-                data_file: false,
-                version: None,
-                lookups: 0,
-            },
-        );
+        self.sh
+            .table
+            .lock()
+            .unwrap()
+            .remember(ino, Entry::new(path, kind));
         Ok((attr, 0, TTL))
     }
 
@@ -435,32 +439,17 @@ impl ZkFs {
         if self.sh.is_reflector(req.pid()) {
             let (st, perm, kind) = self.stat_acl(&path)?;
             let ino = ino_of(&path);
-            self.sh.table.lock().unwrap().remember(
-                ino,
-                Entry {
-                    path: path.clone(),
-                    kind,
-                    data_file: false,
-                    version: None,
-                    lookups: 0,
-                },
-            );
+            self.sh
+                .table
+                .lock()
+                .unwrap()
+                .remember(ino, Entry::new(path.clone(), kind));
             let fh = self.fh();
             self.handles.insert(
                 fh,
                 Handle {
-                    ino,
-                    path,
-                    buf: vec![],
-                    dirty: false,
-                    append: false,
-                    version: -1,
-                    create: None,
-                    handle_scoped: false,
                     reflector: true,
-                    writable: true,
-                    touched: false,
-                    failed: false,
+                    ..Handle::new(ino, path)
                 },
             );
             return Ok((self.sh.attr(ino, kind, &st, perm, None), 0, fh, TTL));
@@ -490,31 +479,16 @@ impl ZkFs {
                 .map_err(errno)?;
             self.magic_seq += 1;
             let ino = ino_of(&format!("{created}\0handle{}", self.magic_seq));
-            self.sh.table.lock().unwrap().remember(
-                ino,
-                Entry {
-                    path: created.clone(),
-                    kind: Kind::File,
-                    data_file: false,
-                    version: None,
-                    lookups: 0,
-                },
-            );
+            self.sh
+                .table
+                .lock()
+                .unwrap()
+                .remember(ino, Entry::new(created.clone(), Kind::File));
             self.handles.insert(
                 fh,
                 Handle {
-                    ino,
-                    path: created,
-                    buf: vec![],
-                    dirty: false,
-                    append: false,
-                    version: -1,
-                    create: None,
                     handle_scoped: true,
-                    reflector: false,
-                    writable: true,
-                    touched: false,
-                    failed: false,
+                    ..Handle::new(ino, created)
                 },
             );
             let attr = self.sh.attr(
@@ -535,36 +509,22 @@ impl ZkFs {
         if !mods.creates() {
             self.local.insert(target.clone(), ino);
         }
-        self.sh.table.lock().unwrap().remember(
-            ino,
-            Entry {
-                path: target.clone(),
-                kind: Kind::File,
-                data_file: false,
-                version: None,
-                lookups: 0,
-            },
-        );
+        self.sh
+            .table
+            .lock()
+            .unwrap()
+            .remember(ino, Entry::new(target.clone(), Kind::File));
         self.handles.insert(
             fh,
             Handle {
-                ino,
-                path: target.clone(),
-                buf: vec![],
                 dirty: true,
-                append: false,
-                version: -1,
                 create: Some(PendingCreate {
-                    path: target,
+                    path: target.clone(),
                     flags: mods.flags(),
                     ttl: mods.ttl_ms,
                     exclusive: flags & libc::O_EXCL != 0,
                 }),
-                handle_scoped: false,
-                reflector: false,
-                writable: true,
-                touched: false,
-                failed: false,
+                ..Handle::new(ino, target)
             },
         );
         let ttl = if mods.creates() { NO_TTL } else { TTL };
@@ -661,16 +621,11 @@ impl ZkFs {
             }
         })?;
         let ino = ino_of(&path);
-        self.sh.table.lock().unwrap().remember(
-            ino,
-            Entry {
-                path,
-                kind,
-                data_file: false,
-                version: None,
-                lookups: 0,
-            },
-        );
+        self.sh
+            .table
+            .lock()
+            .unwrap()
+            .remember(ino, Entry::new(path, kind));
         let ttl = if parse_mods(name).is_some() {
             NO_TTL
         } else {

@@ -52,6 +52,18 @@ pub struct Entry {
     pub lookups: u64,
 }
 
+impl Entry {
+    pub fn new(path: String, kind: Kind) -> Entry {
+        Entry {
+            path,
+            kind,
+            data_file: false,
+            version: None,
+            lookups: 0,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Table {
     pub by_ino: HashMap<u64, Entry>,
@@ -129,8 +141,11 @@ pub struct Shared {
     /// Stat and ACL of entries a directory listing just fetched, each used by
     /// at most one lookup within `LISTED_FRESH` (the one `ls -l` or `find`
     /// makes right after), and dropped when a watch event names the path.
-    pub listed: Mutex<HashMap<String, (Vec<Acl>, Stat, std::time::Instant)>>,
+    pub listed: Mutex<HashMap<String, Listed>>,
 }
+
+/// A listed entry's ACL and Stat, and when they were fetched.
+pub type Listed = (Vec<Acl>, Stat, std::time::Instant);
 
 const LISTED_FRESH: Duration = Duration::from_secs(2);
 

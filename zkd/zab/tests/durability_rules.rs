@@ -58,6 +58,11 @@ fn follower(d: Durable) -> (Peer, u64) {
     (p, conn)
 }
 
+/// One stream message from the leader (peer 3) to the follower.
+fn from_leader(p: &mut Peer, conn: u64, seq: u64, msg: Msg) -> Vec<Output> {
+    p.step(Input::Msg(3, Envelope { conn, seq, msg }))
+}
+
 fn pos(outs: &[Output], f: impl Fn(&Output) -> bool) -> usize {
     outs.iter()
         .position(f)
@@ -71,14 +76,7 @@ fn last_sync_before(outs: &[Output], i: usize) -> bool {
 #[test]
 fn zookeeper_1653_accepted_epoch_durable_before_ackepoch() {
     let (mut p, conn) = follower(Durable::default());
-    let outs = p.step(Input::Msg(
-        3,
-        Envelope {
-            conn,
-            seq: 1,
-            msg: Msg::LeaderInfo { epoch: 10 },
-        },
-    ));
+    let outs = from_leader(&mut p, conn, 1, Msg::LeaderInfo { epoch: 10 });
     let persist = pos(&outs, |o| *o == Output::Persist(Persist::AcceptedEpoch(10)));
     let ack = pos(&outs, |o| {
         matches!(
@@ -101,14 +99,7 @@ fn zookeeper_1653_accepted_epoch_durable_before_ackepoch() {
 #[test]
 fn zookeeper_3911_and_4394_diff_durable_then_current_epoch_then_ack_newleader() {
     let (mut p, conn) = follower(Durable::default());
-    p.step(Input::Msg(
-        3,
-        Envelope {
-            conn,
-            seq: 1,
-            msg: Msg::LeaderInfo { epoch: 10 },
-        },
-    ));
+    from_leader(&mut p, conn, 1, Msg::LeaderInfo { epoch: 10 });
     let txns = vec![
         Txn {
             zxid: zxid(9, 1),
@@ -119,22 +110,8 @@ fn zookeeper_3911_and_4394_diff_durable_then_current_epoch_then_ack_newleader() 
             data: b"b".to_vec(),
         },
     ];
-    let mut outs = p.step(Input::Msg(
-        3,
-        Envelope {
-            conn,
-            seq: 2,
-            msg: Msg::Sync(Sync::Diff(txns.clone())),
-        },
-    ));
-    outs.extend(p.step(Input::Msg(
-        3,
-        Envelope {
-            conn,
-            seq: 3,
-            msg: Msg::NewLeader { epoch: 10 },
-        },
-    )));
+    let mut outs = from_leader(&mut p, conn, 2, Msg::Sync(Sync::Diff(txns.clone())));
+    outs.extend(from_leader(&mut p, conn, 3, Msg::NewLeader { epoch: 10 }));
     let append = pos(&outs, |o| {
         *o == Output::Persist(Persist::Append(txns.clone()))
     });
@@ -165,34 +142,13 @@ fn zookeeper_3911_and_4394_diff_durable_then_current_epoch_then_ack_newleader() 
 #[test]
 fn zookeeper_2678_snap_durable_before_ack_newleader() {
     let (mut p, conn) = follower(Durable::default());
-    p.step(Input::Msg(
-        3,
-        Envelope {
-            conn,
-            seq: 1,
-            msg: Msg::LeaderInfo { epoch: 10 },
-        },
-    ));
+    from_leader(&mut p, conn, 1, Msg::LeaderInfo { epoch: 10 });
     let snap = vec![Txn {
         zxid: zxid(9, 1),
         data: b"a".to_vec(),
     }];
-    let mut outs = p.step(Input::Msg(
-        3,
-        Envelope {
-            conn,
-            seq: 2,
-            msg: Msg::Sync(Sync::Snap(snap.clone())),
-        },
-    ));
-    outs.extend(p.step(Input::Msg(
-        3,
-        Envelope {
-            conn,
-            seq: 3,
-            msg: Msg::NewLeader { epoch: 10 },
-        },
-    )));
+    let mut outs = from_leader(&mut p, conn, 2, Msg::Sync(Sync::Snap(snap.clone())));
+    outs.extend(from_leader(&mut p, conn, 3, Msg::NewLeader { epoch: 10 }));
     let replace = pos(&outs, |o| {
         *o == Output::Persist(Persist::ReplaceLog(snap.clone()))
     });
@@ -217,50 +173,15 @@ fn zookeeper_2678_snap_durable_before_ack_newleader() {
 #[test]
 fn proposal_durable_before_its_ack() {
     let (mut p, conn) = follower(Durable::default());
-    p.step(Input::Msg(
-        3,
-        Envelope {
-            conn,
-            seq: 1,
-            msg: Msg::LeaderInfo { epoch: 10 },
-        },
-    ));
-    p.step(Input::Msg(
-        3,
-        Envelope {
-            conn,
-            seq: 2,
-            msg: Msg::Sync(Sync::Diff(vec![])),
-        },
-    ));
-    p.step(Input::Msg(
-        3,
-        Envelope {
-            conn,
-            seq: 3,
-            msg: Msg::NewLeader { epoch: 10 },
-        },
-    ));
-    p.step(Input::Msg(
-        3,
-        Envelope {
-            conn,
-            seq: 4,
-            msg: Msg::UpToDate { committed: 0 },
-        },
-    ));
+    from_leader(&mut p, conn, 1, Msg::LeaderInfo { epoch: 10 });
+    from_leader(&mut p, conn, 2, Msg::Sync(Sync::Diff(vec![])));
+    from_leader(&mut p, conn, 3, Msg::NewLeader { epoch: 10 });
+    from_leader(&mut p, conn, 4, Msg::UpToDate { committed: 0 });
     let t = Txn {
         zxid: zxid(10, 1),
         data: b"x".to_vec(),
     };
-    let outs = p.step(Input::Msg(
-        3,
-        Envelope {
-            conn,
-            seq: 5,
-            msg: Msg::Proposal(t.clone()),
-        },
-    ));
+    let outs = from_leader(&mut p, conn, 5, Msg::Proposal(t.clone()));
     let append = pos(&outs, |o| {
         *o == Output::Persist(Persist::Append(vec![t.clone()]))
     });
@@ -281,14 +202,7 @@ fn proposal_durable_before_its_ack() {
         "{outs:?}"
     );
     // And a commit delivers it.
-    let outs = p.step(Input::Msg(
-        3,
-        Envelope {
-            conn,
-            seq: 6,
-            msg: Msg::Commit { zxid: t.zxid },
-        },
-    ));
+    let outs = from_leader(&mut p, conn, 6, Msg::Commit { zxid: t.zxid });
     assert!(outs.contains(&Output::Deliver(t)));
 }
 
@@ -305,26 +219,12 @@ fn zookeeper_1154_a_snap_never_cuts_below_what_was_delivered() {
         applied: delivered.zxid,
     };
     let (mut p, conn) = follower(d);
-    p.step(Input::Msg(
-        3,
-        Envelope {
-            conn,
-            seq: 1,
-            msg: Msg::LeaderInfo { epoch: 10 },
-        },
-    ));
+    from_leader(&mut p, conn, 1, Msg::LeaderInfo { epoch: 10 });
     let other = vec![Txn {
         zxid: zxid(5, 1),
         data: b"different".to_vec(),
     }];
-    let outs = p.step(Input::Msg(
-        3,
-        Envelope {
-            conn,
-            seq: 2,
-            msg: Msg::Sync(Sync::Snap(other)),
-        },
-    ));
+    let outs = from_leader(&mut p, conn, 2, Msg::Sync(Sync::Snap(other)));
     assert!(
         outs.iter().any(|o| matches!(o, Output::Diverged(_))),
         "{outs:?}"
@@ -337,23 +237,9 @@ fn zookeeper_1154_a_snap_never_cuts_below_what_was_delivered() {
 #[test]
 fn a_gap_in_the_stream_is_never_applied() {
     let (mut p, conn) = follower(Durable::default());
-    p.step(Input::Msg(
-        3,
-        Envelope {
-            conn,
-            seq: 1,
-            msg: Msg::LeaderInfo { epoch: 10 },
-        },
-    ));
+    from_leader(&mut p, conn, 1, Msg::LeaderInfo { epoch: 10 });
     // seq 3 before seq 2: the stream broke; the follower must not log it.
-    let outs = p.step(Input::Msg(
-        3,
-        Envelope {
-            conn,
-            seq: 3,
-            msg: Msg::NewLeader { epoch: 10 },
-        },
-    ));
+    let outs = from_leader(&mut p, conn, 3, Msg::NewLeader { epoch: 10 });
     assert!(outs.contains(&Output::Looking), "{outs:?}");
     assert!(!outs
         .iter()
@@ -389,14 +275,7 @@ fn acceptedepoch_from_an_older_leader_is_refused() {
         applied: 0,
     };
     let (mut p, conn) = follower(d);
-    let outs = p.step(Input::Msg(
-        3,
-        Envelope {
-            conn,
-            seq: 1,
-            msg: Msg::LeaderInfo { epoch: 10 },
-        },
-    ));
+    let outs = from_leader(&mut p, conn, 1, Msg::LeaderInfo { epoch: 10 });
     assert!(outs.contains(&Output::Looking));
     assert!(!outs.iter().any(|o| matches!(
         o,
