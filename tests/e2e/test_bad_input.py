@@ -175,3 +175,54 @@ def test_four_letter_word_whitelist(tmpdir_path):
         assert "not in the whitelist" in four_letter(s.port, "mntr")
     finally:
         s.stop()
+
+
+def test_secrets_never_reach_the_logs(tmpdir_path):
+    """Digest passwords, the super digest and session passwords stay out of
+    zkd's log even at trace level, and out of zkfs's debug log."""
+    import base64
+    import subprocess
+
+    from kazoo.client import KazooClient
+    from kazoo.security import make_digest_acl
+
+    from conftest import Zkd, SUPER_DIGEST
+    from zkfs_mount import Mount
+
+    secret = "s3cr3t-Pa55word"
+    s = Zkd(tmpdir_path)
+    env_level = os.environ.get("RUST_LOG")
+    os.environ["RUST_LOG"] = "trace"
+    try:
+        s.start()
+    finally:
+        if env_level is None:
+            del os.environ["RUST_LOG"]
+        else:
+            os.environ["RUST_LOG"] = env_level
+    try:
+        zk = KazooClient(hosts=s.hosts, auth_data=[("digest", f"alice:{secret}")])
+        zk.start(timeout=15)
+        zk.create("/guarded", b"x", acl=[make_digest_acl("alice", secret, all=True)])
+        bad = KazooClient(hosts=s.hosts, auth_data=[("digest", f"mallory:{secret}-wrong")])
+        bad.start(timeout=15)
+        session_pw = zk.client_id[1]
+        m = Mount(s.hosts, "", opts=f"timeout=4000,digest=alice:{secret},debug")
+        try:
+            assert open(m.p("guarded")).read() == "x"
+            zkfs_log = m.logtext()
+        finally:
+            m.close()
+        zk.stop()
+        bad.stop()
+    finally:
+        s.stop()
+    log = s.logtext()
+    # Both logs really were written at their most verbose.
+    assert "DEBUG" in log or "TRACE" in log, log[:500]
+    assert "DEBUG" in zkfs_log, zkfs_log[:500]
+    for text in (log, zkfs_log):
+        assert secret not in text
+        assert SUPER_DIGEST.split(":")[1] not in text
+        assert base64.b64encode(session_pw).decode() not in text
+        assert session_pw.hex() not in text
