@@ -194,6 +194,47 @@ fn serve(cfg_path: PathBuf) -> i32 {
         }
     };
     rt.block_on(async move {
+        // Everything that can fail on configuration or ports is checked
+        // before the store is opened: an early exit never races the storage
+        // thread.
+        let addr = std::net::SocketAddr::new(cfg.client_port_address, cfg.client_port);
+        let listener = match listen(addr) {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!("cannot listen on {addr}: {e}");
+                return 75;
+            }
+        };
+        let metrics = match cfg.metrics_addr {
+            None => None,
+            Some(maddr) => match crate::metrics::bind(maddr).await {
+                Ok(l) => Some((maddr, l)),
+                Err(e) => {
+                    log::error!("cannot listen for metrics on {maddr}: {e}");
+                    return 75;
+                }
+            },
+        };
+        let secure = match (cfg.secure_client_port, cfg.tls.as_ref()) {
+            (Some(port), Some(t)) => {
+                let acceptor = match crate::tls::acceptor(t) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        eprintln!("zkd: secure client port: {e}");
+                        return 78;
+                    }
+                };
+                let saddr = std::net::SocketAddr::new(cfg.client_port_address, port);
+                match listen(saddr) {
+                    Ok(l) => Some((saddr, l, acceptor)),
+                    Err(e) => {
+                        log::error!("cannot listen on {saddr}: {e}");
+                        return 75;
+                    }
+                }
+            }
+            _ => None,
+        };
         let store = match Store::open(&cfg.data_dir.join("zkd.db")) {
             Ok(s) => s,
             Err(e) => {
@@ -209,14 +250,6 @@ fn serve(cfg_path: PathBuf) -> i32 {
                 return 74;
             }
         };
-        let addr = std::net::SocketAddr::new(cfg.client_port_address, cfg.client_port);
-        let listener = match listen(addr) {
-            Ok(l) => l,
-            Err(e) => {
-                log::error!("cannot listen on {addr}: {e}");
-                return 75;
-            }
-        };
         log::info!(
             "serving clients on {addr}, data in {}",
             cfg.data_dir.display()
@@ -224,19 +257,20 @@ fn serve(cfg_path: PathBuf) -> i32 {
         // Requests waiting for the core are bounded: past the limit, sends
         // from connection readers wait, so sockets stop being read.
         let (tx, rx) = tokio::sync::mpsc::channel(cfg.global_outstanding_limit);
-        if let Some(maddr) = cfg.metrics_addr {
-            match crate::metrics::bind(maddr).await {
-                Ok(l) => {
-                    log::info!("Prometheus metrics on http://{maddr}/metrics");
-                    tokio::spawn(crate::metrics::serve(l, tx.clone()));
-                }
-                Err(e) => {
-                    log::error!("cannot listen for metrics on {maddr}: {e}");
-                    return 75;
-                }
-            }
+        if let Some((maddr, l)) = metrics {
+            log::info!("Prometheus metrics on http://{maddr}/metrics");
+            tokio::spawn(crate::metrics::serve(l, tx.clone()));
         }
-        tokio::spawn(crate::net::serve(listener, cfg.clone(), tx));
+        if let Some((saddr, l, acceptor)) = secure {
+            log::info!("serving TLS clients on {saddr}");
+            tokio::spawn(crate::net::serve(
+                l,
+                cfg.clone(),
+                tx.clone(),
+                Some(acceptor),
+            ));
+        }
+        tokio::spawn(crate::net::serve(listener, cfg.clone(), tx, None));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let mut core_task = tokio::spawn(core.run(rx, durable_rx, stop_rx));
         tokio::select! {

@@ -57,6 +57,10 @@ pub struct Config {
     /// default 0.0.0.0, and `metricsProvider.httpPort`, default 7000, as in
     /// ZooKeeper). Off otherwise.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `secureClientPort`: a TLS client port (with `ssl.keyStore.location`).
+    pub secure_client_port: Option<u16>,
+    /// TLS material and policy for the secure client port.
+    pub tls: Option<TlsSettings>,
     /// From `dataDir/myid`; 0 in standalone mode without one.
     pub my_id: u64,
     /// Keys that were present but that zkd does not know.
@@ -89,6 +93,25 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// Whether the secure port asks clients for certificates (`ssl.clientAuth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    None,
+    Want,
+    Need,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// PEM file with the private key and the certificate chain
+    /// (`ssl.keyStore.location`, `ssl.keyStore.type=PEM`).
+    pub key_store: PathBuf,
+    /// PEM file with the CA certificates client certificates must chain to
+    /// (`ssl.trustStore.location`); required unless `ssl.clientAuth=none`.
+    pub trust_store: Option<PathBuf>,
+    pub client_auth: ClientAuth,
+}
 
 /// The class name ZooKeeper's zoo.cfg uses to turn on its Prometheus
 /// endpoint; zkd answers the same configuration with its own.
@@ -124,6 +147,7 @@ const IGNORED_KEYS: &[&str] = &[
     "clientPortListenBacklog",
     "fsync.warningthresholdms",
     "initialConfig",
+    "serverCnxnFactory",
 ];
 
 /// Parses Java-properties text into key/value pairs, last one winning.
@@ -401,6 +425,47 @@ impl Config {
                 ))
             }
         };
+        let secure_client_port: Option<u16> = match get("secureClientPort") {
+            Some(v) => Some(int("secureClientPort", v)?),
+            None => None,
+        };
+        for key in ["ssl.keyStore.type", "ssl.trustStore.type"] {
+            if let Some(v) = get(key) {
+                if !v.eq_ignore_ascii_case("PEM") {
+                    return Err(invalid(
+                        key,
+                        v,
+                        "zkd reads PEM files only (convert JKS/PKCS12 with keytool/openssl)",
+                    ));
+                }
+            }
+        }
+        let client_auth = match get("ssl.clientAuth").map(|v| v.to_ascii_lowercase()) {
+            None => ClientAuth::Need,
+            Some(v) if v == "need" => ClientAuth::Need,
+            Some(v) if v == "want" => ClientAuth::Want,
+            Some(v) if v == "none" => ClientAuth::None,
+            Some(v) => return Err(invalid("ssl.clientAuth", &v, "expected none, want or need")),
+        };
+        let tls = match (secure_client_port, get("ssl.keyStore.location")) {
+            (None, _) => None,
+            (Some(_), None) => return Err(ConfigError::Missing("ssl.keyStore.location")),
+            (Some(_), Some(k)) => {
+                let trust_store = get("ssl.trustStore.location").map(PathBuf::from);
+                if client_auth != ClientAuth::None && trust_store.is_none() {
+                    return Err(invalid(
+                        "ssl.clientAuth",
+                        if client_auth == ClientAuth::Need { "need" } else { "want" },
+                        "client certificates need ssl.trustStore.location (or set ssl.clientAuth=none)",
+                    ));
+                }
+                Some(TlsSettings {
+                    key_store: PathBuf::from(k),
+                    trust_store,
+                    client_auth,
+                })
+            }
+        };
         let mut servers = Vec::new();
         let mut unknown_keys = Vec::new();
         let mut ignored_keys = Vec::new();
@@ -428,6 +493,12 @@ impl Config {
             "metricsProvider.className",
             "metricsProvider.httpHost",
             "metricsProvider.httpPort",
+            "secureClientPort",
+            "ssl.keyStore.location",
+            "ssl.keyStore.type",
+            "ssl.trustStore.location",
+            "ssl.trustStore.type",
+            "ssl.clientAuth",
         ];
         for (k, v) in &kv {
             if let Some(id) = k.strip_prefix("server.") {
@@ -452,6 +523,8 @@ impl Config {
             init_limit,
             sync_limit,
             metrics_addr,
+            secure_client_port,
+            tls,
             servers,
             four_letter_words,
             frame_bytes_max,

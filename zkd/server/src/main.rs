@@ -21,6 +21,7 @@ mod net;
 mod outbox;
 mod runtime;
 mod storage;
+mod tls;
 
 fn main() {
     std::process::exit(cli::main(std::env::args().skip(1).collect()));

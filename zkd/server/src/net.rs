@@ -8,9 +8,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use zk_proto::frame::{check_len, four_letter_word};
@@ -56,7 +55,14 @@ impl PerIp {
     }
 }
 
-pub async fn serve(listener: TcpListener, cfg: Arc<Config>, core: mpsc::Sender<Msg>) {
+/// Serves the client port; with `tls`, the secure client port (the TLS
+/// handshake must finish within 10 s, then the protocol is the same).
+pub async fn serve(
+    listener: TcpListener,
+    cfg: Arc<Config>,
+    core: mpsc::Sender<Msg>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let per_ip = Arc::new(PerIp::default());
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -81,15 +87,35 @@ pub async fn serve(listener: TcpListener, cfg: Arc<Config>, core: mpsc::Sender<M
         let _ = stream.set_nodelay(true);
         let cfg = cfg.clone();
         let core = core.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            connection(stream, peer, cfg, core).await;
+            match tls {
+                None => {
+                    let (rd, wr) = stream.into_split();
+                    connection(rd, wr, peer, cfg, core).await;
+                }
+                Some(acceptor) => {
+                    let hs = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        acceptor.accept(stream),
+                    );
+                    match hs.await {
+                        Ok(Ok(s)) => {
+                            let (rd, wr) = tokio::io::split(s);
+                            connection(rd, wr, peer, cfg, core).await;
+                        }
+                        Ok(Err(e)) => log::info!("TLS handshake with {peer} failed: {e}"),
+                        Err(_) => log::info!("TLS handshake with {peer} timed out"),
+                    }
+                }
+            }
             drop(slot);
         });
     }
 }
 
-async fn read_frame(
-    rd: &mut BufReader<OwnedReadHalf>,
+async fn read_frame<R: AsyncRead + Unpin>(
+    rd: &mut BufReader<R>,
     head: [u8; 4],
     max: usize,
 ) -> Result<Vec<u8>, String> {
@@ -99,13 +125,16 @@ async fn read_frame(
     Ok(body)
 }
 
-async fn connection(
-    stream: TcpStream,
+async fn connection<R, W>(
+    rd: R,
+    mut wr: W,
     peer: SocketAddr,
     cfg: Arc<Config>,
     core: mpsc::Sender<Msg>,
-) {
-    let (rd, mut wr) = stream.into_split();
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let mut rd = BufReader::with_capacity(64 * 1024, rd);
     let mut head = [0u8; 4];
     if rd.read_exact(&mut head).await.is_err() {
@@ -191,8 +220,8 @@ async fn connection(
     let _ = core.send(Msg::Closed { conn }).await;
 }
 
-async fn writer(
-    mut wr: OwnedWriteHalf,
+async fn writer<W: AsyncWrite + Unpin>(
+    mut wr: W,
     mut rx: mpsc::UnboundedReceiver<Out>,
     gauge: Gauge,
     closed: oneshot::Sender<()>,
