@@ -1,6 +1,7 @@
 """The secure client port: TLS with rustls, configured by ZooKeeper's own
-zoo.cfg keys, used by kazoo with client certificates; wrong certificates and
-plaintext are refused, configuration errors name their key."""
+zoo.cfg keys, used by kazoo and by zkCli (ZooKeeperMain, Netty client) with
+client certificates; wrong certificates and plaintext are refused,
+configuration errors name their key."""
 import os
 import subprocess
 
@@ -78,6 +79,29 @@ def test_wrong_certificates_and_plaintext_are_refused(tls_zkd, pki):
         plain.start(timeout=4)
     plain.stop()
     assert "TLS handshake" in tls_zkd.logtext()
+
+
+def test_zkcli_over_tls(tls_zkd, pki):
+    """zkCli's main class with the Netty client socket and PEM stores. Debian's
+    zkCli.sh cannot do this as shipped: its class path lacks netty-codec and
+    netty-resolver, so the JVM is started here with them added."""
+    from conftest import client
+    p = client(tls_zkd.hosts)
+    p.create("/fromcli", b"over-tls")
+    p.stop()
+    p.close()
+    cp = ":".join(["/etc/zookeeper/conf", "/usr/share/java/zookeeper.jar", "/usr/share/java/netty-codec.jar",
+                   "/usr/share/java/netty-resolver.jar"])
+    r = subprocess.run([
+        "java", "-cp", cp,
+        "-Dzookeeper.clientCnxnSocket=org.apache.zookeeper.ClientCnxnSocketNetty",
+        "-Dzookeeper.client.secure=true",
+        f"-Dzookeeper.ssl.keyStore.location={pki}/client.pem", "-Dzookeeper.ssl.keyStore.type=PEM",
+        f"-Dzookeeper.ssl.trustStore.location={pki}/ca.pem", "-Dzookeeper.ssl.trustStore.type=PEM",
+        "org.apache.zookeeper.ZooKeeperMain", "-waitforconnection", "-server", f"127.0.0.1:{tls_zkd.secure_port}",
+        "get", "/fromcli",
+    ], capture_output=True, text=True, timeout=90)
+    assert "over-tls" in r.stdout, r.stdout + r.stderr
 
 
 def test_tls_configuration_errors_name_the_key(tmpdir_path, pki):

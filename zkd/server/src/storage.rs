@@ -89,6 +89,12 @@ impl Store {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
+        // Every acknowledged batch was fsynced, so only the last WAL record
+        // can be torn (a crash mid-write, never acknowledged): drop that one.
+        // Damage anywhere else means acknowledged data is gone; refuse to
+        // open rather than serve what is left (RocksDB's default would
+        // silently stop at the damage).
+        opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
         let cfs = [CF_NODES, CF_SESSIONS, CF_LOG]
             .into_iter()
             .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
