@@ -328,6 +328,10 @@ def test_tree_cache(clients, base):
     try:
         writer.create(f"{base}/tc/x", b"1")
         writer.create(f"{base}/tc/x/y", b"2")
+        # Let the cache see the first value: if it read x only after the set,
+        # it would rightly report no update.
+        wait_until(lambda: cache.get_data(f"{base}/tc/x/y") is not None
+                   and cache.get_data(f"{base}/tc/x").data == b"1", 10, what="the cache to load")
         writer.set(f"{base}/tc/x", b"3")
         wait_until(lambda: cache.get_data(f"{base}/tc/x/y") is not None
                    and cache.get_data(f"{base}/tc/x").data == b"3", 10, what="the cache to follow")
