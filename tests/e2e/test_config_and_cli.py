@@ -172,3 +172,24 @@ def test_tiny_global_outstanding_limit_still_serves_pipelined_clients(tmpdir_pat
                 assert (xid, err) == (i, 0)
     finally:
         s.stop()
+
+
+def test_structured_log_lines_for_expiry_slow_requests_and_fsync(tmpdir_path):
+    """One line per event, key=value, so log tools can pick them out."""
+    import re
+    import rawzk
+    from conftest import Zkd, wait_until
+    s = Zkd(tmpdir_path, extra_cfg="slowRequestThresholdMs=0\nfsync.warningthresholdms=0\n").start()
+    try:
+        c = rawzk.Raw(s.port)
+        sid = c.handshake(timeout=400)["session"]
+        c.request(1, rawzk.create("/logged", b"x"))
+        assert c.reply()[2] == 0
+        c.close()  # no closeSession: the session must expire
+        wait_until(lambda: f"event=session_expired session=0x{sid:x}" in s.logtext(), 20, what="expiry line")
+        log = s.logtext()
+        assert re.search(rf"event=session_expired session=0x{sid:x} timeout_ms=\d+ ephemerals=0", log)
+        assert re.search(r"event=slow_request conn=0x[0-9a-f]+ session=0x[0-9a-f]+ xid=\d+ latency_ms=\d+", log)
+        assert re.search(r"event=slow_fsync duration_ms=\d+ txns=\d+ threshold_ms=0", log)
+    finally:
+        s.stop()

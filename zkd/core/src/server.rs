@@ -544,7 +544,11 @@ impl Server {
             }
         }
         for id in self.sessions.expired(now.mono_ms) {
-            log::info!("session 0x{id:x} expired");
+            log::info!(
+                "event=session_expired session=0x{id:x} timeout_ms={} ephemerals={}",
+                self.sessions.get(id).map(|s| s.timeout_ms).unwrap_or(0),
+                self.tree.ephemerals_of(id).len()
+            );
             if let Some(s) = self.sessions.get_mut(id) {
                 s.closing = true;
             }

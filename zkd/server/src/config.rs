@@ -57,6 +57,12 @@ pub struct Config {
     /// default 0.0.0.0, and `metricsProvider.httpPort`, default 7000, as in
     /// ZooKeeper). Off otherwise.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `fsync.warningthresholdms` (default 1000, as ZooKeeper): a group
+    /// commit slower than this is logged as `event=slow_fsync`.
+    pub fsync_warning_ms: u64,
+    /// `slowRequestThresholdMs` (default 1000; 0 logs every request): a request answered
+    /// later than this is logged as `event=slow_request`.
+    pub slow_request_ms: u64,
     /// `secureClientPort`: a TLS client port (with `ssl.keyStore.location`).
     pub secure_client_port: Option<u16>,
     /// TLS material and policy for the secure client port.
@@ -145,7 +151,6 @@ const IGNORED_KEYS: &[&str] = &[
     "maxResponseCacheSize",
     "maxGetChildrenResponseCacheSize",
     "clientPortListenBacklog",
-    "fsync.warningthresholdms",
     "initialConfig",
     "serverCnxnFactory",
 ];
@@ -425,6 +430,14 @@ impl Config {
                 ))
             }
         };
+        let fsync_warning_ms: u64 = match get("fsync.warningthresholdms") {
+            Some(v) => int("fsync.warningthresholdms", v)?,
+            None => 1000,
+        };
+        let slow_request_ms: u64 = match get("slowRequestThresholdMs") {
+            Some(v) => int("slowRequestThresholdMs", v)?,
+            None => 1000,
+        };
         let secure_client_port: Option<u16> = match get("secureClientPort") {
             Some(v) => Some(int("secureClientPort", v)?),
             None => None,
@@ -493,6 +506,8 @@ impl Config {
             "metricsProvider.className",
             "metricsProvider.httpHost",
             "metricsProvider.httpPort",
+            "fsync.warningthresholdms",
+            "slowRequestThresholdMs",
             "secureClientPort",
             "ssl.keyStore.location",
             "ssl.keyStore.type",
@@ -523,6 +538,8 @@ impl Config {
             init_limit,
             sync_limit,
             metrics_addr,
+            fsync_warning_ms,
+            slow_request_ms,
             secure_client_port,
             tls,
             servers,

@@ -130,6 +130,7 @@ impl Clock {
 fn spawn_storage(
     mut store: Store,
     durable_tx: mpsc::UnboundedSender<i64>,
+    fsync_warning_ms: u64,
 ) -> (
     std::sync::mpsc::Sender<Persist>,
     std::thread::JoinHandle<()>,
@@ -143,7 +144,16 @@ fn spawn_storage(
                 while let Ok(more) = rx.try_recv() {
                     group.push(more);
                 }
-                match store.commit(&group) {
+                let t = Instant::now();
+                let result = store.commit(&group);
+                let ms = t.elapsed().as_millis() as u64;
+                if ms >= fsync_warning_ms {
+                    let txns: usize = group.iter().map(|p| p.log.len()).sum();
+                    log::warn!(
+                        "event=slow_fsync duration_ms={ms} txns={txns} threshold_ms={fsync_warning_ms}"
+                    );
+                }
+                match result {
                     Ok(z) => {
                         if durable_tx.send(z).is_err() {
                             return;
@@ -215,7 +225,7 @@ impl Core {
             u64::from_le_bytes(b)
         };
         let durable = loaded.last_zxid;
-        let (storage, storage_thread) = spawn_storage(store, durable_tx);
+        let (storage, storage_thread) = spawn_storage(store, durable_tx, cfg.fsync_warning_ms);
         let server = Server::new(
             core_cfg,
             loaded.tree,
@@ -289,6 +299,18 @@ impl Core {
                     // `cons` shows per connection.
                     if bytes.get(4..8) != Some(&[0xff, 0xff, 0xff, 0xff][..]) {
                         self.latency.entry(c).or_default().record(us / 1000);
+                        let ms = us / 1000;
+                        let limit = self.cfg.slow_request_ms;
+                        if ms >= limit {
+                            let xid = bytes
+                                .get(4..8)
+                                .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                                .unwrap_or(0);
+                            log::warn!(
+                                "event=slow_request conn=0x{c:x} session=0x{:x} xid={xid} latency_ms={ms} threshold_ms={limit}",
+                                self.server.session_of(c).unwrap_or(0)
+                            );
+                        }
                     }
                     if let Some(out) = self.conns.get(&c) {
                         let queued = out.push(bytes);
