@@ -31,15 +31,30 @@ def tree_of(c, path="/", out=None):
     return out
 
 
+STARTED = []
+
+
 def kill(ref):
-    os.killpg(ref.proc.pid, signal.SIGKILL)
-    ref.proc.wait(10)
+    if ref.proc and ref.proc.poll() is None:
+        os.killpg(ref.proc.pid, signal.SIGKILL)
+        ref.proc.wait(10)
 
 
 @pytest.fixture
-def dirs():
+def dirs(monkeypatch):
+    # Every reference server a test starts is killed at the end, even when an
+    # assertion fails half way.
+    start = ReferenceZk.start
+
+    def tracked(self):
+        STARTED.append(self)
+        return start(self)
+
+    monkeypatch.setattr(ReferenceZk, "start", tracked)
     ds = [tempfile.mkdtemp(prefix="migrate-") for _ in range(3)]
     yield ds
+    while STARTED:
+        kill(STARTED.pop())
     for d in ds:
         subprocess.run(["rm", "-rf", d])
 
