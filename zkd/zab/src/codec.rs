@@ -8,10 +8,6 @@ use zk_proto::jute::{DecodeError, Reader, Writer};
 use crate::peer::Envelope;
 use crate::types::*;
 
-/// Frames larger than this are refused before reading them (a SNAP of a big
-/// tree is sent in many frames by the runtime, never as one).
-pub const FRAME_MAX: usize = 64 << 20;
-
 fn state_code(s: PeerState) -> i32 {
     match s {
         PeerState::Looking => 0,

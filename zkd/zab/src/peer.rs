@@ -47,6 +47,11 @@ impl Config {
         self.voters.len() / 2 + 1
     }
 
+    /// Do these peers include a quorum of voters?
+    fn is_quorum<'a>(&self, ids: impl Iterator<Item = &'a Id>) -> bool {
+        ids.filter(|p| self.voters.contains(p)).count() >= self.quorum()
+    }
+
     fn is_voter(&self, id: Id) -> bool {
         self.voters.contains(&id)
     }
@@ -126,6 +131,18 @@ struct Stream {
     conn: u64,
     send_seq: u64,
     recv_seq: u64,
+}
+
+impl Stream {
+    /// The next message on this stream, stamped with its place in it.
+    fn stamp(&mut self, msg: Msg) -> Envelope {
+        self.send_seq += 1;
+        Envelope {
+            conn: self.conn,
+            seq: self.send_seq,
+            msg,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -273,26 +290,6 @@ impl Peer {
 
     pub fn current_epoch(&self) -> u64 {
         self.current_epoch
-    }
-
-    /// Learners in sync (for `mntr`'s synced followers), when leading.
-    pub fn synced_learners(&self) -> (usize, usize) {
-        match &self.role {
-            Role::Leading(l) => {
-                let f = l
-                    .links
-                    .values()
-                    .filter(|k| k.acked_newleader && !k.observer)
-                    .count();
-                let o = l
-                    .links
-                    .values()
-                    .filter(|k| k.acked_newleader && k.observer)
-                    .count();
-                (f, o)
-            }
-            _ => (0, 0),
-        }
     }
 
     pub fn step(&mut self, input: Input) -> Vec<Output> {
@@ -543,32 +540,17 @@ impl Peer {
         let Role::Leading(l) = &mut self.role else {
             return;
         };
-        let Some(link) = l.links.get_mut(&to) else {
-            return;
-        };
-        link.stream.send_seq += 1;
-        let env = Envelope {
-            conn: link.stream.conn,
-            seq: link.stream.send_seq,
-            msg,
-        };
-        self.out.push(Output::Send(to, env));
+        if let Some(link) = l.links.get_mut(&to) {
+            let env = link.stream.stamp(msg);
+            self.out.push(Output::Send(to, env));
+        }
     }
 
     fn maybe_choose_epoch(&mut self) {
-        let q = self.cfg.quorum();
         let Role::Leading(l) = &mut self.role else {
             return;
         };
-        if l.epoch != 0 {
-            return;
-        }
-        let voters_in = l
-            .infos
-            .keys()
-            .filter(|p| self.cfg.voters.contains(p))
-            .count();
-        if voters_in < q {
+        if l.epoch != 0 || !self.cfg.is_quorum(l.infos.keys()) {
             return;
         }
         let epoch = l.infos.values().map(|(a, _)| *a).max().unwrap_or(0) + 1;
@@ -603,16 +585,10 @@ impl Peer {
     /// durable) becomes the new epoch's: write currentEpoch and count itself.
     fn maybe_newleader_self(&mut self) {
         let me = self.cfg.id;
-        let q = self.cfg.quorum();
         let Role::Leading(l) = &mut self.role else {
             return;
         };
-        let n = l
-            .epoch_acks
-            .iter()
-            .filter(|p| self.cfg.voters.contains(p))
-            .count();
-        if n < q || l.newleader_acks.contains(&me) {
+        if !self.cfg.is_quorum(l.epoch_acks.iter()) || l.newleader_acks.contains(&me) {
             return;
         }
         let epoch = l.epoch;
@@ -755,19 +731,10 @@ impl Peer {
     }
 
     fn maybe_establish(&mut self) {
-        let q = self.cfg.quorum();
         let Role::Leading(l) = &mut self.role else {
             return;
         };
-        if l.phase == LeaderPhase::Active {
-            return;
-        }
-        let n = l
-            .newleader_acks
-            .iter()
-            .filter(|p| self.cfg.voters.contains(p))
-            .count();
-        if n < q {
+        if l.phase == LeaderPhase::Active || !self.cfg.is_quorum(l.newleader_acks.iter()) {
             return;
         }
         l.phase = LeaderPhase::Active;
@@ -824,7 +791,6 @@ impl Peer {
     }
 
     fn try_commit(&mut self) {
-        let q = self.cfg.quorum();
         loop {
             let Role::Leading(l) = &mut self.role else {
                 return;
@@ -835,7 +801,7 @@ impl Peer {
             let Some((&z, acks)) = l.acks.iter().next() else {
                 return;
             };
-            if acks.iter().filter(|p| self.cfg.voters.contains(p)).count() < q {
+            if !self.cfg.is_quorum(acks.iter()) {
                 return;
             }
             l.acks.remove(&z);
@@ -890,16 +856,10 @@ impl Peer {
     }
 
     fn fsend(&mut self, msg: Msg) {
-        let Role::Learning(f) = &mut self.role else {
-            return;
-        };
-        f.stream.send_seq += 1;
-        let env = Envelope {
-            conn: f.stream.conn,
-            seq: f.stream.send_seq,
-            msg,
-        };
-        self.out.push(Output::Send(f.leader, env));
+        if let Role::Learning(f) = &mut self.role {
+            let env = f.stream.stamp(msg);
+            self.out.push(Output::Send(f.leader, env));
+        }
     }
 
     fn on_leader_msg(&mut self, from: Id, env: Envelope) {
