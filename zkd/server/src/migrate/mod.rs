@@ -15,11 +15,12 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use zkd_core::server::{encode_session, Persist};
-use zkd_core::tree::{ttl_owner, DataTree, Node};
+use zkd_core::tree::{DataTree, Node};
 
 use crate::config::Config;
 use crate::storage::Store;
-use zkformat::{LogEntry, Owner, SnapNode, Snapshot, ZkTxn};
+use zkd_core::txn::Txn;
+use zkformat::{LogEntry, SnapNode, Snapshot};
 
 #[derive(Debug, Default)]
 pub struct Summary {
@@ -96,17 +97,19 @@ fn files(dir: &Path, prefix: &str) -> Result<Vec<(i64, PathBuf)>, String> {
     Ok(v)
 }
 
+/// Applies one replayed txn; false when the tree already reflects it (a
+/// fuzzy snapshot) or it cannot apply, which ZooKeeper's replay tolerates too.
 fn apply(
     tree: &mut DataTree,
     sessions: &mut std::collections::BTreeMap<i64, i32>,
     e: &LogEntry,
-    t: &ZkTxn,
+    t: &Txn,
 ) -> bool {
     match t {
-        ZkTxn::CreateSession { timeout_ms } => {
+        Txn::CreateSession { timeout_ms, .. } => {
             sessions.insert(e.session, *timeout_ms);
         }
-        ZkTxn::CloseSession => {
+        Txn::CloseSession => {
             for p in tree.ephemerals_of(e.session) {
                 if tree.get(&p).is_some_and(|n| n.children.is_empty()) {
                     tree.delete(&p, e.zxid);
@@ -114,43 +117,44 @@ fn apply(
             }
             sessions.remove(&e.session);
         }
-        ZkTxn::Create {
+        Txn::Create {
             path,
             data,
             acl,
-            owner,
+            ephemeral_owner,
             parent_cversion,
         } => {
             let Some((parent, _)) = zkd_core::path::split(path) else {
                 return false;
             };
-            // A fuzzy snapshot may already hold what the log re-creates.
             if tree.get(path).is_some() {
                 return false;
             }
             let Some(pc) = tree.get(parent).map(|p| p.stat.cversion) else {
                 return false;
             };
-            let owner = match owner {
-                Owner::Persistent => 0,
-                Owner::Ephemeral => e.session,
-                Owner::Container => i64::MIN,
-                Owner::Ttl(t) => ttl_owner(*t),
-            };
             let pc = if *parent_cversion == -1 {
                 pc + 1
             } else {
                 *parent_cversion
             };
-            tree.create(path, data.clone(), acl.clone(), owner, pc, e.zxid, e.time);
+            tree.create(
+                path,
+                data.clone(),
+                acl.clone(),
+                *ephemeral_owner,
+                pc,
+                e.zxid,
+                e.time,
+            );
         }
-        ZkTxn::Delete { path } => {
+        Txn::Delete { path } => {
             if tree.get(path).is_none_or(|n| !n.children.is_empty()) || path == "/" {
                 return false;
             }
             tree.delete(path, e.zxid);
         }
-        ZkTxn::SetData {
+        Txn::SetData {
             path,
             data,
             version,
@@ -160,14 +164,14 @@ fn apply(
             }
             tree.set_data(path, data.clone(), *version, e.zxid, e.time);
         }
-        ZkTxn::SetAcl { path, acl, version } => {
+        Txn::SetAcl { path, acl, version } => {
             if tree.get(path).is_none() {
                 return false;
             }
             tree.set_acl(path, acl.clone(), *version);
         }
-        ZkTxn::Nothing => {}
-        ZkTxn::Multi(v) => {
+        Txn::Check { .. } | Txn::Error(_) => {}
+        Txn::Multi(v) => {
             for sub in v {
                 apply(tree, sessions, e, sub);
             }

@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 
 use zk_proto::jute::{Reader, Writer};
 use zk_proto::records::{Acl, Record};
-use zkd_core::tree::NodeStat;
+use zkd_core::tree::{ttl_owner, NodeStat};
+use zkd_core::txn::Txn;
 
 const SNAP_MAGIC: i32 = 0x5a4b_534e; // "ZKSN"
 const LOG_MAGIC: i32 = 0x5a4b_4c47; // "ZKLG"
@@ -37,52 +38,13 @@ pub struct Snapshot {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ZkTxn {
-    CreateSession {
-        timeout_ms: i32,
-    },
-    CloseSession,
-    Create {
-        path: String,
-        data: Vec<u8>,
-        acl: Vec<Acl>,
-        owner: Owner,
-        parent_cversion: i32,
-    },
-    Delete {
-        path: String,
-    },
-    SetData {
-        path: String,
-        data: Vec<u8>,
-        version: i32,
-    },
-    SetAcl {
-        path: String,
-        acl: Vec<Acl>,
-        version: i32,
-    },
-    /// Checks, errors, and types that change no state.
-    Nothing,
-    Multi(Vec<ZkTxn>),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Owner {
-    Persistent,
-    /// Owned by the entry's session.
-    Ephemeral,
-    Container,
-    Ttl(i64),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogEntry {
     pub session: i64,
     pub cxid: i32,
     pub zxid: i64,
     pub time: i64,
-    pub txn: ZkTxn,
+    /// ZooKeeper's txn as zkd's own (the same operations; owners resolved).
+    pub txn: Txn,
 }
 
 fn err(what: &str, e: impl std::fmt::Display) -> String {
@@ -226,62 +188,60 @@ pub fn write_snapshot(s: &Snapshot) -> Vec<u8> {
     w.buf
 }
 
-fn read_create(r: &mut Reader, op: i32, path_ctx: &str) -> Result<ZkTxn, String> {
-    let e = |x| err(path_ctx, x);
+fn read_create(r: &mut Reader, op: i32, session: i64) -> Result<Txn, String> {
+    let e = |x| err("create txn", x);
     let path = r.ustring().map_err(e)?;
     let data = r.buffer().map_err(e)?;
     let acl = read_acl_vec(r)?;
-    let (owner, parent_cversion) = match op {
+    let (ephemeral_owner, parent_cversion) = match op {
         1 | 15 => {
             let eph = r.bool().map_err(e)?;
-            let pc = r.i32().map_err(e)?;
-            (
-                if eph {
-                    Owner::Ephemeral
-                } else {
-                    Owner::Persistent
-                },
-                pc,
-            )
+            (if eph { session } else { 0 }, r.i32().map_err(e)?)
         }
-        19 => (Owner::Container, r.i32().map_err(e)?),
+        19 => (i64::MIN, r.i32().map_err(e)?),
         21 => {
             let pc = r.i32().map_err(e)?;
-            (Owner::Ttl(r.i64().map_err(e)?), pc)
+            (ttl_owner(r.i64().map_err(e)?), pc)
         }
         _ => unreachable!(),
     };
-    Ok(ZkTxn::Create {
+    Ok(Txn::Create {
         path,
         data,
         acl,
-        owner,
+        ephemeral_owner,
         parent_cversion,
     })
 }
 
-fn read_txn(r: &mut Reader, op: i32) -> Result<ZkTxn, String> {
+/// One txn record of type `op`, written by `session`.
+fn read_txn(r: &mut Reader, op: i32, session: i64) -> Result<Txn, String> {
     let e = |x| err("txn", x);
     Ok(match op {
-        -10 => ZkTxn::CreateSession {
+        -10 => Txn::CreateSession {
             timeout_ms: r.i32().map_err(e)?,
+            passwd: session_password(session),
         },
-        -11 => ZkTxn::CloseSession,
-        1 | 15 | 19 | 21 => read_create(r, op, "create txn")?,
-        2 | 20 => ZkTxn::Delete {
+        -11 => Txn::CloseSession,
+        1 | 15 | 19 | 21 => read_create(r, op, session)?,
+        2 | 20 => Txn::Delete {
             path: r.ustring().map_err(e)?,
         },
-        5 | 16 => ZkTxn::SetData {
+        5 | 16 => Txn::SetData {
             path: r.ustring().map_err(e)?,
             data: r.buffer().map_err(e)?,
             version: r.i32().map_err(e)?,
         },
-        7 => ZkTxn::SetAcl {
+        7 => Txn::SetAcl {
             path: r.ustring().map_err(e)?,
             acl: read_acl_vec(r)?,
             version: r.i32().map_err(e)?,
         },
-        13 | -1 => ZkTxn::Nothing,
+        13 => Txn::Check {
+            path: r.ustring().map_err(e)?,
+            version: r.i32().map_err(e)?,
+        },
+        -1 => Txn::Error(r.i32().map_err(e)?),
         14 => {
             let n = r.i32().map_err(e)?;
             if n < 0 || n as usize > r.remaining() / 8 {
@@ -291,9 +251,9 @@ fn read_txn(r: &mut Reader, op: i32) -> Result<ZkTxn, String> {
             for _ in 0..n {
                 let t = r.i32().map_err(e)?;
                 let body = r.buffer().map_err(e)?;
-                v.push(read_txn(&mut Reader::new(&body), t)?);
+                v.push(read_txn(&mut Reader::new(&body), t, session)?);
             }
-            ZkTxn::Multi(v)
+            Txn::Multi(v)
         }
         t => return Err(format!("unsupported txn type {t}")),
     })
@@ -342,7 +302,7 @@ pub fn read_txn_log(bytes: &[u8]) -> Result<(Vec<LogEntry>, Option<String>), Str
         let zxid = er.i64().map_err(he)?;
         let time = er.i64().map_err(he)?;
         let typ = er.i32().map_err(he)?;
-        let txn = read_txn(&mut er, typ).map_err(|x| format!("zxid 0x{zxid:x}: {x}"))?;
+        let txn = read_txn(&mut er, typ, session).map_err(|x| format!("zxid 0x{zxid:x}: {x}"))?;
         out.push(LogEntry {
             session,
             cxid,
