@@ -69,12 +69,11 @@ fn handle(sh: &Shared, notifier: &Notifier, mnt: &Path, typ: i32, path: &str) {
     if path == "/" && typ != CHANGED {
         return;
     }
+    let (parent, name) = names::split(path);
     sh.forget_listed(path);
-    let (parent_path, _) = names::split(path);
-    sh.forget_listed(parent_path);
+    sh.forget_listed(parent);
     let own = sh.consume_echo(typ, path);
     let internal = crate::fs::internal(path);
-    let (parent, name) = names::split(path);
     let parent_ino = ino_for(sh, parent, false);
     // 1. caches
     match typ {

@@ -1037,17 +1037,11 @@ impl Filesystem for ZkFs {
     }
 
     fn unlink(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
-        match self.remove_inner(req, parent, name, false) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer(reply, self.remove_inner(req, parent, name, false))
     }
 
     fn rmdir(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
-        match self.remove_inner(req, parent, name, true) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer(reply, self.remove_inner(req, parent, name, true))
     }
 
     fn rename(
@@ -1060,10 +1054,10 @@ impl Filesystem for ZkFs {
         flags: u32,
         reply: ReplyEmpty,
     ) {
-        match self.rename_inner(parent, name, newparent, newname, flags) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer(
+            reply,
+            self.rename_inner(parent, name, newparent, newname, flags),
+        )
     }
 
     fn open(&mut self, req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
@@ -1161,10 +1155,7 @@ impl Filesystem for ZkFs {
         if !self.handles.get(&fh).is_some_and(|h| h.touched) {
             return reply.ok();
         }
-        match self.commit(fh) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer(reply, self.commit(fh))
     }
 
     fn fsync(
@@ -1175,10 +1166,7 @@ impl Filesystem for ZkFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.commit(fh) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer(reply, self.commit(fh))
     }
 
     fn release(
@@ -1206,10 +1194,7 @@ impl Filesystem for ZkFs {
                 self.local.retain(|_, v| *v != ino);
             }
         }
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer(reply, r)
     }
 
     fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
@@ -1304,10 +1289,7 @@ impl Filesystem for ZkFs {
         let r = self
             .path_of(ino)
             .and_then(|e| xattr::set(&self.sh, &e.path, &name.to_string_lossy(), value));
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer(reply, r)
     }
 
     fn removexattr(&mut self, _req: &Request<'_>, _ino: u64, _name: &OsStr, reply: ReplyEmpty) {
@@ -1371,7 +1353,7 @@ impl Filesystem for ZkFs {
         let Ok(e) = self.path_of(ino) else {
             return reply.error(libc::ESTALE);
         };
-        let path = if e.data_file { e.path.clone() } else { e.path };
+        let path = e.path;
         if typ == libc::F_UNLCK {
             self.sh.locks.release(&self.sh, lock_owner, &path);
             return reply.ok();
@@ -1380,11 +1362,16 @@ impl Filesystem for ZkFs {
         let sh = self.sh.clone();
         std::thread::spawn(move || {
             let r = sh.locks.acquire(&sh, &path, lock_owner, sleep);
-            match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            }
+            answer(reply, r)
         });
+    }
+}
+
+/// Replies to a request whose only result is success or an errno.
+fn answer(reply: ReplyEmpty, r: Result<(), c_int>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
     }
 }
 

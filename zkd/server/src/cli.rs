@@ -207,7 +207,7 @@ fn serve(cfg_path: PathBuf) -> i32 {
         };
         let metrics = match cfg.metrics_addr {
             None => None,
-            Some(maddr) => match crate::metrics::bind(maddr).await {
+            Some(maddr) => match tokio::net::TcpListener::bind(maddr).await {
                 Ok(l) => Some((maddr, l)),
                 Err(e) => {
                     log::error!("cannot listen for metrics on {maddr}: {e}");

@@ -3,7 +3,6 @@
 //! ZooKeeper's Prometheus provider uses (the `mntr` key without `zk_`).
 //! A tiny HTTP/1.1 responder: one request per connection, bounded reads.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -87,10 +86,6 @@ async fn answer(mut stream: TcpStream, core: mpsc::Sender<Msg>) -> std::io::Resu
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
     stream.shutdown().await
-}
-
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }
 
 #[cfg(test)]
