@@ -165,8 +165,14 @@ impl Client {
 
     /// Closes the session (ephemerals go at once) and stops the keeper.
     pub fn close(&self) {
-        let t = self.submit(OpCode::CloseSession as i32, Vec::new());
-        let _ = self.wait_for(t, Duration::from_secs(2));
+        // Without a connection there is nobody to tell: do not wait for one
+        // (an unmount after the server went away must not hang); the session
+        // then ends by expiring.
+        let connected = self.inner.state.lock().unwrap().conn.is_some();
+        if connected {
+            let t = self.submit(OpCode::CloseSession as i32, Vec::new());
+            let _ = self.wait_for(t, Duration::from_secs(2));
+        }
         let mut st = self.inner.state.lock().unwrap();
         st.closed = true;
         if let Some(c) = st.conn.take() {
