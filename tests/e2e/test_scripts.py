@@ -2,6 +2,7 @@
 import glob
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -35,3 +36,37 @@ def test_zab_soak_runs_seeds_and_reports():
                        timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "12 seeds ok, 0 failed" in r.stdout
+
+
+def test_ensemble_script_starts_inspects_and_stops(tmp_path):
+    import random
+    script = os.path.join(ROOT, "scripts", "ensemble.sh")
+    d = str(tmp_path / "ens")
+    base = str(random.randint(30000, 39000))
+    run = lambda *a: subprocess.run([script, "-d", d, "-p", base, *a], capture_output=True, text=True, timeout=60)
+    try:
+        r = run("start")
+        assert r.returncode == 0, r.stdout + r.stderr
+        modes = [l.split("Mode: ")[1].split()[0] for l in r.stdout.splitlines() if "Mode: " in l]
+        assert sorted(modes) == ["follower", "follower", "leader"], r.stdout
+        digests = {l.split("zk_tree_digest ")[1].split()[0] for l in r.stdout.splitlines() if "zk_tree_digest " in l}
+        assert len(digests) == 1, r.stdout
+        hosts = run("hosts").stdout.strip()
+        assert hosts == ",".join(f"127.0.0.1:{int(base) + i}" for i in range(3))
+        leader = next(l.split()[0] for l in r.stdout.splitlines() if "Mode: leader" in l).split(".")[1]
+        assert run("kill", leader).returncode == 0
+        # The other two elect a leader among themselves.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            st = run("status").stdout
+            if "down" in st and "Mode: leader" in st:
+                break
+            time.sleep(0.2)
+        assert f"server.{leader}" in st and "down" in st and "Mode: leader" in st, st
+        r = run("start", leader)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "down" not in r.stdout
+    finally:
+        r = run("stop")
+    assert r.returncode == 0
+    assert run("status").stdout.count("down") == 3

@@ -13,10 +13,14 @@
 //!   (frames and closes) produced up to that point: nothing a client hears
 //!   describes state that could still be lost.
 //!
+//! - Replicas apply txns prepared elsewhere with `apply::apply_tree`; the
+//!   tree keeps a digest (`DataTree::digest`) so replicas can compare.
+//!
 //! Supporting modules: `path` (validation), `acl` (identities and checks),
 //! `session` (the session table and bucketed expiry).
 
 pub mod acl;
+pub mod apply;
 pub mod path;
 pub mod prep;
 pub mod quota;

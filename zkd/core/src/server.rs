@@ -8,7 +8,9 @@
 //! calls is durable. That one rule makes every reply and every watch event
 //! describe only durable state, and keeps each connection's output in order.
 
-use std::collections::HashMap;
+mod replica;
+
+use std::collections::{HashMap, VecDeque};
 
 use zk_proto::codes::{perms, xid};
 use zk_proto::jute::{Reader, Writer};
@@ -21,6 +23,7 @@ use crate::session::{ConnId, SessionTable};
 use crate::tree::DataTree;
 use crate::txn::{Txn, TxnHeader};
 use crate::watch::{Kind, WatchTable};
+pub use replica::{Divergence, Forward, ForwardKind, Proposal, Role};
 
 /// Wall-clock time for stats, monotonic time for expiry, both in ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -83,7 +86,7 @@ pub struct Persist {
 
 impl Persist {
     pub fn is_empty(&self) -> bool {
-        self.log.is_empty()
+        self.log.is_empty() && self.nodes.is_empty() && self.sessions.is_empty()
     }
 }
 
@@ -173,6 +176,26 @@ pub struct Server {
     /// The time of the call being handled, for per-connection stats.
     now: Now,
     pub counters: Counters,
+    /// Standalone, or this server's part in an ensemble (see `replica`).
+    role: Role,
+    /// Leader: txns prepared and not yet handed to ZAB.
+    proposals: Vec<Proposal>,
+    /// Learner: requests not yet sent to the leader.
+    forwards: Vec<Forward>,
+    /// Learner: forwarded requests not yet answered, by (session, cxid).
+    outstanding: HashMap<(i64, i32), replica::Outstanding>,
+    /// Learner: frames held back until the connection's forwarded requests
+    /// are answered (see `replica::queue_if_waiting`).
+    waiting: HashMap<ConnId, VecDeque<Vec<u8>>>,
+    /// Learner: forwarded requests in flight per connection.
+    inflight: HashMap<ConnId, usize>,
+    /// Learner: new sessions waiting for their CreateSession txn.
+    pending_connects: HashMap<i64, replica::PendingConnect>,
+    /// Learner: `sync`s the leader answered, as (zxid to reach, session, cxid).
+    syncs: Vec<(i64, i64, i32)>,
+    /// Leader: its epoch's first zxid minus one; the next txn gets the
+    /// larger of this and `last_zxid`, plus one.
+    epoch_base: i64,
 }
 
 /// A session restored from storage.
@@ -249,6 +272,15 @@ impl Server {
             read_only: false,
             now,
             counters: Counters::default(),
+            role: Role::Standalone,
+            proposals: Vec::new(),
+            forwards: Vec::new(),
+            outstanding: HashMap::new(),
+            waiting: HashMap::new(),
+            inflight: HashMap::new(),
+            pending_connects: HashMap::new(),
+            syncs: Vec::new(),
+            epoch_base: 0,
         }
     }
 
@@ -256,8 +288,14 @@ impl Server {
         &self.tree
     }
 
+    /// The zxid of the last txn in the tree.
     pub fn last_zxid(&self) -> i64 {
         self.last_zxid
+    }
+
+    /// The zxid the next txn prepared here gets.
+    fn next_zxid(&self) -> i64 {
+        self.last_zxid.max(self.epoch_base) + 1
     }
 
     pub fn session_count(&self) -> usize {
@@ -416,6 +454,17 @@ impl Server {
             let mut passwd = [0u8; 16];
             passwd[..8].copy_from_slice(&self.next_random().to_be_bytes());
             passwd[8..].copy_from_slice(&self.next_random().to_be_bytes());
+            if self.role == Role::Learner {
+                let rsp = ConnectResponse {
+                    protocol_version: 0,
+                    timeout_ms: timeout,
+                    session_id: id,
+                    passwd: passwd.to_vec(),
+                    read_only,
+                };
+                self.forward_connect(conn, peer_ip, peer_port, rsp);
+                return;
+            }
             let txn = Txn::CreateSession {
                 timeout_ms: timeout,
                 passwd,
@@ -501,6 +550,8 @@ impl Server {
 
     fn detach(&mut self, conn: ConnId) {
         self.watches.remove_conn(conn);
+        self.waiting.remove(&conn);
+        self.inflight.remove(&conn);
         if let Some(c) = self.conns.remove(&conn) {
             if let Some(s) = self.sessions.get_mut(c.session) {
                 if s.conn == Some(conn) {
@@ -520,6 +571,10 @@ impl Server {
     /// `reap_interval_ms` removes empty containers and expired TTL nodes.
     pub fn tick(&mut self, now: Now) {
         self.now = now;
+        if self.role == Role::Learner {
+            // The leader reaps and expires; learners apply its txns.
+            return;
+        }
         if now.mono_ms >= self.next_reap_ms {
             self.next_reap_ms = now.mono_ms + self.cfg.reap_interval_ms;
             let cap =
@@ -533,7 +588,7 @@ impl Server {
                 let hdr = TxnHeader {
                     session: 0,
                     cxid: 0,
-                    zxid: self.last_zxid + 1,
+                    zxid: self.next_zxid(),
                     time: now.wall_ms,
                 };
                 self.tree.begin();
@@ -566,6 +621,13 @@ impl Server {
     /// One frame from an established connection.
     pub fn packet(&mut self, now: Now, conn: ConnId, body: &[u8]) {
         self.now = now;
+        if self.role == Role::Learner && self.queue_if_waiting(conn, body) {
+            return;
+        }
+        self.run_packet(now, conn, body);
+    }
+
+    fn run_packet(&mut self, now: Now, conn: ConnId, body: &[u8]) {
         self.counters.packets_received += 1;
         let Some(session) = self.conns.get(&conn).map(|c| c.session) else {
             self.close(conn);
@@ -611,6 +673,17 @@ impl Server {
                 self.send(conn, frame(hdr.xid, 0, ErrorCode::OK, Some(&w.buf)));
                 return;
             }
+            OpCode::CloseSession if self.role == Role::Learner => {
+                let kind = ForwardKind::CloseSession;
+                return self.forward(conn, session, hdr.xid, body, kind);
+            }
+            OpCode::Sync if self.role == Role::Learner => {
+                if PathRequest::decode(body).is_err() {
+                    self.reply(conn, hdr.xid, ErrorCode::MARSHALLING_ERROR, None);
+                    return;
+                }
+                return self.forward(conn, session, hdr.xid, body, ForwardKind::Sync);
+            }
             OpCode::CloseSession => {
                 if let Some(s) = self.sessions.get_mut(session) {
                     s.closing = true;
@@ -647,6 +720,14 @@ impl Server {
                     // server would, and take no zxid.
                     self.reply(conn, hdr.xid, ErrorCode::NOT_READ_ONLY, None);
                     return;
+                }
+                if self.role == Role::Learner {
+                    let kind = ForwardKind::Op {
+                        op: hdr.op,
+                        body: body.to_vec(),
+                        ids: self.ids(conn),
+                    };
+                    return self.forward(conn, session, hdr.xid, body, kind);
                 }
                 return self.write(now, conn, session, hdr.xid, op, body);
             }
@@ -964,7 +1045,7 @@ impl Server {
 
     fn write(&mut self, now: Now, conn: ConnId, session: i64, x: i32, op: OpCode, body: &[u8]) {
         let ids = self.ids(conn);
-        let zxid = self.last_zxid + 1;
+        let zxid = self.next_zxid();
         let hdr = TxnHeader {
             session,
             cxid: x,
@@ -1003,7 +1084,7 @@ impl Server {
         let hdr = TxnHeader {
             session,
             cxid,
-            zxid: self.last_zxid + 1,
+            zxid: self.next_zxid(),
             time: now.wall_ms,
         };
         self.tree.begin();
@@ -1032,9 +1113,22 @@ impl Server {
     /// the watches it triggers (before any reply the caller sends next).
     fn record(&mut self, hdr: TxnHeader, txn: &Txn, changes: crate::tree::Changes) {
         self.last_zxid = hdr.zxid;
-        self.persist
-            .log
-            .push((hdr.zxid, Txn::encode_entry(&hdr, txn)));
+        match self.role {
+            // In an ensemble the log is ZAB's.
+            Role::Standalone => self
+                .persist
+                .log
+                .push((hdr.zxid, Txn::encode_entry(&hdr, txn))),
+            Role::Leader => self.proposals.push(Proposal {
+                hdr,
+                txn: txn.clone(),
+                origin: self.cfg.server_id as u64,
+                err: 0,
+                reply: None,
+                digest: self.tree.digest(),
+            }),
+            Role::Learner => {}
+        }
         for p in changes.paths {
             let v = self.tree.get(&p).map(|n| n.encode());
             self.persist.nodes.push((p, v));

@@ -139,7 +139,47 @@ pub struct DataTree {
     pub(crate) quotas: BTreeSet<String>,
     acl_cache: HashMap<Vec<Acl>, Arc<Vec<Acl>>>,
     data_bytes: u64,
+    /// Sum of `node_hash` over every node, kept up to date at `commit`, so
+    /// replicas at the same zxid can compare trees in O(1).
+    digest: u64,
     journal: Journal,
+}
+
+/// FNV-1a over a node's path, data, stat and ACL: stable across builds and
+/// platforms, so replicas running different builds agree.
+fn node_hash(path: &str, data: &[u8], acl: &[Acl], s: &NodeStat) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: &[u8]| {
+        for x in b {
+            h ^= *x as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(path.as_bytes());
+    eat(&[0]);
+    eat(&(data.len() as u64).to_be_bytes());
+    eat(data);
+    for v in [
+        s.czxid,
+        s.mzxid,
+        s.ctime,
+        s.mtime,
+        s.ephemeral_owner,
+        s.pzxid,
+    ] {
+        eat(&v.to_be_bytes());
+    }
+    for v in [s.version, s.cversion, s.aversion] {
+        eat(&v.to_be_bytes());
+    }
+    for a in acl {
+        eat(&a.perms.to_be_bytes());
+        eat(a.id.scheme.as_bytes());
+        eat(&[0]);
+        eat(a.id.id.as_bytes());
+        eat(&[0]);
+    }
+    h
 }
 
 /// Reserved nodes that can never be deleted (`DataTree.isSpecialPath`).
@@ -190,6 +230,7 @@ impl DataTree {
             quotas: BTreeSet::new(),
             acl_cache: HashMap::new(),
             data_bytes: 0,
+            digest: 0,
             journal: Journal::default(),
         }
     }
@@ -198,6 +239,9 @@ impl DataTree {
     /// so children are linked by `link_children` once everything is loaded.
     pub fn insert_loaded(&mut self, path: String, node: Node) {
         self.data_bytes += node.data.len() as u64 + path.len() as u64;
+        self.digest = self
+            .digest
+            .wrapping_add(node_hash(&path, &node.data, &node.acl, &node.stat));
         self.index_owner(&path, node.stat.ephemeral_owner);
         if let Some((parent, name)) = path::split(&path) {
             if let Some(p) = self.nodes.get_mut(parent) {
@@ -483,9 +527,31 @@ impl DataTree {
         self.journal = Journal::default();
     }
 
+    /// The tree's digest: equal trees have equal digests.
+    pub fn digest(&self) -> u64 {
+        self.digest
+    }
+
+    /// The digest computed from scratch (what `digest` must always equal).
+    pub fn digest_recomputed(&self) -> u64 {
+        self.nodes.iter().fold(0u64, |d, (p, n)| {
+            d.wrapping_add(node_hash(p, &n.data, &n.acl, &n.stat))
+        })
+    }
+
     /// Ends the transaction, keeping its changes.
     pub fn commit(&mut self) -> Changes {
         let j = std::mem::take(&mut self.journal);
+        for (path, saved) in &j.saved {
+            if let Some((data, acl, stat)) = saved {
+                self.digest = self.digest.wrapping_sub(node_hash(path, data, acl, stat));
+            }
+            if let Some(n) = self.nodes.get(path) {
+                self.digest = self
+                    .digest
+                    .wrapping_add(node_hash(path, &n.data, &n.acl, &n.stat));
+            }
+        }
         Changes {
             paths: j.saved.into_iter().map(|(p, _)| p).collect(),
             events: j.events,

@@ -173,12 +173,6 @@ fn serve(cfg_path: PathBuf) -> i32 {
             cfg_path.display()
         );
     }
-    if !cfg.servers.is_empty() {
-        log::warn!(
-            "{} server.N lines found: ensemble mode is not implemented yet, serving standalone",
-            cfg.servers.len()
-        );
-    }
     if cfg.data_log_dir != cfg.data_dir {
         log::info!("dataLogDir is set: zkd keeps tree and log together in dataDir/zkd.db");
     }
@@ -335,6 +329,10 @@ fn status(addr: &str) -> i32 {
         format!("{addr}:2181")
     };
     match four_letter(&addr, "srvr") {
+        Ok(text) if text.contains("not currently serving") => {
+            println!("Mode: looking (not serving: electing or syncing with a leader)");
+            0
+        }
         Ok(text) if text.contains("Mode:") => {
             for key in ["Mode", "Zxid", "Connections", "Node count"] {
                 if let Some(line) = text.lines().find(|l| l.starts_with(&format!("{key}:"))) {

@@ -33,8 +33,67 @@ fn fmt_avg(v: f64) -> String {
     }
 }
 
-fn mode(_core: &Core) -> &'static str {
-    "standalone"
+fn mode(core: &Core) -> &'static str {
+    use zkd_zab::types::PeerState;
+    let Some(z) = core.zab.as_ref() else {
+        return "standalone";
+    };
+    if !z.serving {
+        return "looking";
+    }
+    match z.peer.state() {
+        PeerState::Leading => "leader",
+        PeerState::Following => "follower",
+        PeerState::Observing => "observer",
+        PeerState::Looking => "looking",
+    }
+}
+
+/// What ZooKeeper answers `srvr` and `stat` with between leaders.
+const NOT_SERVING: &str = "This ZooKeeper instance is not currently serving requests\n";
+
+fn serving(core: &Core) -> bool {
+    core.zab.as_ref().is_none_or(|z| z.serving)
+}
+
+/// `mntr` rows for an ensemble member: ZooKeeper's leader counts, and the
+/// tree digest replicas compare.
+fn ensemble_rows(core: &Core) -> Vec<(&'static str, String)> {
+    use zkd_zab::types::PeerState;
+    let Some(z) = core.zab.as_ref() else {
+        return Vec::new();
+    };
+    let state = z.peer.state();
+    let mut rows = vec![(
+        "zk_peer_state",
+        match (state, z.serving) {
+            (PeerState::Leading, true) => "leading - broadcast",
+            (PeerState::Following, true) => "following - broadcast",
+            (PeerState::Observing, true) => "observing - broadcast",
+            (PeerState::Looking, _) => "looking - election",
+            (PeerState::Leading, false) => "leading - synchronization",
+            (_, false) => "following - synchronization",
+        }
+        .to_owned(),
+    )];
+    if state == PeerState::Leading {
+        let l = z.peer.learners();
+        let followers = l.iter().filter(|(_, obs, _)| !obs).count();
+        let synced_f = l.iter().filter(|(_, obs, s)| !obs && *s).count();
+        let synced_o = l.iter().filter(|(_, obs, s)| *obs && *s).count();
+        rows.push(("zk_learners", l.len().to_string()));
+        rows.push(("zk_followers", followers.to_string()));
+        rows.push(("zk_synced_followers", synced_f.to_string()));
+        rows.push(("zk_synced_non_voting_followers", "0".to_owned()));
+        rows.push(("zk_synced_observers", synced_o.to_string()));
+        rows.push(("zk_pending_syncs", "0".to_owned()));
+    }
+    rows.push(("zk_zab_epoch", z.peer.current_epoch().to_string()));
+    rows.push(("zk_zab_log_txns", z.peer.log_len().to_string()));
+    let (zxid, digest) = core.server.digest();
+    rows.push(("zk_tree_digest_zxid", format!("0x{zxid:x}")));
+    rows.push(("zk_tree_digest", format!("{digest:016x}")));
+    rows
 }
 
 fn srvr_body(core: &Core, out: &mut String) {
@@ -83,6 +142,7 @@ pub fn answer(core: &mut Core, word: &str) -> String {
         } else {
             "rw"
         }),
+        "srvr" | "stat" if !serving(core) => out.push_str(NOT_SERVING),
         "srvr" => {
             let _ = writeln!(out, "Zookeeper version: {VERSION}");
             srvr_body(core, &mut out);
@@ -208,7 +268,7 @@ pub fn answer(core: &mut Core, word: &str) -> String {
             let (min, avg, max) = latency_ms(core);
             let s = &core.server;
             let (fds, fd_max) = fd_counts();
-            let rows: Vec<(&str, String)> = vec![
+            let mut rows: Vec<(&str, String)> = vec![
                 ("zk_version", VERSION.to_owned()),
                 ("zk_server_state", mode(core).to_owned()),
                 ("zk_avg_latency", fmt_avg(avg)),
@@ -236,6 +296,7 @@ pub fn answer(core: &mut Core, word: &str) -> String {
                 ("zk_global_sessions", s.session_count().to_string()),
                 ("zk_uptime", core.started.elapsed().as_millis().to_string()),
             ];
+            rows.extend(ensemble_rows(core));
             for (k, v) in rows {
                 let _ = writeln!(out, "{k}\t{v}");
             }

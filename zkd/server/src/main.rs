@@ -6,6 +6,8 @@
 //! - `disk`    — free space checks and the fail-stop exit.
 //! - `runtime` — the task that owns the pure core (`zkd_core`), the storage
 //!   thread, and the durability gate between them and clients.
+//! - `ensemble` — ensemble mode: ZAB's runtime side (peer transport, the
+//!   driver that carries out the pure peer's outputs).
 //! - `net`     — the client port: frames in, frames out, four-letter words.
 //! - `outbox`  — a connection's outgoing queue and its byte limit.
 //! - `fourlw`  — the four-letter-word answers.
@@ -14,6 +16,7 @@
 mod cli;
 mod config;
 mod disk;
+mod ensemble;
 mod fourlw;
 mod metrics;
 mod migrate;

@@ -101,7 +101,7 @@ impl Latency {
     }
 }
 
-struct Held {
+pub(crate) struct Held {
     need_zxid: i64,
     started: Instant,
     effects: Vec<Effect>,
@@ -124,18 +124,33 @@ impl Clock {
     }
 }
 
-/// Starts the storage thread; it answers each group it syncs with the zxid
-/// now durable. A storage error is fatal: the process exits without
-/// acknowledging anything it could not make durable.
+/// Work for the storage thread, done in the order sent.
+pub enum Job {
+    /// Standalone: a step's changes; answered with the zxid now durable.
+    Standalone(Persist),
+    /// Ensemble: tree changes and ZAB persists, answered with `ticket`
+    /// once written (and synced, with `sync`).
+    Ensemble {
+        tree: Vec<Persist>,
+        zab: Vec<zkd_zab::peer::Persist>,
+        sync: bool,
+        ticket: i64,
+    },
+    /// Everything before it written, read the tree back (a leader that
+    /// stepped down with undelivered txns in its tree).
+    Load(std::sync::mpsc::Sender<Result<crate::storage::Loaded, crate::storage::StoreError>>),
+}
+
+/// Starts the storage thread; it answers each group it writes with the
+/// zxid now durable (standalone) or the highest ticket (ensemble). A storage
+/// error is fatal: the process exits without acknowledging anything it
+/// could not make durable.
 fn spawn_storage(
     mut store: Store,
     durable_tx: mpsc::UnboundedSender<i64>,
     fsync_warning_ms: u64,
-) -> (
-    std::sync::mpsc::Sender<Persist>,
-    std::thread::JoinHandle<()>,
-) {
-    let (tx, rx) = std::sync::mpsc::channel::<Persist>();
+) -> (std::sync::mpsc::Sender<Job>, std::thread::JoinHandle<()>) {
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
     let handle = std::thread::Builder::new()
         .name("zkd-storage".into())
         .spawn(move || {
@@ -144,28 +159,81 @@ fn spawn_storage(
                 while let Ok(more) = rx.try_recv() {
                     group.push(more);
                 }
-                let t = Instant::now();
-                let result = store.commit(&group);
-                let ms = t.elapsed().as_millis() as u64;
-                if ms >= fsync_warning_ms {
-                    let txns: usize = group.iter().map(|p| p.log.len()).sum();
-                    log::warn!(
-                        "event=slow_fsync duration_ms={ms} txns={txns} threshold_ms={fsync_warning_ms}"
-                    );
-                }
-                match result {
-                    Ok(z) => {
-                        if durable_tx.send(z).is_err() {
-                            return;
+                let mut standalone = Vec::new();
+                let mut tree = Vec::new();
+                let mut zab = Vec::new();
+                let mut sync = false;
+                let mut ticket = None;
+                let flush = |standalone: &mut Vec<Persist>,
+                                 tree: &mut Vec<Persist>,
+                                 zab: &mut Vec<zkd_zab::peer::Persist>,
+                                 sync: &mut bool,
+                                 ticket: &mut Option<i64>,
+                                 store: &mut Store| {
+                    let t = Instant::now();
+                    let txns: usize = standalone.iter().map(|p: &Persist| p.log.len()).sum::<usize>()
+                        + zab
+                            .iter()
+                            .map(|p| match p {
+                                zkd_zab::peer::Persist::Append(v) => v.len(),
+                                _ => 0,
+                            })
+                            .sum::<usize>();
+                    let result = if !standalone.is_empty() {
+                        store.commit(standalone).map(Some)
+                    } else if let Some(tk) = *ticket {
+                        store.commit_ensemble(tree, zab, *sync).map(|_| Some(tk))
+                    } else {
+                        Ok(None)
+                    };
+                    let ms = t.elapsed().as_millis() as u64;
+                    if ms >= fsync_warning_ms {
+                        log::warn!(
+                            "event=slow_fsync duration_ms={ms} txns={txns} threshold_ms={fsync_warning_ms}"
+                        );
+                    }
+                    standalone.clear();
+                    tree.clear();
+                    zab.clear();
+                    *sync = false;
+                    *ticket = None;
+                    match result {
+                        Ok(Some(z)) => durable_tx.send(z).is_ok(),
+                        Ok(None) => true,
+                        Err(e) => {
+                            // Fail-stop: the tree in memory is ahead of the
+                            // disk, and nothing from this group was
+                            // acknowledged. A restart recovers from what is
+                            // durable.
+                            log::error!("cannot make transactions durable, stopping: {e}");
+                            crate::disk::exit_now(70);
                         }
                     }
-                    Err(e) => {
-                        // Fail-stop: the tree in memory is ahead of the disk,
-                        // and nothing from this group was acknowledged. A
-                        // restart recovers from what is durable.
-                        log::error!("cannot make transactions durable, stopping: {e}");
-                        crate::disk::exit_now(70);
+                };
+                for job in group {
+                    match job {
+                        Job::Standalone(p) => standalone.push(p),
+                        Job::Ensemble {
+                            tree: t,
+                            zab: z,
+                            sync: s,
+                            ticket: k,
+                        } => {
+                            tree.extend(t);
+                            zab.extend(z);
+                            sync |= s;
+                            ticket = Some(k);
+                        }
+                        Job::Load(reply) => {
+                            if !flush(&mut standalone, &mut tree, &mut zab, &mut sync, &mut ticket, &mut store) {
+                                return;
+                            }
+                            let _ = reply.send(store.load());
+                        }
                     }
+                }
+                if !flush(&mut standalone, &mut tree, &mut zab, &mut sync, &mut ticket, &mut store) {
+                    return;
                 }
             }
             drop(store);
@@ -179,15 +247,21 @@ pub struct Core {
     pub server: Server,
     pub cfg: Arc<Config>,
     pub metrics: Arc<Metrics>,
-    clock: Clock,
-    conns: HashMap<ConnId, Outbox>,
+    pub(crate) clock: Clock,
+    pub(crate) conns: HashMap<ConnId, Outbox>,
     /// Reply latency per connection, for `cons`.
     pub latency: HashMap<ConnId, Latency>,
-    held: VecDeque<Held>,
-    durable: i64,
-    storage: std::sync::mpsc::Sender<Persist>,
+    pub(crate) held: VecDeque<Held>,
+    /// Standalone: the last durable zxid. Ensemble: the last delivered one.
+    pub(crate) durable: i64,
+    pub(crate) storage: std::sync::mpsc::Sender<Job>,
     storage_thread: std::thread::JoinHandle<()>,
     pub started: Instant,
+    /// The core's configuration, to rebuild the server from disk.
+    pub(crate) core_cfg: zkd_core::server::Config,
+    pub(crate) seed: u64,
+    /// Ensemble mode: ZAB, the peers and what is in flight between them.
+    pub zab: Option<crate::ensemble::Zab>,
 }
 
 impl Core {
@@ -195,8 +269,10 @@ impl Core {
         cfg: Arc<Config>,
         mut store: Store,
         durable_tx: mpsc::UnboundedSender<i64>,
-    ) -> Result<Core, crate::storage::StoreError> {
-        let loaded = store.load()?;
+    ) -> Result<Core, String> {
+        let loaded = store.load().map_err(|e| e.to_string())?;
+        let ensemble = !cfg.servers.is_empty();
+        let zab_state = crate::ensemble::check_store(&store, ensemble, &loaded)?;
         let clock = Clock {
             start: Instant::now(),
         };
@@ -227,7 +303,7 @@ impl Core {
         let durable = loaded.last_zxid;
         let (storage, storage_thread) = spawn_storage(store, durable_tx, cfg.fsync_warning_ms);
         let server = Server::new(
-            core_cfg,
+            core_cfg.clone(),
             loaded.tree,
             loaded.last_zxid,
             loaded.sessions,
@@ -246,6 +322,15 @@ impl Core {
             storage,
             storage_thread,
             started: Instant::now(),
+            core_cfg,
+            seed,
+            zab: None,
+        })
+        .and_then(|mut core| {
+            if let Some(d) = zab_state {
+                crate::ensemble::start(&mut core, d)?;
+            }
+            Ok(core)
         })
     }
 
@@ -255,12 +340,21 @@ impl Core {
 
     /// Collects what the last step produced and either releases it or holds
     /// it until its state is durable.
-    fn after_step(&mut self, started: Instant) {
+    pub(crate) fn after_step(&mut self, started: Instant) {
+        if self.zab.is_some() {
+            return self.after_step_ensemble(started);
+        }
         let persist = self.server.take_persist();
-        if !persist.is_empty() && self.storage.send(persist).is_err() {
+        if !persist.is_empty() && self.storage.send(Job::Standalone(persist)).is_err() {
             log::error!("storage thread is gone, stopping");
             std::process::exit(70);
         }
+        self.route_effects(started);
+    }
+
+    /// Releases the step's effects, or holds them until the state they
+    /// describe is durable (standalone) or delivered (ensemble).
+    pub(crate) fn route_effects(&mut self, started: Instant) {
         let effects = self.server.take_effects();
         if effects.is_empty() {
             return;
@@ -277,7 +371,7 @@ impl Core {
         }
     }
 
-    fn on_durable(&mut self, zxid: i64) {
+    pub(crate) fn on_durable(&mut self, zxid: i64) {
         self.durable = self.durable.max(zxid);
         while self
             .held
@@ -289,7 +383,7 @@ impl Core {
         }
     }
 
-    fn release(&mut self, effects: Vec<Effect>, started: Instant) {
+    pub(crate) fn release(&mut self, effects: Vec<Effect>, started: Instant) {
         let us = started.elapsed().as_micros() as u64;
         self.metrics.record(us, effects.len() as u64);
         for e in effects {
@@ -337,7 +431,7 @@ impl Core {
 
     /// Refuses client writes while the data directory's filesystem has less
     /// than `dataDirFreeBytesMin` free, and accepts them again once it has.
-    fn check_disk(&mut self) {
+    pub(crate) fn check_disk(&mut self) {
         let Some(free) = crate::disk::free_bytes(&self.cfg.data_dir) else {
             return;
         };
@@ -369,8 +463,14 @@ impl Core {
                 req,
                 out,
             } => {
-                self.conns.insert(conn, out);
-                self.server.connect(now, conn, &ip, port, &req);
+                if self.zab.as_ref().is_some_and(|z| !z.serving) {
+                    // Between leaders: ZooKeeper refuses clients too; they
+                    // try the next server in their list.
+                    out.close();
+                } else {
+                    self.conns.insert(conn, out);
+                    self.server.connect(now, conn, &ip, port, &req);
+                }
             }
             Msg::Packet { conn, body } => self.server.packet(now, conn, &body),
             Msg::Closed { conn } => {
@@ -396,14 +496,34 @@ impl Core {
         mut durable_rx: mpsc::UnboundedReceiver<i64>,
         mut stop: tokio::sync::oneshot::Receiver<()>,
     ) -> std::thread::JoinHandle<()> {
-        let tick = Duration::from_millis((self.cfg.tick_time_ms as u64 / 2).clamp(10, 1000));
+        let mut peer_rx = self.zab.as_mut().and_then(|z| z.events.take());
+        // ZAB's timers (election settle wait, heartbeats) need a finer clock
+        // than session expiry.
+        let tick_ms = if self.zab.is_some() {
+            (self.cfg.tick_time_ms as u64 / 2).clamp(10, 50)
+        } else {
+            (self.cfg.tick_time_ms as u64 / 2).clamp(10, 1000)
+        };
+        let tick = Duration::from_millis(tick_ms);
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
                 _ = &mut stop => break,
-                Some(z) = durable_rx.recv() => self.on_durable(z),
+                Some(z) = durable_rx.recv() => {
+                    if self.zab.is_some() {
+                        self.on_ticket(z);
+                    } else {
+                        self.on_durable(z);
+                    }
+                }
+                Some(ev) = async {
+                    match peer_rx.as_mut() {
+                        Some(r) => r.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => self.on_peer_event(ev),
                 msg = rx.recv() => match msg {
                     Some(m) => {
                         self.handle(m);
@@ -422,6 +542,9 @@ impl Core {
                     let started = Instant::now();
                     let now = self.clock.now();
                     self.check_disk();
+                    if self.zab.is_some() {
+                        self.ensemble_tick();
+                    }
                     self.server.tick(now);
                     self.after_step(started);
                 }

@@ -9,6 +9,11 @@
 //!   zxid, so it can be replayed from any point and truncated at
 //!   either end (ZAB's DIFF and TRUNC need exactly that).
 //! - `default`:  `last_zxid` -> the zxid of the last txn in the tree.
+//! - In an ensemble, `zab_log` holds ZAB's log (zxid -> proposal), which is
+//!   the source of truth for replication and is never trimmed below what a
+//!   peer may ask for, and `default` also holds `accepted_epoch` and
+//!   `current_epoch`. `last_zxid` is then the last *delivered* txn: the
+//!   tree never holds a txn a quorum had not logged.
 //!
 //! Every batch of txns is written as one RocksDB `WriteBatch` with `sync`: the
 //! log records, the nodes and sessions they changed and `last_zxid` land
@@ -25,7 +30,10 @@ use zkd_core::tree::{DataTree, Node};
 const CF_NODES: &str = "nodes";
 const CF_SESSIONS: &str = "sessions";
 const CF_LOG: &str = "log";
+const CF_ZAB_LOG: &str = "zab_log";
 const KEY_LAST_ZXID: &[u8] = b"last_zxid";
+const KEY_ACCEPTED_EPOCH: &[u8] = b"accepted_epoch";
+const KEY_CURRENT_EPOCH: &[u8] = b"current_epoch";
 
 /// How many txns of log to keep behind the tree.
 pub const LOG_RETAIN_TXNS: i64 = 100_000;
@@ -95,7 +103,7 @@ impl Store {
         // open rather than serve what is left (RocksDB's default would
         // silently stop at the damage).
         opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
-        let cfs = [CF_NODES, CF_SESSIONS, CF_LOG]
+        let cfs = [CF_NODES, CF_SESSIONS, CF_LOG, CF_ZAB_LOG]
             .into_iter()
             .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
@@ -246,6 +254,110 @@ impl Store {
         }
         self.write(batch)?;
         Ok(last)
+    }
+
+    fn get_u64(&self, key: &[u8]) -> Result<u64, StoreError> {
+        match self.db.get(key)? {
+            None => Ok(0),
+            Some(v) => Ok(u64::from_be_bytes(v.as_slice().try_into().map_err(
+                |_| {
+                    StoreError(format!(
+                        "{} record is damaged",
+                        String::from_utf8_lossy(key)
+                    ))
+                },
+            )?)),
+        }
+    }
+
+    /// Has this store ever been part of an ensemble?
+    pub fn is_ensemble(&self) -> Result<bool, StoreError> {
+        Ok(self.get_u64(KEY_ACCEPTED_EPOCH)? > 0
+            || self
+                .db
+                .iterator_cf(self.cf(CF_ZAB_LOG), rocksdb::IteratorMode::Start)
+                .next()
+                .is_some())
+    }
+
+    /// ZAB's durable state: epochs and the whole log; `applied` is the
+    /// tree's `last_zxid`.
+    pub fn load_zab(&self, applied: i64) -> Result<zkd_zab::peer::Durable, StoreError> {
+        let mut log = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_ZAB_LOG), rocksdb::IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            let zxid = u64::from_be_bytes(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError("damaged zab log key".into()))?,
+            );
+            log.push(zkd_zab::types::Txn {
+                zxid,
+                data: v.to_vec(),
+            });
+        }
+        Ok(zkd_zab::peer::Durable {
+            accepted_epoch: self.get_u64(KEY_ACCEPTED_EPOCH)?,
+            current_epoch: self.get_u64(KEY_CURRENT_EPOCH)?,
+            log,
+            applied: applied as u64,
+        })
+    }
+
+    /// Writes tree changes and ZAB's persists, in order, as one batch;
+    /// `sync` makes it durable before returning.
+    pub fn commit_ensemble(
+        &mut self,
+        tree: &[Persist],
+        zab: &[zkd_zab::peer::Persist],
+        sync: bool,
+    ) -> Result<(), StoreError> {
+        use zkd_zab::peer::Persist as Z;
+        let mut batch = WriteBatch::default();
+        for p in tree {
+            for (path, v) in &p.nodes {
+                match v {
+                    Some(v) => batch.put_cf(self.cf(CF_NODES), node_key(path), v),
+                    None => batch.delete_cf(self.cf(CF_NODES), node_key(path)),
+                }
+            }
+            for (id, v) in &p.sessions {
+                match v {
+                    Some(v) => batch.put_cf(self.cf(CF_SESSIONS), id.to_be_bytes(), v),
+                    None => batch.delete_cf(self.cf(CF_SESSIONS), id.to_be_bytes()),
+                }
+            }
+        }
+        for p in zab {
+            match p {
+                Z::AcceptedEpoch(e) => batch.put(KEY_ACCEPTED_EPOCH, e.to_be_bytes()),
+                Z::CurrentEpoch(e) => batch.put(KEY_CURRENT_EPOCH, e.to_be_bytes()),
+                Z::Append(txns) => {
+                    for t in txns {
+                        batch.put_cf(self.cf(CF_ZAB_LOG), t.zxid.to_be_bytes(), &t.data);
+                    }
+                }
+                Z::ReplaceLog(txns) => {
+                    batch.delete_range_cf(
+                        self.cf(CF_ZAB_LOG),
+                        0u64.to_be_bytes(),
+                        u64::MAX.to_be_bytes(),
+                    );
+                    batch.delete_cf(self.cf(CF_ZAB_LOG), u64::MAX.to_be_bytes());
+                    for t in txns {
+                        batch.put_cf(self.cf(CF_ZAB_LOG), t.zxid.to_be_bytes(), &t.data);
+                    }
+                }
+                Z::Applied(z) => batch.put(KEY_LAST_ZXID, (*z as i64).to_be_bytes()),
+            }
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(sync);
+        self.db.write_opt(batch, &wo)?;
+        Ok(())
     }
 
     /// Log records from `from` (inclusive), for replay and inspection.

@@ -124,6 +124,8 @@ struct Election {
     votes: BTreeMap<Id, Vote>,
     outside: BTreeMap<Id, Vote>,
     decide_at: Option<u64>,
+    /// When our vote last went to every peer.
+    broadcast_at: u64,
 }
 
 #[derive(Debug, Default)]
@@ -175,6 +177,8 @@ struct Leading {
     acks: BTreeMap<Zxid, BTreeSet<Id>>,
     counter: u64,
     started: u64,
+    /// When learners were last pinged (every half tick, as ZooKeeper does).
+    pinged_at: u64,
 }
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -192,6 +196,8 @@ struct Learning {
     stream: Stream,
     last_heard: u64,
     commit_target: Zxid,
+    /// When FOLLOWERINFO was last sent (it is repeated until answered).
+    info_sent_at: u64,
 }
 
 #[derive(Debug)]
@@ -214,6 +220,9 @@ pub struct Peer {
     role: Role,
     out: Vec<Output>,
     diverged: bool,
+    /// FOLLOWERINFOs that arrived while still looking: a learner may decide
+    /// before its leader does. Taken up if this peer then leads.
+    early_infos: BTreeMap<Id, Envelope>,
 }
 
 impl Peer {
@@ -241,9 +250,11 @@ impl Peer {
                 votes: BTreeMap::new(),
                 outside: BTreeMap::new(),
                 decide_at: None,
+                broadcast_at: now,
             }),
             out: Vec::new(),
             diverged: false,
+            early_infos: BTreeMap::new(),
         };
         p.look();
         p
@@ -292,6 +303,48 @@ impl Peer {
         self.current_epoch
     }
 
+    pub fn accepted_epoch(&self) -> u64 {
+        self.accepted_epoch
+    }
+
+    /// The zxid the next `Input::Write` will get, while leading an
+    /// established epoch (the application prepares the txn with it).
+    pub fn next_zxid(&self) -> Option<Zxid> {
+        match &self.role {
+            Role::Leading(l) if l.phase == LeaderPhase::Active && l.counter < 0xffff_fffe => {
+                Some(zxid(l.epoch, l.counter + 1))
+            }
+            _ => None,
+        }
+    }
+
+    /// May clients be served: leading an established epoch, or synced with
+    /// the leader.
+    pub fn serving(&self) -> bool {
+        match &self.role {
+            Role::Looking(_) => false,
+            Role::Leading(l) => l.phase == LeaderPhase::Active,
+            Role::Learning(f) => f.phase == LearnerPhase::Synced,
+        }
+    }
+
+    /// The leader's learners as (id, observer, synced), for status reports.
+    pub fn learners(&self) -> Vec<(Id, bool, bool)> {
+        match &self.role {
+            Role::Leading(l) => l
+                .links
+                .iter()
+                .map(|(p, k)| (*p, k.observer, k.acked_newleader))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The whole log, for the runtime's log-size reports.
+    pub fn log_len(&self) -> usize {
+        self.log.len()
+    }
+
     pub fn step(&mut self, input: Input) -> Vec<Output> {
         if self.diverged {
             return Vec::new();
@@ -332,6 +385,7 @@ impl Peer {
     }
 
     fn look(&mut self) {
+        self.early_infos.clear();
         self.round += 1;
         let vote = self.my_vote();
         self.role = Role::Looking(Election {
@@ -340,6 +394,7 @@ impl Peer {
             votes: BTreeMap::new(),
             outside: BTreeMap::new(),
             decide_at: None,
+            broadcast_at: self.now,
         });
         self.out.push(Output::Looking);
         self.broadcast_vote();
@@ -347,7 +402,11 @@ impl Peer {
     }
 
     fn broadcast_vote(&mut self) {
-        let Role::Looking(e) = &self.role else { return };
+        let now = self.now;
+        let Role::Looking(e) = &mut self.role else {
+            return;
+        };
+        e.broadcast_at = now;
         let v = Vote {
             round: e.round,
             state: PeerState::Looking,
@@ -470,6 +529,15 @@ impl Peer {
             };
             e.decide_at = None;
             self.broadcast_vote();
+        } else if better(&e.vote, &v) {
+            // The sender backs a worse candidate, perhaps because our vote
+            // reached it before it was looking: tell it ours again.
+            let mine = Vote {
+                round: e.round,
+                state: PeerState::Looking,
+                ..e.vote
+            };
+            self.send_vote(from, mine);
         }
         if let Role::Looking(e) = &mut self.role {
             e.votes.insert(from, v);
@@ -520,6 +588,14 @@ impl Peer {
     // ---------------------------------------------------------------- leader
 
     fn lead(&mut self) {
+        let early = std::mem::take(&mut self.early_infos);
+        self.lead_fresh();
+        for (from, env) in early {
+            self.on_learner_msg(from, env);
+        }
+    }
+
+    fn lead_fresh(&mut self) {
         let mut infos = BTreeMap::new();
         infos.insert(self.cfg.id, (self.accepted_epoch, self.last_zxid()));
         self.role = Role::Leading(Leading {
@@ -532,6 +608,7 @@ impl Peer {
             acks: BTreeMap::new(),
             counter: 0,
             started: self.now,
+            pinged_at: self.now,
         });
         self.maybe_choose_epoch();
     }
@@ -832,6 +909,7 @@ impl Peer {
     // ---------------------------------------------------------------- learner
 
     fn follow(&mut self, leader: Id) {
+        self.early_infos.clear();
         let observer = !self.cfg.is_voter(self.cfg.id);
         self.next_conn += 1;
         let conn = self.next_conn;
@@ -846,6 +924,7 @@ impl Peer {
             },
             last_heard: self.now,
             commit_target: 0,
+            info_sent_at: self.now,
         });
         let (accepted_epoch, last_zxid) = (self.accepted_epoch, self.last_zxid());
         self.fsend(Msg::FollowerInfo {
@@ -1003,7 +1082,11 @@ impl Peer {
         match &self.role {
             Role::Leading(_) => self.on_learner_msg(from, env),
             Role::Learning(_) => self.on_leader_msg(from, env),
-            Role::Looking(_) => {}
+            Role::Looking(_) => {
+                if matches!(env.msg, Msg::FollowerInfo { .. }) {
+                    self.early_infos.insert(from, env);
+                }
+            }
         }
     }
 
@@ -1026,7 +1109,7 @@ impl Peer {
             Role::Looking(e) => {
                 if e.decide_at.is_some_and(|t| now >= t) {
                     self.decide();
-                } else if e.votes.is_empty() || now % (tick * 4) < tick {
+                } else if now.saturating_sub(e.broadcast_at) >= 2 * self.cfg.finalize_wait_ms {
                     // Keep telling peers our vote: votes may be lost.
                     self.broadcast_vote();
                 }
@@ -1053,6 +1136,10 @@ impl Peer {
                     self.look();
                     return;
                 }
+                if now.saturating_sub(l.pinged_at) < tick / 2 {
+                    return;
+                }
+                l.pinged_at = now;
                 let to: Vec<Id> = l
                     .links
                     .iter()
@@ -1071,6 +1158,28 @@ impl Peer {
                 };
                 if now.saturating_sub(f.last_heard) > limit * tick {
                     self.look();
+                    return;
+                }
+                if f.phase == LearnerPhase::Connecting
+                    && now.saturating_sub(f.info_sent_at) >= 2 * self.cfg.finalize_wait_ms
+                {
+                    // The leader may not have been leading yet when our
+                    // FOLLOWERINFO came (it drops learner messages while it
+                    // looks): ask again, on a fresh stream.
+                    self.next_conn += 1;
+                    f.info_sent_at = now;
+                    f.stream = Stream {
+                        conn: self.next_conn,
+                        send_seq: 0,
+                        recv_seq: 0,
+                    };
+                    let observer = f.observer;
+                    let (accepted_epoch, last_zxid) = (self.accepted_epoch, self.last_zxid());
+                    self.fsend(Msg::FollowerInfo {
+                        accepted_epoch,
+                        last_zxid,
+                        observer,
+                    });
                 }
             }
         }

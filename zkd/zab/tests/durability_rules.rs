@@ -70,7 +70,7 @@ fn pos(outs: &[Output], f: impl Fn(&Output) -> bool) -> usize {
 }
 
 fn last_sync_before(outs: &[Output], i: usize) -> bool {
-    outs[..i].iter().any(|o| *o == Output::Sync)
+    outs[..i].contains(&Output::Sync)
 }
 
 #[test]

@@ -110,74 +110,17 @@ fn apply(
             sessions.insert(e.session, *timeout_ms);
         }
         Txn::CloseSession => {
-            for p in tree.ephemerals_of(e.session) {
-                if tree.get(&p).is_some_and(|n| n.children.is_empty()) {
-                    tree.delete(&p, e.zxid);
-                }
-            }
             sessions.remove(&e.session);
         }
-        Txn::Create {
-            path,
-            data,
-            acl,
-            ephemeral_owner,
-            parent_cversion,
-        } => {
-            let Some((parent, _)) = zkd_core::path::split(path) else {
-                return false;
-            };
-            if tree.get(path).is_some() {
-                return false;
-            }
-            let Some(pc) = tree.get(parent).map(|p| p.stat.cversion) else {
-                return false;
-            };
-            let pc = if *parent_cversion == -1 {
-                pc + 1
-            } else {
-                *parent_cversion
-            };
-            tree.create(
-                path,
-                data.clone(),
-                acl.clone(),
-                *ephemeral_owner,
-                pc,
-                e.zxid,
-                e.time,
-            );
-        }
-        Txn::Delete { path } => {
-            if tree.get(path).is_none_or(|n| !n.children.is_empty()) || path == "/" {
-                return false;
-            }
-            tree.delete(path, e.zxid);
-        }
-        Txn::SetData {
-            path,
-            data,
-            version,
-        } => {
-            if tree.get(path).is_none() {
-                return false;
-            }
-            tree.set_data(path, data.clone(), *version, e.zxid, e.time);
-        }
-        Txn::SetAcl { path, acl, version } => {
-            if tree.get(path).is_none() {
-                return false;
-            }
-            tree.set_acl(path, acl.clone(), *version);
-        }
-        Txn::Check { .. } | Txn::Error(_) => {}
-        Txn::Multi(v) => {
-            for sub in v {
-                apply(tree, sessions, e, sub);
-            }
-        }
+        _ => {}
     }
-    true
+    let hdr = zkd_core::txn::TxnHeader {
+        session: e.session,
+        cxid: 0,
+        zxid: e.zxid,
+        time: e.time,
+    };
+    zkd_core::apply::apply_tree(tree, &hdr, t)
 }
 
 fn tree_from(snap: &Snapshot) -> DataTree {

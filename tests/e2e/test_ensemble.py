@@ -1,0 +1,407 @@
+"""zkd ensembles: real processes on loopback, real kazoo clients.
+
+Faults are real too: kill -9, SIGSTOP/SIGCONT, a packet filter isolating the
+leader, a full restart, a wiped member. Correctness is checked with a
+compare-and-set counter (every acknowledged increment is kept exactly once)
+and with the tree digest every member reports in `mntr`.
+"""
+import os
+import signal
+import threading
+import time
+
+import pytest
+from kazoo.client import KazooClient
+from kazoo.exceptions import (
+    BadVersionError,
+    ConnectionLoss,
+    KazooException,
+    NoNodeError,
+    NotEmptyError,
+    OperationTimeoutError,
+    SessionExpiredError,
+)
+from kazoo.handlers.threading import KazooTimeoutError
+
+from ensemble import Ensemble, wait_time
+from conftest import wait_until
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="partitions need iptables (root)")
+
+
+@pytest.fixture
+def ens3(tmp_path):
+    e = Ensemble(str(tmp_path), voters=3)
+    try:
+        e.start_all()
+        yield e
+    finally:
+        e.close()
+
+
+def client(hosts, timeout=10.0, randomize=True):
+    c = KazooClient(
+        hosts=hosts,
+        timeout=timeout,
+        randomize_hosts=randomize,
+        connection_retry=dict(max_tries=-1, delay=0.05, max_delay=0.5),
+    )
+    c.start(timeout=30)
+    return c
+
+
+def assert_same_digest(e, ids):
+    d = e.digests(ids)
+    assert len({v for v in d.values()}) == 1, d
+    return d
+
+
+class CasCounter:
+    """Clients on different members increment one znode by versioned
+    setData. Every acknowledged increment names the version it created;
+    two acknowledgements of the same version would mean a lost write."""
+
+    def __init__(self, e, path="/counter", workers=6):
+        self.e = e
+        self.path = path
+        self.stop = threading.Event()
+        self.acked = []
+        self.uncertain = 0
+        self.lock = threading.Lock()
+        self.errors = []
+        setup = client(e.hosts())
+        setup.create(path, b"0")
+        setup.stop()
+        setup.close()
+        ids = list(e.ids)
+        self.threads = [
+            threading.Thread(target=self.work, args=(ids[k % len(ids)],), daemon=True)
+            for k in range(workers)
+        ]
+
+    def work(self, home):
+        # The member listed first is where this client starts.
+        order = [home] + [i for i in self.e.ids if i != home]
+        try:
+            c = client(self.e.hosts(order), randomize=False)
+        except Exception as ex:
+            self.errors.append(repr(ex))
+            return
+        mine, unsure = [], 0
+        try:
+            while not self.stop.is_set():
+                try:
+                    data, st = c.get(self.path)
+                except (ConnectionLoss, SessionExpiredError, OperationTimeoutError, KazooTimeoutError):
+                    time.sleep(0.05)
+                    continue
+                try:
+                    c.set(self.path, str(int(data) + 1).encode(), version=st.version)
+                    mine.append(st.version + 1)
+                except BadVersionError:
+                    pass
+                except (ConnectionLoss, SessionExpiredError, OperationTimeoutError, KazooTimeoutError):
+                    unsure += 1
+                    time.sleep(0.05)
+        finally:
+            with self.lock:
+                self.acked.extend(mine)
+                self.uncertain += unsure
+            try:
+                c.stop()
+                c.close()
+            except Exception:
+                pass
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=60)
+        assert not self.errors, self.errors
+        c = client(self.e.hosts())
+        c.sync(self.path)
+        data, st = c.get(self.path)
+        c.stop()
+        c.close()
+        value = int(data)
+        assert value == st.version, (value, st.version)
+        assert len(self.acked) == len(set(self.acked)), "an acknowledged version was written twice"
+        assert len(self.acked) <= value <= len(self.acked) + self.uncertain, (
+            len(self.acked),
+            value,
+            self.uncertain,
+        )
+        if self.acked:
+            assert max(self.acked) <= value
+        return value
+
+
+def write_through(e, ids, path, timeout=30.0, since=None):
+    """Seconds from `since` (default: now) until a create through one of
+    `ids` succeeds."""
+    start = since if since is not None else time.monotonic()
+    c = KazooClient(hosts=e.hosts(ids), timeout=10.0, connection_retry=dict(max_tries=-1, delay=0.02, max_delay=0.2))
+    c.start(timeout=30)
+    try:
+        while True:
+            try:
+                c.create(path, b"")
+                return time.monotonic() - start
+            except (ConnectionLoss, SessionExpiredError, OperationTimeoutError, KazooTimeoutError):
+                if time.monotonic() - start > timeout:
+                    raise
+                time.sleep(0.01)
+    finally:
+        c.stop()
+        c.close()
+
+
+def test_every_member_serves_and_forwards(ens3):
+    e = ens3
+    leader = e.leader()
+    assert e.mntr(leader)["zk_synced_followers"] == "2"
+    cs = {i: client(e.hosts([i]), randomize=False) for i in e.ids}
+    try:
+        for i, c in cs.items():
+            c.create(f"/from{i}", f"{i}".encode())
+        for i, c in cs.items():
+            c.sync("/")
+            assert sorted(x for x in c.get_children("/") if x.startswith("from")) == ["from1", "from2", "from3"]
+        # Read-your-writes on a follower: the reply comes after the txn is
+        # applied there.
+        f = next(i for i in e.ids if i != leader)
+        for k in range(50):
+            cs[f].set(f"/from{f}", str(k).encode())
+            assert cs[f].get(f"/from{f}")[0] == str(k).encode()
+        # Pipelined writes through a follower keep their order.
+        rs = [cs[f].create_async("/seq-", b"", sequence=True) for _ in range(200)]
+        names = [r.get(timeout=30) for r in rs]
+        assert names == sorted(names)
+        # A watch set on one member fires for a write through another.
+        fired = threading.Event()
+        other = next(i for i in e.ids if i not in (leader, f))
+        cs[other].get(f"/from{leader}", watch=lambda ev: fired.set())
+        cs[leader].set(f"/from{leader}", b"changed")
+        assert fired.wait(10)
+        # An ephemeral goes everywhere when its session closes.
+        cs[f].create("/eph", b"", ephemeral=True)
+        for c in cs.values():
+            c.sync("/")
+            assert c.exists("/eph")
+        cs[f].stop()
+        cs[f].close()
+        for i in e.ids:
+            if i != f:
+                cs[i].sync("/")
+                assert cs[i].exists("/eph") is None
+        del cs[f]
+        # Errors come back through a follower like from the leader.
+        with pytest.raises(NoNodeError):
+            cs[other].set("/missing", b"")
+        cs[other].create("/p/c", b"", makepath=True)
+        with pytest.raises(NotEmptyError):
+            cs[other].delete("/p")
+    finally:
+        for c in cs.values():
+            c.stop()
+            c.close()
+    assert_same_digest(e, e.ids)
+
+
+def test_session_moves_to_another_member_with_its_watches(ens3):
+    e = ens3
+    leader = e.leader()
+    f = next(i for i in e.ids if i != leader)
+    order = [f] + [i for i in e.ids if i != f]
+    c = client(e.hosts(order), randomize=False)
+    w = client(e.hosts([leader]), randomize=False)
+    try:
+        sid = c.client_id[0]
+        c.create("/mine", b"", ephemeral=True)
+        w.create("/watched", b"0")
+        fired = threading.Event()
+        c.get("/watched", watch=lambda ev: fired.set())
+        e.kill(f)
+        wait_until(lambda: c.connected and c.client_id[0] == sid, timeout=20, what="reconnect elsewhere")
+        w.set("/watched", b"1")
+        assert fired.wait(10), "watch lost in failover"
+        w.sync("/")
+        assert w.exists("/mine") is not None, "ephemeral lost with a live session"
+    finally:
+        c.stop()
+        c.close()
+        w.stop()
+        w.close()
+
+
+def test_cas_counter_survives_leader_kill_and_restart(ens3):
+    e = ens3
+    cas = CasCounter(e)
+    cas.start()
+    time.sleep(1.0)
+    leader = e.leader()
+    killed_at = time.monotonic()
+    e.kill(leader)
+    others = [i for i in e.ids if i != leader]
+    took = write_through(e, others, "/after-kill", since=killed_at)
+    print(f"leader kill -9 to first write accepted: {took * 1000:.0f} ms")
+    new = e.leader(among=others)
+    assert new != leader
+    time.sleep(1.0)
+    e.start(leader)
+    e.wait_serving(e.ids)
+    assert e.mode(leader) == "follower"
+    time.sleep(1.0)
+    value = cas.finish()
+    assert value > 0
+    assert_same_digest(e, e.ids)
+    assert e.grep_log(new, "event=election role=leader")
+
+
+def test_sigstop_of_leader_and_follower(ens3):
+    e = ens3
+    cas = CasCounter(e)
+    cas.start()
+    time.sleep(0.5)
+    leader = e.leader()
+    e.signal(leader, signal.SIGSTOP)
+    others = [i for i in e.ids if i != leader]
+    write_through(e, others, "/during-stop")
+    new = e.leader(among=others)
+    e.signal(leader, signal.SIGCONT)
+    e.wait_serving(e.ids)
+    assert e.mode(leader) == "follower", "a stopped leader must come back as a follower"
+    # Now stop a follower: the ensemble keeps a quorum and goes on.
+    f = next(i for i in e.ids if i not in (new,))
+    e.signal(f, signal.SIGSTOP)
+    write_through(e, [new], "/during-follower-stop")
+    time.sleep(0.5)
+    e.signal(f, signal.SIGCONT)
+    e.wait_serving(e.ids)
+    cas.finish()
+    assert_same_digest(e, e.ids)
+
+
+def test_isolated_leader_stops_taking_writes(ens3):
+    e = ens3
+    leader = e.leader()
+    c = client(e.hosts([leader]), randomize=False)
+    try:
+        c.create("/before", b"")
+        e.isolate(leader)
+        # The majority elects a new leader and takes writes.
+        others = [i for i in e.ids if i != leader]
+        write_through(e, others, "/majority")
+        new = e.leader(among=others)
+        assert new != leader
+        # The old leader gives up within syncLimit and refuses writes.
+        wait_until(lambda: e.mode(leader) == "looking", timeout=20, what="isolated leader steps down")
+        with pytest.raises((KazooException, KazooTimeoutError)):
+            c.create_async("/minority", b"").get(timeout=5)
+        e.heal()
+        e.wait_serving(e.ids)
+        assert e.mode(leader) == "follower"
+        d = client(e.hosts())
+        d.sync("/")
+        assert d.exists("/majority") and d.exists("/before")
+        assert d.exists("/minority") is None
+        d.stop()
+        d.close()
+        assert_same_digest(e, e.ids)
+    finally:
+        c.stop()
+        c.close()
+
+
+def test_full_restart_and_wiped_member_catch_up(ens3):
+    e = ens3
+    c = client(e.hosts())
+    for k in range(300):
+        c.create(f"/n{k}", str(k).encode())
+    c.stop()
+    c.close()
+    before = assert_same_digest(e, e.ids)
+    for i in list(e.ids):
+        e.kill(i)
+    for i in e.ids:
+        e.start(i)
+    e.wait_serving(e.ids)
+    after = assert_same_digest(e, e.ids)
+    # The restart elects a new epoch; the tree is the same.
+    assert {v[1] for v in before.values()} == {v[1] for v in after.values()}
+    # A member down for a long time catches up (the leader sends a diff),
+    # and a member that lost its disk gets the whole history (a snapshot).
+    leader = e.leader()
+    down, wiped = [i for i in e.ids if i != leader]
+    e.kill(down)
+    e.kill(wiped)
+    e.wipe(wiped)
+    e.start(wiped)
+    e.wait_serving([leader, wiped])
+    c = client(e.hosts([leader, wiped]))
+    for k in range(2000):
+        c.create_async(f"/late{k}", b"x")
+    c.sync("/")
+    c.stop()
+    c.close()
+    e.start(down)
+    e.wait_serving(e.ids)
+    assert_same_digest(e, e.ids)
+    assert e.grep_log(wiped, "event=election role=follower")
+
+
+def test_observer_serves_and_does_not_vote(tmp_path):
+    e = Ensemble(str(tmp_path), voters=3, observers=1)
+    try:
+        e.start_all()
+        obs = 4
+        assert e.mode(obs) == "observer"
+        c = client(e.hosts([obs]), randomize=False)
+        c.create("/via-observer", b"o")
+        assert c.get("/via-observer")[0] == b"o"
+        leader = e.leader(among=[1, 2, 3])
+        assert e.mntr(leader)["zk_synced_observers"] == "1"
+        # Two voters down: no quorum, even with the observer up.
+        down = [i for i in (1, 2, 3) if i != leader]
+        for i in down:
+            e.kill(i)
+        wait_until(lambda: e.mode(leader) == "looking", timeout=20, what="leader without quorum steps down")
+        for i in down:
+            e.start(i)
+        e.wait_serving(e.ids)
+        # The observer may drop its clients once more while it finds the
+        # new leader: retry through that.
+        c.retry(c.sync, "/")
+        assert c.retry(c.exists, "/via-observer")
+        c.stop()
+        c.close()
+        assert_same_digest(e, e.ids)
+    finally:
+        e.close()
+
+
+def test_five_members_lose_two(tmp_path):
+    e = Ensemble(str(tmp_path), voters=5)
+    try:
+        e.start_all()
+        cas = CasCounter(e, workers=5)
+        cas.start()
+        time.sleep(0.5)
+        leader = e.leader()
+        victim = next(i for i in e.ids if i != leader)
+        e.kill(leader)
+        e.kill(victim)
+        rest = [i for i in e.ids if i not in (leader, victim)]
+        write_through(e, rest, "/three-of-five")
+        time.sleep(1.0)
+        e.start(leader)
+        e.start(victim)
+        e.wait_serving(e.ids)
+        cas.finish()
+        assert_same_digest(e, e.ids)
+    finally:
+        e.close()

@@ -1,0 +1,407 @@
+//! Carrying out ZAB's outputs, in order, for the core task.
+//!
+//! The one rule: an `Output::Sync` is a barrier. Everything persisted before
+//! it goes to the storage thread as one synced write, and nothing after it
+//! happens until the storage thread answers that write's ticket. While it
+//! waits, appends further down the queue join that write (moving a log
+//! append earlier never breaks an ordering rule; moving anything else
+//! could), so a burst of proposals costs one fsync.
+
+use std::time::Instant;
+
+use zkd_core::server::{Role, Server};
+use zkd_zab::peer::{Input, Output, Persist as ZPersist};
+use zkd_zab::types::PeerState;
+
+use super::transport::PeerEvent;
+use super::wire::Frame;
+use crate::runtime::{Core, Job};
+
+impl Core {
+    fn zab_now(&self) -> u64 {
+        let z = self.zab.as_ref().expect("ensemble mode");
+        z.clock_base + self.clock.now().mono_ms as u64
+    }
+
+    /// After a client step in ensemble mode: hand the leader's prepared
+    /// txns to ZAB and the learner's forwarded requests to the leader; hold
+    /// replies until what they describe is delivered.
+    pub(crate) fn after_step_ensemble(&mut self, started: Instant) {
+        let persist = self.server.take_persist();
+        let role = self.server.role();
+        let last = self.server.last_zxid();
+        let z = self.zab.as_mut().expect("ensemble mode");
+        if !persist.is_empty() {
+            match role {
+                Role::Leader => z.stash.push_back((last, persist)),
+                _ => z.job_tree.push(persist),
+            }
+        }
+        if role == Role::Leader {
+            for (zxid, data) in self.server.take_proposals() {
+                let Some(next) = z.peer.next_zxid() else {
+                    // ZAB already left the role and the step-down is queued
+                    // behind a sync: the txn is never proposed, its replies
+                    // are dropped and the tree is read back when it runs.
+                    log::debug!("not leading any more: 0x{zxid:x} is not proposed");
+                    continue;
+                };
+                if next != zxid as u64 {
+                    // The tree and ZAB disagree on the next zxid: serving on
+                    // would mislabel txns. Stop; a restart recovers.
+                    log::error!(
+                        "event=divergence reason=\"prepared 0x{zxid:x} but ZAB's next zxid is {:?}\"",
+                        z.peer.next_zxid()
+                    );
+                    crate::disk::exit_now(70);
+                }
+                let outs = z.peer.step(Input::Write(data));
+                z.queue.extend(outs);
+            }
+        } else {
+            self.send_forwards();
+        }
+        self.route_effects(started);
+        self.drain();
+    }
+
+    /// Learner: requests the server wants the leader to prepare.
+    fn send_forwards(&mut self) {
+        let z = self.zab.as_mut().expect("ensemble mode");
+        let leader = z.peer.leader().filter(|l| *l != z.peer.id());
+        for f in self.server.take_forwards() {
+            if let Some(l) = leader {
+                z.transport.send(l, &Frame::Forward(f));
+            }
+        }
+    }
+
+    /// The storage thread finished a write.
+    pub(crate) fn on_ticket(&mut self, ticket: i64) {
+        let z = self.zab.as_mut().expect("ensemble mode");
+        if z.waiting.is_some_and(|w| ticket >= w) {
+            z.waiting = None;
+            self.drain();
+        }
+    }
+
+    pub(crate) fn on_peer_event(&mut self, ev: PeerEvent) {
+        let started = Instant::now();
+        let now = self.clock.now();
+        let z = self.zab.as_mut().expect("ensemble mode");
+        match ev {
+            PeerEvent::Frame(from, Frame::Zab(env)) => {
+                if env.msg.is_election() {
+                    log::debug!("vote from server.{from}: {:?}", env.msg);
+                } else {
+                    log::trace!("from server.{from}: {env:?}");
+                }
+                // The peer's clock advances on ticks only: a tick here
+                // would also send pings, answered by more messages.
+                let outs = z.peer.step(Input::Msg(from, env));
+                z.queue.extend(outs);
+                self.drain();
+            }
+            PeerEvent::Disconnected(p) => {
+                let outs = z.peer.step(Input::Disconnected(p));
+                z.queue.extend(outs);
+                self.drain();
+            }
+            PeerEvent::Frame(_, Frame::Forward(f)) => {
+                if self.server.role() == Role::Leader && z.serving {
+                    self.forwarded(f, started);
+                } else if z.pending_epoch.is_some() {
+                    z.early.push(f);
+                }
+                // Otherwise we are not leading: the learner finds out and
+                // drops its clients, who retry elsewhere.
+            }
+            PeerEvent::Frame(_, Frame::Touch(ids)) => {
+                if self.server.role() == Role::Leader {
+                    self.server.touch_sessions(now, &ids);
+                }
+            }
+            PeerEvent::Frame(
+                from,
+                Frame::SyncDone {
+                    session,
+                    cxid,
+                    upto,
+                },
+            ) => {
+                if self.server.role() == Role::Learner && z.serving && z.peer.leader() == Some(from)
+                {
+                    self.server.sync_done(session, cxid, upto);
+                    self.after_step(started);
+                }
+            }
+        }
+    }
+
+    fn forwarded(&mut self, f: zkd_core::server::Forward, started: Instant) {
+        let now = self.clock.now();
+        let (origin, session, cxid) = (f.origin, f.session, f.cxid);
+        if let Some(upto) = self.server.forwarded(now, f) {
+            let z = self.zab.as_ref().expect("ensemble mode");
+            z.transport.send(
+                origin,
+                &Frame::SyncDone {
+                    session,
+                    cxid,
+                    upto,
+                },
+            );
+        }
+        self.after_step(started);
+    }
+
+    /// Every core tick: ZAB's timers, and a learner's session touches.
+    pub(crate) fn ensemble_tick(&mut self) {
+        let now_ms = self.zab_now();
+        let z = self.zab.as_mut().expect("ensemble mode");
+        let outs = z.peer.step(Input::Tick(now_ms));
+        z.queue.extend(outs);
+        let touch_every = (self.cfg.tick_time_ms as u64 / 2).max(10);
+        if z.serving
+            && self.server.role() == Role::Learner
+            && now_ms.saturating_sub(z.last_touch_ms) >= touch_every
+        {
+            z.last_touch_ms = now_ms;
+            let ids = self.server.local_sessions();
+            if let Some(l) = z.peer.leader() {
+                if !ids.is_empty() {
+                    z.transport.send(l, &Frame::Touch(ids));
+                }
+            }
+        }
+        self.drain();
+    }
+
+    fn send_job(&mut self, sync: bool) -> i64 {
+        let z = self.zab.as_mut().expect("ensemble mode");
+        let ticket = z.next_ticket;
+        z.next_ticket += 1;
+        let job = Job::Ensemble {
+            tree: std::mem::take(&mut z.job_tree),
+            zab: std::mem::take(&mut z.job_zab),
+            sync,
+            ticket,
+        };
+        if self.storage.send(job).is_err() {
+            log::error!("storage thread is gone, stopping");
+            crate::disk::exit_now(70);
+        }
+        ticket
+    }
+
+    /// Carries out queued outputs until a sync barrier must wait.
+    pub(crate) fn drain(&mut self) {
+        loop {
+            let z = self.zab.as_mut().expect("ensemble mode");
+            if z.waiting.is_some() {
+                return;
+            }
+            let Some(o) = z.queue.pop_front() else {
+                break;
+            };
+            match o {
+                Output::Send(to, env) => {
+                    if env.msg.is_election() {
+                        log::debug!("vote to server.{to}: {:?}", env.msg);
+                    } else {
+                        log::trace!("to server.{to}: {env:?}");
+                    }
+                    z.transport.send(to, &Frame::Zab(env))
+                }
+                Output::Persist(p) => z.job_zab.push(p),
+                Output::Sync => {
+                    if z.job_zab.is_empty() && z.job_tree.is_empty() && !z.unsynced {
+                        continue;
+                    }
+                    // Group commit: later appends join this write.
+                    let mut rest = std::collections::VecDeque::with_capacity(z.queue.len());
+                    let mut hoisting = true;
+                    for o in z.queue.drain(..) {
+                        match o {
+                            Output::Persist(ZPersist::Append(t)) if hoisting => {
+                                z.job_zab.push(ZPersist::Append(t))
+                            }
+                            Output::Persist(p) => {
+                                hoisting = false;
+                                rest.push_back(Output::Persist(p));
+                            }
+                            other => rest.push_back(other),
+                        }
+                    }
+                    z.queue = rest;
+                    z.unsynced = false;
+                    let t = self.send_job(true);
+                    self.zab.as_mut().expect("ensemble mode").waiting = Some(t);
+                }
+                Output::Deliver(txn) => self.deliver(txn),
+                Output::Established(epoch) => {
+                    z.pending_epoch = Some(epoch);
+                }
+                Output::Looking => self.step_down(),
+                Output::Diverged(why) => {
+                    log::error!("event=divergence reason=\"{why}\"");
+                    crate::disk::exit_now(70);
+                }
+            }
+        }
+        // The queue is empty: write what is left without waiting, then take
+        // up a role the peer reached.
+        let z = self.zab.as_mut().expect("ensemble mode");
+        if !z.job_zab.is_empty() || !z.job_tree.is_empty() {
+            z.unsynced = true;
+            self.send_job(false);
+        }
+        self.take_role();
+    }
+
+    fn deliver(&mut self, txn: zkd_zab::types::Txn) {
+        let started = Instant::now();
+        let now = self.clock.now();
+        if let Err(d) = self.server.apply_delivered(now, txn.zxid, &txn.data) {
+            log::error!("event=divergence zxid=0x{:x} reason=\"{d}\"", txn.zxid);
+            crate::disk::exit_now(70);
+        }
+        let persist = self.server.take_persist();
+        // Answering a client may have released its next queued write.
+        self.send_forwards();
+        let z = self.zab.as_mut().expect("ensemble mode");
+        if !persist.is_empty() {
+            z.job_tree.push(persist);
+        }
+        let delivered = txn.zxid as i64;
+        while z.stash.front().is_some_and(|(zx, _)| *zx <= delivered) {
+            let (_, p) = z.stash.pop_front().expect("checked");
+            z.job_tree.push(p);
+        }
+        self.route_effects(started);
+        self.on_durable(delivered);
+    }
+
+    fn take_role(&mut self) {
+        let now = self.clock.now();
+        let now_ms = self.zab_now();
+        let z = self.zab.as_mut().expect("ensemble mode");
+        if let Some(epoch) = z.pending_epoch.take() {
+            z.serving = true;
+            let since = z.looking_since.take().map(|t| now_ms.saturating_sub(t));
+            let learners = z.peer.learners();
+            log::info!(
+                "event=election role=leader id={} epoch={epoch} zxid=0x{:x} learners={} took_ms={}",
+                z.peer.id(),
+                z.peer.delivered_zxid(),
+                learners.len(),
+                since.map(|t| t.to_string()).unwrap_or_else(|| "-".into())
+            );
+            let early = std::mem::take(&mut z.early);
+            self.server.set_role(Role::Leader, epoch, now);
+            self.route_effects(Instant::now());
+            for f in early {
+                self.forwarded(f, Instant::now());
+            }
+            return;
+        }
+        if !z.serving && z.peer.serving() && z.peer.state() != PeerState::Leading {
+            z.serving = true;
+            let since = z.looking_since.take().map(|t| now_ms.saturating_sub(t));
+            log::info!(
+                "event=election role={} id={} leader={} epoch={} zxid=0x{:x} took_ms={}",
+                if z.peer.state() == PeerState::Observing {
+                    "observer"
+                } else {
+                    "follower"
+                },
+                z.peer.id(),
+                z.peer.leader().unwrap_or(0),
+                z.peer.current_epoch(),
+                z.peer.delivered_zxid(),
+                since.map(|t| t.to_string()).unwrap_or_else(|| "-".into())
+            );
+            self.server.set_role(Role::Learner, 0, now);
+            self.route_effects(Instant::now());
+        }
+    }
+
+    /// The peer left its role: stop serving, drop clients and anything
+    /// waiting for txns that may never be delivered, and if this was a
+    /// leader with undelivered txns in its tree, read the tree back from
+    /// disk (which holds delivered txns only).
+    fn step_down(&mut self) {
+        let now = self.clock.now();
+        let now_ms = self.zab_now();
+        let z = self.zab.as_mut().expect("ensemble mode");
+        let was_serving = z.serving;
+        z.serving = false;
+        z.pending_epoch = None;
+        z.early.clear();
+        z.stash.clear();
+        if z.looking_since.is_none() {
+            z.looking_since = Some(now_ms);
+        }
+        let delivered = z.peer.delivered_zxid() as i64;
+        if was_serving {
+            log::info!(
+                "event=election state=looking id={} was={:?} zxid=0x{:x}",
+                z.peer.id(),
+                self.server.role(),
+                delivered
+            );
+        }
+        self.held.clear();
+        for (_, out) in self.conns.drain() {
+            out.close();
+        }
+        if self.server.last_zxid() > delivered {
+            if !z.job_zab.is_empty() || !z.job_tree.is_empty() {
+                self.send_job(false);
+            }
+            self.reload(delivered);
+        }
+        self.server.set_role(Role::Learner, 0, now);
+        let _ = self.server.take_effects();
+        let _ = self.server.take_proposals();
+        let _ = self.server.take_forwards();
+        let _ = self.server.take_persist();
+    }
+
+    fn reload(&mut self, delivered: i64) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if self.storage.send(Job::Load(tx)).is_err() {
+            crate::disk::exit_now(70);
+        }
+        let loaded = match tokio::task::block_in_place(|| rx.recv()) {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => {
+                log::error!("cannot read the tree back after stepping down: {e}");
+                crate::disk::exit_now(70);
+            }
+            Err(_) => crate::disk::exit_now(70),
+        };
+        if loaded.last_zxid != delivered {
+            log::error!(
+                "event=divergence reason=\"stepped down at delivered 0x{delivered:x} but the store holds 0x{:x}\"",
+                loaded.last_zxid
+            );
+            crate::disk::exit_now(70);
+        }
+        log::info!(
+            "stepped down with undelivered txns: tree read back at 0x{:x}",
+            loaded.last_zxid
+        );
+        let counters = std::mem::take(&mut self.server.counters);
+        self.server = Server::new(
+            self.core_cfg.clone(),
+            loaded.tree,
+            loaded.last_zxid,
+            loaded.sessions,
+            self.clock.now(),
+            self.seed,
+        );
+        self.server.counters = counters;
+        self.durable = delivered;
+    }
+}

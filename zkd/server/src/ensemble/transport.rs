@@ -1,0 +1,236 @@
+//! TCP between ensemble members. Each member listens on its election port
+//! (votes) and its quorum port (the ZAB stream and forwarded requests), and
+//! keeps one outgoing connection per peer and channel, redialled when it
+//! breaks. A peer is named by the hello it sends first; messages from it
+//! arrive on the connection it opened, replies leave on ours.
+//!
+//! Loss is reported, never hidden: when a quorum connection breaks (either
+//! direction) the core hears `Disconnected`, and frames queued while a link
+//! was down are dropped, which ZAB sees as a broken stream (its sequence
+//! numbers) and recovers from by resyncing.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use super::wire::{Channel, Frame, HELLO_MAGIC, PEER_FRAME_MAX};
+
+pub type Id = u64;
+
+/// What the transport tells the core.
+#[derive(Debug)]
+pub enum PeerEvent {
+    Frame(Id, Frame),
+    Disconnected(Id),
+}
+
+/// A peer's addresses.
+#[derive(Debug, Clone)]
+pub struct PeerAddr {
+    pub id: Id,
+    pub election: SocketAddr,
+    pub quorum: SocketAddr,
+}
+
+/// Sending side: one queue per peer and channel.
+pub struct Transport {
+    links: HashMap<(Id, u8), mpsc::UnboundedSender<Vec<u8>>>,
+}
+
+/// A write that takes longer than this means the peer is stuck (stopped,
+/// or its buffers are full): drop the connection rather than queue forever.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const REDIAL_PAUSE: Duration = Duration::from_millis(200);
+
+impl Transport {
+    /// Starts dialling every peer; events arrive on `events`. Outgoing
+    /// connections leave from our own quorum address, so a peer's traffic
+    /// is identified by address in both directions (which is also what
+    /// lets tests cut links with packet filters).
+    pub fn start(
+        me: Id,
+        peers: &[PeerAddr],
+        events: mpsc::UnboundedSender<PeerEvent>,
+    ) -> Transport {
+        let mut links = HashMap::new();
+        let local = peers
+            .iter()
+            .find(|p| p.id == me)
+            .map(|p| p.quorum.ip())
+            .filter(|ip| !ip.is_unspecified());
+        for p in peers.iter().filter(|p| p.id != me) {
+            for (ch, addr) in [(Channel::Election, p.election), (Channel::Quorum, p.quorum)] {
+                let (tx, rx) = mpsc::unbounded_channel();
+                links.insert((p.id, ch as u8), tx);
+                tokio::spawn(dial(me, p.id, ch, addr, local, rx, events.clone()));
+            }
+        }
+        Transport { links }
+    }
+
+    pub fn send(&self, to: Id, f: &Frame) {
+        if let Some(tx) = self.links.get(&(to, f.channel() as u8)) {
+            let _ = tx.send(f.encode());
+        }
+    }
+}
+
+async fn dial(
+    me: Id,
+    peer: Id,
+    ch: Channel,
+    addr: SocketAddr,
+    local: Option<std::net::IpAddr>,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    events: mpsc::UnboundedSender<PeerEvent>,
+) {
+    let mut was_up = false;
+    loop {
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect(addr, local)).await {
+            Ok(Ok(s)) => s,
+            _ => {
+                if ch == Channel::Quorum && (was_up || !rx.is_empty()) {
+                    // Nothing reaches this peer: what was queued is lost.
+                    let _ = events.send(PeerEvent::Disconnected(peer));
+                }
+                was_up = false;
+                while rx.try_recv().is_ok() {}
+                if rx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(REDIAL_PAUSE).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        if !was_up {
+            log::debug!("connected to server.{peer} ({ch:?}) at {addr}");
+        }
+        was_up = true;
+        let (mut rd, wr) = stream.into_split();
+        let mut w = BufWriter::with_capacity(64 * 1024, wr);
+        let mut hello = Vec::with_capacity(13);
+        hello.extend_from_slice(&HELLO_MAGIC.to_be_bytes());
+        hello.extend_from_slice(&me.to_be_bytes());
+        hello.push(ch as u8);
+        let mut ok = w.write_all(&hello).await.is_ok() && w.flush().await.is_ok();
+        let mut scratch = [0u8; 64];
+        while ok {
+            // The peer never writes on our connection: a read that ends
+            // means it is gone, and we redial now rather than find out by
+            // losing the next frame into a dead socket.
+            let first = tokio::select! {
+                m = rx.recv() => match m {
+                    Some(m) => m,
+                    None => return,
+                },
+                _ = rd.read(&mut scratch) => break,
+            };
+            let write = async {
+                w.write_all(&first).await?;
+                // Send what is already queued in the same flush.
+                for _ in 0..1024 {
+                    match rx.try_recv() {
+                        Ok(more) => w.write_all(&more).await?,
+                        Err(_) => break,
+                    }
+                }
+                w.flush().await
+            };
+            ok = matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())));
+        }
+        log::info!("lost connection to server.{peer} ({ch:?}), redialling");
+        if ch == Channel::Quorum {
+            let _ = events.send(PeerEvent::Disconnected(peer));
+        }
+        while rx.try_recv().is_ok() {}
+        tokio::time::sleep(REDIAL_PAUSE).await;
+    }
+}
+
+async fn connect(addr: SocketAddr, local: Option<std::net::IpAddr>) -> std::io::Result<TcpStream> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    if let Some(ip) = local.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
+        sock.bind(SocketAddr::new(ip, 0))?;
+    }
+    sock.connect(addr).await
+}
+
+/// Accepts peers on one of our ports; frames from unknown ids or with bad
+/// framing end that connection.
+pub async fn accept(
+    listener: TcpListener,
+    known: Vec<Id>,
+    events: mpsc::UnboundedSender<PeerEvent>,
+) {
+    loop {
+        let Ok((stream, from)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let known = known.clone();
+        let events = events.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_peer(stream, &known, &events).await {
+                log::debug!("peer connection from {from}: {e}");
+            }
+        });
+    }
+}
+
+async fn serve_peer(
+    mut s: TcpStream,
+    known: &[Id],
+    events: &mpsc::UnboundedSender<PeerEvent>,
+) -> Result<(), String> {
+    let mut hello = [0u8; 13];
+    tokio::time::timeout(CONNECT_TIMEOUT, s.read_exact(&mut hello))
+        .await
+        .map_err(|_| "no hello".to_string())?
+        .map_err(|e| e.to_string())?;
+    let magic = u32::from_be_bytes(hello[..4].try_into().expect("4 bytes"));
+    let id = u64::from_be_bytes(hello[4..12].try_into().expect("8 bytes"));
+    let ch = hello[12];
+    if magic != HELLO_MAGIC || !known.contains(&id) || !(1..=2).contains(&ch) {
+        return Err(format!(
+            "bad hello (magic {magic:x}, id {id}, channel {ch})"
+        ));
+    }
+    let mut r = tokio::io::BufReader::with_capacity(64 * 1024, s);
+    let result = loop {
+        let mut len = [0u8; 4];
+        if let Err(e) = r.read_exact(&mut len).await {
+            break Err(e.to_string());
+        }
+        let n = u32::from_be_bytes(len) as usize;
+        if n == 0 || n > PEER_FRAME_MAX {
+            break Err(format!("server.{id} sent a frame of {n} bytes"));
+        }
+        let mut body = vec![0u8; n];
+        if let Err(e) = r.read_exact(&mut body).await {
+            break Err(e.to_string());
+        }
+        match Frame::decode(&body) {
+            Ok(f) => {
+                if events.send(PeerEvent::Frame(id, f)).is_err() {
+                    break Ok(());
+                }
+            }
+            Err(e) => break Err(format!("server.{id} sent an undecodable frame: {e:?}")),
+        }
+    };
+    if ch == Channel::Quorum as u8 {
+        let _ = events.send(PeerEvent::Disconnected(id));
+    }
+    result
+}
