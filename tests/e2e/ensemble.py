@@ -29,7 +29,7 @@ def four_letter_at(host, port, word, timeout=2.0):
 
 
 class Ensemble:
-    def __init__(self, tmp, voters=3, observers=0, tick=200, extra_cfg=""):
+    def __init__(self, tmp, voters=3, observers=0, tick=200, sync_limit=5, extra_cfg=""):
         self.tmp = tmp
         self.ids = list(range(1, voters + observers + 1))
         self.observers = set(range(voters + 1, voters + observers + 1))
@@ -39,6 +39,7 @@ class Ensemble:
         self.quorum_port = {i: free_port() for i in self.ids}
         self.election_port = {i: free_port() for i in self.ids}
         self.tick = tick
+        self.sync_limit = sync_limit
         self.extra_cfg = extra_cfg
         self.procs = {}
         self.rules = []
@@ -64,7 +65,7 @@ class Ensemble:
         lines = [
             f"tickTime={self.tick}",
             "initLimit=10",
-            "syncLimit=5",
+            f"syncLimit={self.sync_limit}",
             f"dataDir={self.data(i)}",
             f"clientPort={self.client_port[i]}",
             f"clientPortAddress={self.ip[i]}",
@@ -130,6 +131,9 @@ class Ensemble:
     def mntr(self, i, timeout=2.0):
         out = four_letter_at(self.ip[i], self.client_port[i], "mntr", timeout=timeout)
         return dict(l.split("\t", 1) for l in out.splitlines() if "\t" in l)
+
+    def four(self, i, word):
+        return four_letter_at(self.ip[i], self.client_port[i], word)
 
     def mode(self, i):
         try:

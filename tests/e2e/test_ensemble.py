@@ -293,6 +293,9 @@ def test_isolated_leader_stops_taking_writes(ens3):
     try:
         c.create("/before", b"")
         e.isolate(leader)
+        # A write sent to the isolated leader before it notices: it prepares
+        # it, no quorum ever logs it, and it must never be acknowledged.
+        doomed = c.create_async("/minority", b"")
         # The majority elects a new leader and takes writes.
         others = [i for i in e.ids if i != leader]
         write_through(e, others, "/majority")
@@ -301,14 +304,17 @@ def test_isolated_leader_stops_taking_writes(ens3):
         # The old leader gives up within syncLimit and refuses writes.
         wait_until(lambda: e.mode(leader) == "looking", timeout=20, what="isolated leader steps down")
         with pytest.raises((KazooException, KazooTimeoutError)):
-            c.create_async("/minority", b"").get(timeout=5)
+            doomed.get(timeout=10)
+        with pytest.raises((KazooException, KazooTimeoutError)):
+            c.create_async("/minority2", b"").get(timeout=5)
+        assert e.grep_log(leader, "stepped down with undelivered txns")
         e.heal()
         e.wait_serving(e.ids)
         assert e.mode(leader) == "follower"
         d = client(e.hosts())
         d.sync("/")
         assert d.exists("/majority") and d.exists("/before")
-        assert d.exists("/minority") is None
+        assert d.exists("/minority") is None and d.exists("/minority2") is None
         d.stop()
         d.close()
         assert_same_digest(e, e.ids)
@@ -403,5 +409,37 @@ def test_five_members_lose_two(tmp_path):
         e.wait_serving(e.ids)
         cas.finish()
         assert_same_digest(e, e.ids)
+    finally:
+        e.close()
+
+
+def test_requests_in_flight_per_connection_are_capped(tmp_path):
+    """connectionOutstandingRequestsMax: a follower whose leader is stalled
+    reads at most that many requests of a connection, then stops reading
+    it; everything completes, in order, once the leader runs again."""
+    e = Ensemble(str(tmp_path), voters=3, sync_limit=100, extra_cfg="connectionOutstandingRequestsMax=5\n")
+    try:
+        e.start_all()
+        leader = e.leader()
+        f = next(i for i in e.ids if i != leader)
+        c = client(e.hosts([f]), randomize=False)
+        c.create("/cap", b"")
+        e.signal(leader, signal.SIGSTOP)
+        try:
+            rs = [c.create_async("/cap/n-", b"", sequence=True) for _ in range(50)]
+            seen = []
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline:
+                for line in e.four(f, "cons").splitlines():
+                    if "queued=" in line and "lop=" in line:
+                        seen.append(int(line.split("queued=")[1].split(",")[0]))
+                time.sleep(0.05)
+        finally:
+            e.signal(leader, signal.SIGCONT)
+        assert seen and max(seen) == 5, seen
+        names = [r.get(timeout=30) for r in rs]
+        assert names == sorted(names) and len(set(names)) == 50
+        c.stop()
+        c.close()
     finally:
         e.close()

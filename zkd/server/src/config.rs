@@ -46,6 +46,9 @@ pub struct Config {
     /// `connectionOutputBytesMax` (default 64 MiB): bytes queued for one
     /// client before it is throttled (at half) and then disconnected.
     pub connection_output_bytes_max: usize,
+    /// `connectionOutstandingRequestsMax` (default 1000): requests one
+    /// connection may have read and unanswered before zkd stops reading it.
+    pub connection_outstanding_requests_max: usize,
     /// `dataDirFreeBytesMin` (default 64 MiB): below this much free space
     /// on the data directory's filesystem, client writes are refused.
     pub data_dir_free_bytes_min: u64,
@@ -377,6 +380,21 @@ impl Config {
             }
             None => (64 << 20).max(2 * frame_bytes_max),
         };
+        let connection_outstanding_requests_max: usize =
+            match get("connectionOutstandingRequestsMax") {
+                Some(v) => {
+                    let n: usize = int("connectionOutstandingRequestsMax", v)?;
+                    if n == 0 {
+                        return Err(invalid(
+                            "connectionOutstandingRequestsMax",
+                            v,
+                            "must be at least 1",
+                        ));
+                    }
+                    n
+                }
+                None => 1000,
+            };
         let container_check_interval_ms: i64 = match get("znode.container.checkIntervalMs") {
             Some(v) => {
                 let n: i64 = int("znode.container.checkIntervalMs", v)?;
@@ -501,6 +519,7 @@ impl Config {
             "zookeeper.DigestAuthenticationProvider.superDigest",
             "zookeeper.enforceQuota",
             "connectionOutputBytesMax",
+            "connectionOutstandingRequestsMax",
             "dataDirFreeBytesMin",
             "globalOutstandingLimit",
             "metricsProvider.className",
@@ -551,6 +570,7 @@ impl Config {
             super_digest,
             enforce_quota,
             connection_output_bytes_max,
+            connection_outstanding_requests_max,
             data_dir_free_bytes_min,
             global_outstanding_limit,
             my_id: 0,

@@ -153,8 +153,9 @@ pub fn answer(core: &mut Core, word: &str) -> String {
             for c in core.server.connections() {
                 let _ = writeln!(
                     out,
-                    " {}(queued=0,recved={},sent={})",
+                    " {}(queued={},recved={},sent={})",
                     peer(&c),
+                    core.requests_in_flight(c.conn),
                     c.received,
                     c.sent
                 );
@@ -168,8 +169,8 @@ pub fn answer(core: &mut Core, word: &str) -> String {
                 let avg = l.sum.checked_div(l.count).unwrap_or(0);
                 let _ = writeln!(
                     out,
-                    " {}(queued=0,recved={},sent={},sid=0x{:x},lop={},est={},to={},lcxid=0x{:x},lzxid=0x{:x},lresp={},llat={},minlat={},avglat={},maxlat={})",
-                    peer(&c), c.received, c.sent, c.session, c.last_op, c.established_ms, c.timeout_ms,
+                    " {}(queued={},recved={},sent={},sid=0x{:x},lop={},est={},to={},lcxid=0x{:x},lzxid=0x{:x},lresp={},llat={},minlat={},avglat={},maxlat={})",
+                    peer(&c), core.requests_in_flight(c.conn), c.received, c.sent, c.session, c.last_op, c.established_ms, c.timeout_ms,
                     c.last_cxid, c.last_zxid, c.last_response_ms, l.last, l.min, avg, l.max
                 );
             }

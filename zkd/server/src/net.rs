@@ -192,9 +192,14 @@ async fn connection<R, W>(
         return;
     }
     loop {
-        // A client that does not read its replies stops being read from.
+        // A client that does not read its replies stops being read from,
+        // and so does one with too many requests unanswered.
         tokio::select! {
             _ = gauge.wait_below(throttle_at) => {}
+            _ = &mut closed_rx => break,
+        }
+        tokio::select! {
+            _ = gauge.wait_requests_below(cfg.connection_outstanding_requests_max) => {}
             _ = &mut closed_rx => break,
         }
         let mut head = [0u8; 4];
@@ -207,6 +212,7 @@ async fn connection<R, W>(
         }
         match read_frame(&mut rd, head, cfg.frame_bytes_max).await {
             Ok(body) => {
+                gauge.request_read();
                 if core.send(Msg::Packet { conn, body }).await.is_err() {
                     break;
                 }

@@ -7,6 +7,12 @@
 //! taking new requests (the client is throttled); above the whole of it (only
 //! reachable through watch events and replies already in flight) the
 //! connection is closed.
+//!
+//! It also counts the connection's requests in flight (read from the
+//! socket, not yet answered): at `connectionOutstandingRequestsMax` the
+//! reader stops reading until a reply goes out, so one session cannot queue
+//! unbounded work in the core (watch notifications are not answers and do
+//! not count).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -32,6 +38,8 @@ pub struct Outbox {
 pub struct Gauge {
     queued: Arc<AtomicUsize>,
     drained: Arc<Notify>,
+    requests: Arc<AtomicUsize>,
+    answered: Arc<Notify>,
 }
 
 impl Outbox {
@@ -40,6 +48,8 @@ impl Outbox {
         let gauge = Gauge {
             queued: Arc::new(AtomicUsize::new(0)),
             drained: Arc::new(Notify::new()),
+            requests: Arc::new(AtomicUsize::new(0)),
+            answered: Arc::new(Notify::new()),
         };
         (
             Outbox {
@@ -54,6 +64,14 @@ impl Outbox {
     /// Queues a frame; returns the bytes now waiting.
     pub fn push(&self, frame: Vec<u8>) -> usize {
         let n = frame.len();
+        // Everything but a watch notification (xid -1) answers a request.
+        if frame.get(4..8) != Some(&[0xff, 0xff, 0xff, 0xff][..]) {
+            let _ = self
+                .gauge
+                .requests
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| r.checked_sub(1));
+            self.gauge.answered.notify_waiters();
+        }
         let now = self.gauge.queued.fetch_add(n, Ordering::AcqRel) + n;
         if self.tx.send(Out::Frame(frame)).is_err() {
             self.gauge.queued.fetch_sub(n, Ordering::AcqRel);
@@ -63,6 +81,11 @@ impl Outbox {
 
     pub fn close(&self) {
         let _ = self.tx.send(Out::Close);
+    }
+
+    /// Requests of this connection read and not yet answered.
+    pub fn requests(&self) -> usize {
+        self.gauge.requests.load(Ordering::Acquire)
     }
 }
 
@@ -75,6 +98,22 @@ impl Gauge {
 
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Acquire)
+    }
+
+    /// The reader took a request off the socket.
+    pub fn request_read(&self) {
+        self.requests.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Waits until fewer than `limit` requests are unanswered.
+    pub async fn wait_requests_below(&self, limit: usize) {
+        loop {
+            let notified = self.answered.notified();
+            if self.requests.load(Ordering::Acquire) < limit {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Waits until at most `limit` bytes are waiting.

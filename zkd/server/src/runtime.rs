@@ -334,6 +334,11 @@ impl Core {
         })
     }
 
+    /// Requests of a connection read and not yet answered (`cons` queued=).
+    pub fn requests_in_flight(&self, conn: ConnId) -> usize {
+        self.conns.get(&conn).map(|o| o.requests()).unwrap_or(0)
+    }
+
     pub fn outstanding(&self) -> usize {
         self.held.iter().map(|h| h.effects.len()).sum()
     }
