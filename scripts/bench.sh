@@ -5,16 +5,20 @@
 # (zkbench) is pipelined; its own CPU share is printed so a reader can see it
 # measured the servers, not itself.
 #
-# Usage: scripts/bench.sh [--help] [--quick] [--seconds S]
+# Usage: scripts/bench.sh [--help] [--quick] [--seconds S] [--ensemble]
 #   --quick      fewer workloads and shorter runs (a smoke test of the bench)
 #   --seconds S  seconds per workload (default 5)
+#   --ensemble   three members of each on loopback instead of one server;
+#                the load generator spreads its connections over them
 set -euo pipefail
 
 seconds=5
 quick=0
+members=1
 while (($#)); do
   case "$1" in
-    --help|-h) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --help|-h) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --ensemble) members=3 ;;
     --quick) quick=1; seconds=2 ;;
     --seconds) seconds="$2"; shift ;;
     *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
@@ -30,29 +34,44 @@ cargo build --release --locked -p zkd -p zkbench
 bench="$CARGO_TARGET_DIR/release/zkbench"
 
 work=$(mktemp -d /var/tmp/zkbench.XXXXXX)
-zkd_pid=""; zk_pid=""
+pids=()
 cleanup() {
-  if [[ -n "$zkd_pid" ]]; then kill "$zkd_pid" 2>/dev/null || true; fi
-  if [[ -n "$zk_pid" ]]; then kill -9 -- "-$zk_pid" 2>/dev/null || true; fi
+  for p in "${pids[@]}"; do kill -9 -- "-$p" 2>/dev/null || kill -9 "$p" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-zkd_port=$(port); zk_port=$(port)
 common="tickTime=2000
+initLimit=10
+syncLimit=5
 clientPortAddress=127.0.0.1
 maxClientCnxns=0
 4lw.commands.whitelist=*"
-mkdir -p "$work/zkd" "$work/zk/data"
-printf '%s\ndataDir=%s\nclientPort=%s\n' "$common" "$work/zkd/data" "$zkd_port" > "$work/zkd/zoo.cfg"
-printf '%s\ndataDir=%s\nclientPort=%s\nadmin.enableServer=false\n' "$common" "$work/zk/data" "$zk_port" > "$work/zk/zoo.cfg"
+servers=""
+declare -A cport
+for side in zkd zk; do
+  for ((i = 1; i <= members; i++)); do
+    cport[$side$i]=$(port)
+    if ((members > 1)); then servers+="server.$i=127.0.0.1:$(port):$(port)"$'\n'; fi
+  done
+  for ((i = 1; i <= members; i++)); do
+    d="$work/$side$i"
+    mkdir -p "$d/data"
+    echo "$i" > "$d/data/myid"
+    printf '%s\ndataDir=%s\nclientPort=%s\nadmin.enableServer=false\n%s' "$common" "$d/data" \
+      "${cport[$side$i]}" "$servers" > "$d/zoo.cfg"
+  done
+  servers=""
+done
 
-RUST_LOG=warn "$ZKD_BIN" serve "$work/zkd/zoo.cfg" 2> "$work/zkd.log" &
-zkd_pid=$!
-ZOOCFGDIR="$work/zk" ZOO_LOG_DIR="$work/zk" setsid /usr/share/zookeeper/bin/zkServer.sh start-foreground \
-  "$work/zk/zoo.cfg" > "$work/zk.log" 2>&1 &
-zk_pid=$!
+for ((i = 1; i <= members; i++)); do
+  RUST_LOG=warn setsid "$ZKD_BIN" serve "$work/zkd$i/zoo.cfg" 2> "$work/zkd$i.log" &
+  pids+=($!); disown
+  ZOOCFGDIR="$work/zk$i" ZOO_LOG_DIR="$work/zk$i" setsid /usr/share/zookeeper/bin/zkServer.sh start-foreground \
+    "$work/zk$i/zoo.cfg" > "$work/zk$i.log" 2>&1 &
+  pids+=($!); disown
+done
 
 wait_up() {
   for _ in $(seq 1 300); do
@@ -63,7 +82,13 @@ wait_up() {
   done
   echo "bench.sh: server on port $1 did not come up" >&2; exit 1
 }
-wait_up "$zkd_port"; wait_up "$zk_port"
+zkd_hosts=""; zk_hosts=""
+for ((i = 1; i <= members; i++)); do
+  wait_up "${cport[zkd$i]}"; wait_up "${cport[zk$i]}"
+  zkd_hosts+="${zkd_hosts:+,}127.0.0.1:${cport[zkd$i]}"
+  zk_hosts+="${zk_hosts:+,}127.0.0.1:${cport[zk$i]}"
+done
+echo "zkd: $zkd_hosts   ZooKeeper: $zk_hosts   ($members member(s) each, fsync on, tickTime 2000)"
 
 if ((quick)); then
   runs=("get 1 1 100" "set 1 1 100" "get 16 32 100" "set 16 32 100")
@@ -83,9 +108,9 @@ for r in "${runs[@]}"; do
   read -r w conns depth size <<< "$r"
   n=$((n + 1))
   for side in zkd zk; do
-    p=$zkd_port; [[ $side == zk ]] && p=$zk_port
+    hosts=$zkd_hosts; [[ $side == zk ]] && hosts=$zk_hosts
     keys=1000; [[ $w == delete ]] && keys=$((2000 / conns + 1))
-    line=$("$bench" --server "127.0.0.1:$p" --workload "$w" --conns "$conns" --depth "$depth" \
+    line=$("$bench" --server "$hosts" --workload "$w" --conns "$conns" --depth "$depth" \
       --size "$size" --seconds "$seconds" --keys "$keys" --prefix "/b$n$side")
     echo "{\"server\":\"$side\",${line#\{}" >> "$results"
   done
@@ -110,6 +135,9 @@ errs = [r for r in rows if r["errors"]]
 if errs:
     print("runs with errors:", [(r["server"], r["workload"], r["errors"]) for r in errs])
 PY
-rss() { ps -o rss= -p "$1" | tr -d ' '; }
-zk_java=$(pgrep -f "zk/zoo.cfg" -n || true)
-echo "RSS after the run: zkd $(rss "$zkd_pid") KiB, ZooKeeper ${zk_java:+$(rss "$zk_java")} KiB"
+rss_of() { # total RSS (KiB) of processes whose command line matches $1
+  local total=0 p
+  for p in $(pgrep -f "$1" || true); do total=$((total + $(ps -o rss= -p "$p" | tr -d ' '))); done
+  echo "$total"
+}
+echo "RSS after the run (all members): zkd $(rss_of "zkd serve $work/zkd") KiB, ZooKeeper $(rss_of "$work/zk[0-9]/zoo.cfg") KiB"

@@ -8,10 +8,13 @@
 # Usage: scripts/zab-soak.sh [SEEDS [FIRST_SEED]] [--broken]
 #   --broken  run a deliberately broken follower (ACK before fsync) to see
 #             the simulation catch lost writes (about 1 seed in 100)
+# Fault rates from the environment: ZAB_CRASH, ZAB_CRASH_MID, ZAB_POWER
+# (per step) and ZAB_FSYNC (max fsync ms); e.g. the heavy set
+# ZAB_CRASH=0.01 ZAB_CRASH_MID=0.01 ZAB_POWER=0.005.
 set -euo pipefail
 
 if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
-  sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
   exit 0
 fi
 cd "$(dirname "$0")/.."

@@ -286,6 +286,18 @@ async fn setup(o: &Opts, conns: &mut [Conn], data: &[u8]) -> std::io::Result<()>
             }
         }
     }
+    // On an ensemble each connection's server must have applied the setup
+    // before the timed run reads it.
+    for conn in conns.iter_mut() {
+        conn.call(
+            9,
+            &PathRequest {
+                path: o.prefix.clone(),
+            }
+            .encode(),
+        )
+        .await?;
+    }
     Ok(())
 }
 
@@ -404,8 +416,10 @@ fn pct(sorted: &[u32], p: f64) -> u32 {
 async fn run(o: Opts) -> std::io::Result<()> {
     let data = Arc::new(vec![b'x'; o.size]);
     let mut conns = Vec::new();
-    for _ in 0..o.conns {
-        conns.push(Conn::open(&o.server).await?);
+    // A comma-separated list spreads the connections over an ensemble.
+    let servers: Vec<&str> = o.server.split(',').collect();
+    for i in 0..o.conns {
+        conns.push(Conn::open(servers[i % servers.len()]).await?);
     }
     setup(&o, &mut conns, &data).await?;
     let o = Arc::new(o);

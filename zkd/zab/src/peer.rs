@@ -688,6 +688,13 @@ impl Peer {
             observer,
         } = env.msg
         {
+            if l.epoch != 0 && accepted_epoch > l.epoch && !observer {
+                // It promised a later epoch (one that never got going) and
+                // will refuse ours forever: start over, so the next epoch
+                // is above every promise.
+                self.look();
+                return;
+            }
             // A new stream from this learner replaces any old one.
             let mut link = Link {
                 stream: Stream {
@@ -858,12 +865,15 @@ impl Peer {
             .map(|(p, _)| *p)
             .collect();
         self.log.push(txn.clone());
-        self.out
-            .push(Output::Persist(Persist::Append(vec![txn.clone()])));
-        self.out.push(Output::Sync);
+        // Followers log the proposal while the leader does (as ZooKeeper's
+        // leader sends before its own fsync): its own ack still counts only
+        // after its sync, because every later output waits behind it.
         for p in to {
             self.lsend(p, Msg::Proposal(txn.clone()));
         }
+        self.out
+            .push(Output::Persist(Persist::Append(vec![txn.clone()])));
+        self.out.push(Output::Sync);
         self.try_commit();
     }
 

@@ -28,6 +28,14 @@ fn main() {
                     .ok()
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(5),
+                crash: std::env::var("ZAB_CRASH")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(Faults::default().crash),
+                crash_mid_step: std::env::var("ZAB_CRASH_MID")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(Faults::default().crash_mid_step),
                 ..Faults::default()
             },
             broken_ack_before_sync: std::env::var("ZAB_BROKEN").is_ok(),
