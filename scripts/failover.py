@@ -19,8 +19,6 @@ import sys
 import tempfile
 import time
 
-from kazoo.client import KazooClient
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", "/var/cache/zkfs-target")
 ZKD = os.environ.get("ZKD_BIN", os.path.join(TARGET, "release", "zkd"))
@@ -111,6 +109,8 @@ class Ensemble:
 
 
 def first_write_after(ens, survivors, t0, n):
+    from kazoo.client import KazooClient  # Debian's python3-kazoo (/usr/bin/python3)
+
     hosts = ",".join(f"127.0.0.1:{ens.cport[i]}" for i in survivors)
     c = KazooClient(hosts=hosts, timeout=30,
                     connection_retry=dict(max_tries=-1, delay=0.005, max_delay=0.05, backoff=1.2))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the cargo-fuzz targets in zkd/fuzz (client records, request
 # preparation including multi, zoo.cfg parsing, quorum messages fed to a ZAB
-# peer) for a while each, with nightly Rust and libFuzzer. Installs
+# peer, forwarded requests and proposals fed to leader and learner servers)
+# for a while each, with nightly Rust and libFuzzer. Installs
 # cargo-fuzz if missing. Corpora stay in zkd/fuzz/corpus (not in git); a
 # crash leaves its input in zkd/fuzz/artifacts and the script exits 1.
 #
@@ -17,7 +18,7 @@ secs="${1:-120}"
 shift || true
 targets=("$@")
 if ((${#targets[@]} == 0)); then
-  targets=(records requests zoo_cfg quorum)
+  targets=(records requests zoo_cfg quorum replica)
 fi
 command -v cargo-fuzz >/dev/null || cargo +nightly install cargo-fuzz
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-/var/cache/zkfs-fuzz-target}"

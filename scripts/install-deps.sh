@@ -20,7 +20,7 @@ fi
 packages=(
   librocksdb-dev libclang-dev clang pkg-config
   zookeeper zookeeper-bin python3-kazoo python3-pytest groff-base shellcheck
-  fuse3 inotify-tools attr rsync util-linux mandoc
+  fuse3 inotify-tools attr rsync util-linux mandoc iptables
 )
 
 missing=()

@@ -443,3 +443,43 @@ def test_requests_in_flight_per_connection_are_capped(tmp_path):
         c.close()
     finally:
         e.close()
+
+
+def test_hostile_bytes_on_peer_ports_are_dropped(ens3):
+    """Peer ports take connections from anyone on the network: a bad hello,
+    an unknown server id, a lying frame length or an undecodable frame each
+    end that connection, and the ensemble goes on serving."""
+    import socket
+    import struct
+
+    e = ens3
+    leader = e.leader()
+    target = next(i for i in e.ids if i != leader)
+    magic = 0x7A6B6451
+    attempts = [
+        b"GET / HTTP/1.0\r\n\r\n",
+        struct.pack(">IQB", magic, 99, 2) + b"\x00" * 16,  # unknown id
+        struct.pack(">IQB", magic, leader, 2) + struct.pack(">I", 0x3FFFFFFF) + b"x" * 10,
+        struct.pack(">IQB", magic, leader, 2) + struct.pack(">I", 5) + b"\x07junk",
+        struct.pack(">IQB", magic, leader, 1) + struct.pack(">I", 3) + b"\x00\x01\x02",
+    ]
+    for port in (e.quorum_port[target], e.election_port[target]):
+        for payload in attempts:
+            with socket.create_connection((e.ip[target], port), timeout=5) as s:
+                s.sendall(payload)
+                s.settimeout(1)
+                try:
+                    while s.recv(4096):
+                        pass
+                except (socket.timeout, ConnectionResetError):
+                    pass
+    c = client(e.hosts([target]), randomize=False)
+    try:
+        c.create("/still-fine", b"")
+        c.sync("/")
+        assert c.exists("/still-fine")
+    finally:
+        c.stop()
+        c.close()
+    assert e.mode(target) in ("follower", "leader")
+    assert_same_digest(e, e.ids)

@@ -216,9 +216,13 @@ async fn serve_peer(
         if n == 0 || n > PEER_FRAME_MAX {
             break Err(format!("server.{id} sent a frame of {n} bytes"));
         }
-        let mut body = vec![0u8; n];
-        if let Err(e) = r.read_exact(&mut body).await {
-            break Err(e.to_string());
+        // Grow with the bytes that actually arrive: a length alone must not
+        // make us allocate (a whole-log SNAP may be large, a lie is cheap).
+        let mut body = Vec::with_capacity(n.min(1 << 20));
+        match (&mut r).take(n as u64).read_to_end(&mut body).await {
+            Ok(got) if got == n => {}
+            Ok(got) => break Err(format!("server.{id} closed mid-frame ({got} of {n} bytes)")),
+            Err(e) => break Err(e.to_string()),
         }
         match Frame::decode(&body) {
             Ok(f) => {
