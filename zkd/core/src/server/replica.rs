@@ -322,6 +322,12 @@ impl Server {
                     self.error_txn(now, &f, ErrorCode::SESSION_EXPIRED);
                     return None;
                 }
+                if self.read_only {
+                    // The leader's disk is (nearly) full: refuse as a
+                    // read-only server would, as for its own clients.
+                    self.error_txn(now, &f, ErrorCode::NOT_READ_ONLY);
+                    return None;
+                }
                 let hdr = TxnHeader {
                     session: f.session,
                     cxid: f.cxid,

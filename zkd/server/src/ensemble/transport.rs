@@ -207,6 +207,10 @@ async fn serve_peer(
         ));
     }
     let mut r = tokio::io::BufReader::with_capacity(64 * 1024, s);
+    // Only a connection that carried at least one well-formed frame can
+    // report its peer lost: bytes from a stranger claiming an id must not
+    // make us drop a leader.
+    let mut proven = false;
     let result = loop {
         let mut len = [0u8; 4];
         if let Err(e) = r.read_exact(&mut len).await {
@@ -226,6 +230,7 @@ async fn serve_peer(
         }
         match Frame::decode(&body) {
             Ok(f) => {
+                proven = true;
                 if events.send(PeerEvent::Frame(id, f)).is_err() {
                     break Ok(());
                 }
@@ -233,7 +238,7 @@ async fn serve_peer(
             Err(e) => break Err(format!("server.{id} sent an undecodable frame: {e:?}")),
         }
     };
-    if ch == Channel::Quorum as u8 {
+    if ch == Channel::Quorum as u8 && proven {
         let _ = events.send(PeerEvent::Disconnected(id));
     }
     result
