@@ -42,7 +42,23 @@ def test_ensemble_script_starts_inspects_and_stops(tmp_path):
     import random
     script = os.path.join(ROOT, "scripts", "ensemble.sh")
     d = str(tmp_path / "ens")
-    base = str(random.randint(30000, 39000))
+    # Below the kernel's ephemeral range (32768-60999 by default), and every
+    # port the script will use free right now.
+    import socket
+
+    def free(p):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p))
+                return True
+            except OSError:
+                return False
+
+    for _ in range(100):
+        b = random.randint(20000, 29000)
+        if all(free(b + o) for o in (0, 1, 2, 101, 102, 103, 201, 202, 203)):
+            break
+    base = str(b)
     run = lambda *a: subprocess.run([script, "-d", d, "-p", base, *a], capture_output=True, text=True, timeout=60)
     try:
         r = run("start")

@@ -240,7 +240,7 @@ fn serve(cfg_path: PathBuf) -> i32 {
         let core = match Core::new(cfg.clone(), store, durable_tx) {
             Ok(c) => c,
             Err(e) => {
-                log::error!("cannot load {}: {e}", cfg.data_dir.display());
+                log::error!("cannot start from {}: {e}", cfg.data_dir.display());
                 return 74;
             }
         };
