@@ -31,6 +31,16 @@ See zkd(8) and zoo.cfg(5).
 ";
 
 pub fn main(args: Vec<String>) -> i32 {
+    if args.first().map(String::as_str) != Some("serve") {
+        // The one-shot commands behave like other Unix tools in a pipeline
+        // (`zkd status | head -1`): a closed pipe ends them quietly. The
+        // server keeps Rust's default (SIGPIPE ignored; errors on sockets).
+        // SAFETY: restoring a signal's default disposition at start-up,
+        // before any thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match args.first().map(String::as_str) {
         None | Some("-h") | Some("--help") | Some("help") => {
             print!("{HELP}");
