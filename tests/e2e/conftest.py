@@ -37,8 +37,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-def four_letter(port, word, timeout=5.0):
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+def four_letter(port, word, timeout=5.0, host="127.0.0.1"):
+    with socket.create_connection((host, port), timeout=timeout) as s:
         s.sendall(word.encode())
         out = b""
         while True:

@@ -10,22 +10,9 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
-import time
 
-from conftest import ZKD, free_port, wait_until
-
-
-def four_letter_at(host, port, word, timeout=2.0):
-    with socket.create_connection((host, port), timeout=timeout) as s:
-        s.sendall(word.encode())
-        out = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                return out.decode()
-            out += chunk
+from conftest import ZKD, four_letter, free_port, wait_until
 
 
 class Ensemble:
@@ -129,11 +116,11 @@ class Ensemble:
     # ---- inspection ------------------------------------------------------
 
     def mntr(self, i, timeout=2.0):
-        out = four_letter_at(self.ip[i], self.client_port[i], "mntr", timeout=timeout)
+        out = four_letter(self.client_port[i], "mntr", timeout, host=self.ip[i])
         return dict(l.split("\t", 1) for l in out.splitlines() if "\t" in l)
 
     def four(self, i, word):
-        return four_letter_at(self.ip[i], self.client_port[i], word)
+        return four_letter(self.client_port[i], word, 2.0, host=self.ip[i])
 
     def mode(self, i):
         try:
@@ -198,9 +185,3 @@ class Ensemble:
         with open(self.log_path(i), errors="replace") as f:
             return [l for l in f if needle in l]
 
-
-def wait_time(pred, timeout=30.0, interval=0.005):
-    """Seconds until pred() holds (exceptions count as false)."""
-    start = time.monotonic()
-    wait_until(pred, timeout=timeout, interval=interval, what="condition")
-    return time.monotonic() - start

@@ -23,8 +23,11 @@ from kazoo.exceptions import (
 )
 from kazoo.handlers.threading import KazooTimeoutError
 
-from ensemble import Ensemble, wait_time
+from ensemble import Ensemble
 from conftest import wait_until
+
+# What a client sees when its server goes away mid-request.
+LOST = (ConnectionLoss, SessionExpiredError, OperationTimeoutError, KazooTimeoutError)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="partitions need iptables (root)")
 
@@ -92,7 +95,7 @@ class CasCounter:
             while not self.stop.is_set():
                 try:
                     data, st = c.get(self.path)
-                except (ConnectionLoss, SessionExpiredError, OperationTimeoutError, KazooTimeoutError):
+                except LOST:
                     time.sleep(0.05)
                     continue
                 try:
@@ -100,7 +103,7 @@ class CasCounter:
                     mine.append(st.version + 1)
                 except BadVersionError:
                     pass
-                except (ConnectionLoss, SessionExpiredError, OperationTimeoutError, KazooTimeoutError):
+                except LOST:
                     unsure += 1
                     time.sleep(0.05)
         finally:
@@ -151,7 +154,7 @@ def write_through(e, ids, path, timeout=30.0, since=None):
             try:
                 c.create(path, b"")
                 return time.monotonic() - start
-            except (ConnectionLoss, SessionExpiredError, OperationTimeoutError, KazooTimeoutError):
+            except LOST:
                 if time.monotonic() - start > timeout:
                     raise
                 time.sleep(0.01)

@@ -293,9 +293,15 @@ impl Server {
         self.last_zxid
     }
 
-    /// The zxid the next txn prepared here gets.
-    fn next_zxid(&self) -> i64 {
-        self.last_zxid.max(self.epoch_base) + 1
+    /// The header of the next txn prepared here: its zxid is one past the
+    /// larger of `last_zxid` and the leader's epoch base.
+    fn next_header(&self, now: Now, session: i64, cxid: i32) -> TxnHeader {
+        TxnHeader {
+            session,
+            cxid,
+            zxid: self.last_zxid.max(self.epoch_base) + 1,
+            time: now.wall_ms,
+        }
     }
 
     pub fn session_count(&self) -> usize {
@@ -454,14 +460,14 @@ impl Server {
             let mut passwd = [0u8; 16];
             passwd[..8].copy_from_slice(&self.next_random().to_be_bytes());
             passwd[8..].copy_from_slice(&self.next_random().to_be_bytes());
+            let rsp = ConnectResponse {
+                protocol_version: 0,
+                timeout_ms: timeout,
+                session_id: id,
+                passwd: passwd.to_vec(),
+                read_only,
+            };
             if self.role == Role::Learner {
-                let rsp = ConnectResponse {
-                    protocol_version: 0,
-                    timeout_ms: timeout,
-                    session_id: id,
-                    passwd: passwd.to_vec(),
-                    read_only,
-                };
                 self.forward_connect(conn, peer_ip, peer_port, rsp);
                 return;
             }
@@ -471,13 +477,6 @@ impl Server {
             };
             self.commit_txn(now, id, 0, txn);
             self.attach(now, conn, peer_ip, peer_port, id);
-            let rsp = ConnectResponse {
-                protocol_version: 0,
-                timeout_ms: timeout,
-                session_id: id,
-                passwd: passwd.to_vec(),
-                read_only,
-            };
             self.send_connect_response(conn, &rsp);
             log::debug!("session 0x{id:x} created, timeout {timeout} ms");
             return;
@@ -585,12 +584,7 @@ impl Server {
                 .into_iter()
                 .take(cap as usize)
             {
-                let hdr = TxnHeader {
-                    session: 0,
-                    cxid: 0,
-                    zxid: self.next_zxid(),
-                    time: now.wall_ms,
-                };
+                let hdr = self.next_header(now, 0, 0);
                 self.tree.begin();
                 self.tree.delete(&p, hdr.zxid);
                 let changes = self.tree.commit();
@@ -675,14 +669,15 @@ impl Server {
             }
             OpCode::CloseSession if self.role == Role::Learner => {
                 let kind = ForwardKind::CloseSession;
-                return self.forward(conn, session, hdr.xid, body, kind);
+                return self.forward(conn, session, hdr.xid, kind, None);
             }
             OpCode::Sync if self.role == Role::Learner => {
-                if PathRequest::decode(body).is_err() {
+                let Ok(r) = PathRequest::decode(body) else {
                     self.reply(conn, hdr.xid, ErrorCode::MARSHALLING_ERROR, None);
                     return;
-                }
-                return self.forward(conn, session, hdr.xid, body, ForwardKind::Sync);
+                };
+                let echo = Some(r.encode());
+                return self.forward(conn, session, hdr.xid, ForwardKind::Sync, echo);
             }
             OpCode::CloseSession => {
                 if let Some(s) = self.sessions.get_mut(session) {
@@ -705,16 +700,7 @@ impl Server {
                 .map(|r| r.encode()),
             OpCode::GetEphemerals => self.get_ephemerals(session, body),
             OpCode::GetAllChildrenNumber => self.all_children_number(conn, body),
-            OpCode::Create
-            | OpCode::Create2
-            | OpCode::CreateContainer
-            | OpCode::CreateTtl
-            | OpCode::Reconfig
-            | OpCode::Delete
-            | OpCode::SetData
-            | OpCode::SetAcl
-            | OpCode::Check
-            | OpCode::Multi => {
+            op if op.is_write() => {
                 if self.read_only {
                     // The disk is (nearly) full: answer as a read-only
                     // server would, and take no zxid.
@@ -727,7 +713,7 @@ impl Server {
                         body: body.to_vec(),
                         ids: self.ids(conn),
                     };
-                    return self.forward(conn, session, hdr.xid, body, kind);
+                    return self.forward(conn, session, hdr.xid, kind, None);
                 }
                 return self.write(now, conn, session, hdr.xid, op, body);
             }
@@ -1045,21 +1031,35 @@ impl Server {
 
     fn write(&mut self, now: Now, conn: ConnId, session: i64, x: i32, op: OpCode, body: &[u8]) {
         let ids = self.ids(conn);
-        let zxid = self.next_zxid();
-        let hdr = TxnHeader {
-            session,
-            cxid: x,
-            zxid,
-            time: now.wall_ms,
-        };
+        match self.prepare(now, session, x, &ids, op, body) {
+            None => self.reply(conn, x, ErrorCode::MARSHALLING_ERROR, None),
+            Some(Ok(applied)) => {
+                let body = applied.encode();
+                self.reply(conn, x, ErrorCode::OK, body.as_deref());
+            }
+            Some(Err(e)) => self.reply(conn, x, e, None),
+        }
+    }
+
+    /// Prepares and records one write (a failed one as an error txn, as
+    /// the reference does). `None`: the body did not decode, nothing was
+    /// recorded.
+    fn prepare(
+        &mut self,
+        now: Now,
+        session: i64,
+        cxid: i32,
+        ids: &[Id],
+        op: OpCode,
+        body: &[u8],
+    ) -> Option<Result<Applied, ErrorCode>> {
+        let hdr = self.next_header(now, session, cxid);
         self.tree.begin();
         let rules = self.rules();
-        let outcome = prep::execute(&mut self.tree, &hdr, &ids, rules, op, body);
-        let (txn, reply) = match outcome {
+        let (txn, result) = match prep::execute(&mut self.tree, &hdr, ids, rules, op, body) {
             Err(ErrorCode::MARSHALLING_ERROR) => {
                 self.tree.rollback();
-                self.reply(conn, x, ErrorCode::MARSHALLING_ERROR, None);
-                return;
+                return None;
             }
             Err(e) => {
                 self.tree.rollback();
@@ -1069,24 +1069,13 @@ impl Server {
         };
         let changes = self.tree.commit();
         self.record(hdr, &txn, changes);
-        match reply {
-            Ok(applied) => {
-                let body = applied.encode();
-                self.reply(conn, x, ErrorCode::OK, body.as_deref());
-            }
-            Err(e) => self.reply(conn, x, e, None),
-        }
+        Some(result)
     }
 
     /// Applies a txn that needs no preparation (session create/close) and
     /// records it.
     fn commit_txn(&mut self, now: Now, session: i64, cxid: i32, txn: Txn) {
-        let hdr = TxnHeader {
-            session,
-            cxid,
-            zxid: self.next_zxid(),
-            time: now.wall_ms,
-        };
+        let hdr = self.next_header(now, session, cxid);
         self.tree.begin();
         match &txn {
             Txn::CreateSession { timeout_ms, passwd } => {

@@ -41,6 +41,24 @@ pub enum OpCode {
 }
 
 impl OpCode {
+    /// Requests that become transactions (and so go to the leader).
+    pub fn is_write(self) -> bool {
+        use OpCode::*;
+        matches!(
+            self,
+            Create
+                | Create2
+                | CreateContainer
+                | CreateTtl
+                | Reconfig
+                | Delete
+                | SetData
+                | SetAcl
+                | Check
+                | Multi
+        )
+    }
+
     pub fn from_i32(v: i32) -> Option<OpCode> {
         use OpCode::*;
         Some(match v {

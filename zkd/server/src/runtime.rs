@@ -141,10 +141,74 @@ pub enum Job {
     Load(std::sync::mpsc::Sender<Result<crate::storage::Loaded, crate::storage::StoreError>>),
 }
 
+/// The jobs the storage thread took in one go, merged into one write.
+#[derive(Default)]
+struct Group {
+    standalone: Vec<Persist>,
+    tree: Vec<Persist>,
+    zab: Vec<zkd_zab::peer::Persist>,
+    sync: bool,
+    ticket: Option<i64>,
+}
+
+impl Group {
+    fn add(&mut self, job: Job) {
+        match job {
+            Job::Standalone(p) => self.standalone.push(p),
+            Job::Ensemble {
+                tree,
+                zab,
+                sync,
+                ticket,
+            } => {
+                self.tree.extend(tree);
+                self.zab.extend(zab);
+                self.sync |= sync;
+                self.ticket = Some(ticket);
+            }
+            Job::Load(_) => unreachable!("loads are not merged"),
+        }
+    }
+
+    /// Writes the group; returns what to report (durable zxid or ticket).
+    /// A storage error is fatal (fail-stop): the tree in memory is ahead of
+    /// the disk and nothing in this group was acknowledged; a restart
+    /// recovers from what is durable.
+    fn write(self, store: &mut Store, fsync_warning_ms: u64) -> Option<i64> {
+        let t = Instant::now();
+        let txns = self.standalone.iter().map(|p| p.log.len()).sum::<usize>()
+            + self
+                .zab
+                .iter()
+                .map(|p| match p {
+                    zkd_zab::peer::Persist::Append(v) => v.len(),
+                    _ => 0,
+                })
+                .sum::<usize>();
+        let result = if !self.standalone.is_empty() {
+            store.commit(&self.standalone).map(Some)
+        } else if let Some(ticket) = self.ticket {
+            store
+                .commit_ensemble(&self.tree, &self.zab, self.sync)
+                .map(|_| Some(ticket))
+        } else {
+            Ok(None)
+        };
+        let ms = t.elapsed().as_millis() as u64;
+        if ms >= fsync_warning_ms {
+            log::warn!(
+                "event=slow_fsync duration_ms={ms} txns={txns} threshold_ms={fsync_warning_ms}"
+            );
+        }
+        result.unwrap_or_else(|e| {
+            log::error!("cannot make transactions durable, stopping: {e}");
+            crate::disk::exit_now(70)
+        })
+    }
+}
+
 /// Starts the storage thread; it answers each group it writes with the
-/// zxid now durable (standalone) or the highest ticket (ensemble). A storage
-/// error is fatal: the process exits without acknowledging anything it
-/// could not make durable.
+/// zxid now durable (standalone) or the highest ticket (ensemble).
 fn spawn_storage(
     mut store: Store,
     durable_tx: mpsc::UnboundedSender<i64>,
@@ -154,85 +218,25 @@ fn spawn_storage(
     let handle = std::thread::Builder::new()
         .name("zkd-storage".into())
         .spawn(move || {
+            let flush = |group: Group, store: &mut Store| match group.write(store, fsync_warning_ms)
+            {
+                Some(z) => durable_tx.send(z).is_ok(),
+                None => true,
+            };
             while let Ok(first) = rx.recv() {
-                let mut group = vec![first];
-                while let Ok(more) = rx.try_recv() {
-                    group.push(more);
-                }
-                let mut standalone = Vec::new();
-                let mut tree = Vec::new();
-                let mut zab = Vec::new();
-                let mut sync = false;
-                let mut ticket = None;
-                let flush = |standalone: &mut Vec<Persist>,
-                                 tree: &mut Vec<Persist>,
-                                 zab: &mut Vec<zkd_zab::peer::Persist>,
-                                 sync: &mut bool,
-                                 ticket: &mut Option<i64>,
-                                 store: &mut Store| {
-                    let t = Instant::now();
-                    let txns: usize = standalone.iter().map(|p: &Persist| p.log.len()).sum::<usize>()
-                        + zab
-                            .iter()
-                            .map(|p| match p {
-                                zkd_zab::peer::Persist::Append(v) => v.len(),
-                                _ => 0,
-                            })
-                            .sum::<usize>();
-                    let result = if !standalone.is_empty() {
-                        store.commit(standalone).map(Some)
-                    } else if let Some(tk) = *ticket {
-                        store.commit_ensemble(tree, zab, *sync).map(|_| Some(tk))
-                    } else {
-                        Ok(None)
-                    };
-                    let ms = t.elapsed().as_millis() as u64;
-                    if ms >= fsync_warning_ms {
-                        log::warn!(
-                            "event=slow_fsync duration_ms={ms} txns={txns} threshold_ms={fsync_warning_ms}"
-                        );
-                    }
-                    standalone.clear();
-                    tree.clear();
-                    zab.clear();
-                    *sync = false;
-                    *ticket = None;
-                    match result {
-                        Ok(Some(z)) => durable_tx.send(z).is_ok(),
-                        Ok(None) => true,
-                        Err(e) => {
-                            // Fail-stop: the tree in memory is ahead of the
-                            // disk, and nothing from this group was
-                            // acknowledged. A restart recovers from what is
-                            // durable.
-                            log::error!("cannot make transactions durable, stopping: {e}");
-                            crate::disk::exit_now(70);
-                        }
-                    }
-                };
-                for job in group {
+                let mut group = Group::default();
+                for job in std::iter::once(first).chain(rx.try_iter()) {
                     match job {
-                        Job::Standalone(p) => standalone.push(p),
-                        Job::Ensemble {
-                            tree: t,
-                            zab: z,
-                            sync: s,
-                            ticket: k,
-                        } => {
-                            tree.extend(t);
-                            zab.extend(z);
-                            sync |= s;
-                            ticket = Some(k);
-                        }
                         Job::Load(reply) => {
-                            if !flush(&mut standalone, &mut tree, &mut zab, &mut sync, &mut ticket, &mut store) {
+                            if !flush(std::mem::take(&mut group), &mut store) {
                                 return;
                             }
                             let _ = reply.send(store.load());
                         }
+                        job => group.add(job),
                     }
                 }
-                if !flush(&mut standalone, &mut tree, &mut zab, &mut sync, &mut ticket, &mut store) {
+                if !flush(group, &mut store) {
                     return;
                 }
             }

@@ -67,6 +67,13 @@ pub struct Loaded {
     pub sessions: Vec<RestoredSession>,
 }
 
+/// An 8-byte big-endian key or value (zxids, session ids, epochs);
+/// anything else is damage, named by `what`.
+fn be8(b: &[u8], what: &str) -> Result<[u8; 8], StoreError> {
+    b.try_into()
+        .map_err(|_| StoreError(format!("{what} is damaged")))
+}
+
 pub fn node_key(path: &str) -> Vec<u8> {
     match zkd_core::path::split(path) {
         None => Vec::new(),
@@ -150,11 +157,7 @@ impl Store {
                 sessions: Vec::new(),
             });
         };
-        let last_zxid = i64::from_be_bytes(
-            last.as_slice()
-                .try_into()
-                .map_err(|_| StoreError("last_zxid record is damaged".into()))?,
-        );
+        let last_zxid = i64::from_be_bytes(be8(&last, "the last_zxid record")?);
         let mut tree = DataTree::empty();
         for item in self
             .db
@@ -187,11 +190,7 @@ impl Store {
             .iterator_cf(self.cf(CF_SESSIONS), rocksdb::IteratorMode::Start)
         {
             let (k, v) = item?;
-            let id = i64::from_be_bytes(
-                k.as_ref()
-                    .try_into()
-                    .map_err(|_| StoreError("damaged session key".into()))?,
-            );
+            let id = i64::from_be_bytes(be8(&k, "a session key")?);
             sessions.push(
                 decode_session(id, &v)
                     .ok_or_else(|| StoreError(format!("damaged session 0x{id:x}")))?,
@@ -259,13 +258,9 @@ impl Store {
     fn get_u64(&self, key: &[u8]) -> Result<u64, StoreError> {
         match self.db.get(key)? {
             None => Ok(0),
-            Some(v) => Ok(u64::from_be_bytes(v.as_slice().try_into().map_err(
-                |_| {
-                    StoreError(format!(
-                        "{} record is damaged",
-                        String::from_utf8_lossy(key)
-                    ))
-                },
+            Some(v) => Ok(u64::from_be_bytes(be8(
+                &v,
+                &format!("the {} record", String::from_utf8_lossy(key)),
             )?)),
         }
     }
@@ -289,11 +284,7 @@ impl Store {
             .iterator_cf(self.cf(CF_ZAB_LOG), rocksdb::IteratorMode::Start)
         {
             let (k, v) = item?;
-            let zxid = u64::from_be_bytes(
-                k.as_ref()
-                    .try_into()
-                    .map_err(|_| StoreError("damaged zab log key".into()))?,
-            );
+            let zxid = u64::from_be_bytes(be8(&k, "a ZAB log key")?);
             log.push(zkd_zab::types::Txn {
                 zxid,
                 data: v.to_vec(),
@@ -370,11 +361,7 @@ impl Store {
             rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
         ) {
             let (k, v) = item?;
-            let z = i64::from_be_bytes(
-                k.as_ref()
-                    .try_into()
-                    .map_err(|_| StoreError("damaged log key".into()))?,
-            );
+            let z = i64::from_be_bytes(be8(&k, "a log key")?);
             out.push((z, v.to_vec()));
         }
         Ok(out)

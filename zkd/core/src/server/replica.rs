@@ -19,11 +19,10 @@
 //!   whose digest differs after applying it has diverged and must stop.
 
 use zk_proto::jute::{Reader, Result as JResult, Writer};
-use zk_proto::records::{ConnectResponse, Id, PathRequest, Record};
+use zk_proto::records::{ConnectResponse, Id};
 use zk_proto::{ErrorCode, OpCode};
 
 use super::{encode_session, Now, Server};
-use crate::prep;
 use crate::session::ConnId;
 use crate::txn::{Txn, TxnHeader};
 
@@ -170,7 +169,9 @@ impl Forward {
 /// A learner's request waiting for the leader.
 pub(super) struct Outstanding {
     pub conn: ConnId,
-    pub body: Vec<u8>,
+    /// A `sync`'s reply body (its path), sent once the leader's zxid is
+    /// applied here.
+    pub sync_reply: Option<Vec<u8>>,
 }
 
 /// A learner's new session waiting for its CreateSession txn.
@@ -328,25 +329,11 @@ impl Server {
                     self.error_txn(now, &f, ErrorCode::NOT_READ_ONLY);
                     return None;
                 }
-                let hdr = TxnHeader {
-                    session: f.session,
-                    cxid: f.cxid,
-                    zxid: self.next_zxid(),
-                    time: now.wall_ms,
-                };
-                self.tree.begin();
-                let rules = self.rules();
-                let (txn, err, reply) =
-                    match prep::execute(&mut self.tree, &hdr, ids, rules, opc, body) {
-                        Ok((txn, applied)) => (txn, 0, applied.encode()),
-                        Err(e) => {
-                            self.tree.rollback();
-                            (Txn::Error(e.0), e.0, None)
-                        }
-                    };
-                let changes = self.tree.commit();
-                self.record(hdr, &txn, changes);
-                self.answer_with(f.origin, err, reply);
+                match self.prepare(now, f.session, f.cxid, ids, opc, body) {
+                    None => self.error_txn(now, &f, ErrorCode::MARSHALLING_ERROR),
+                    Some(Ok(applied)) => self.answer_with(f.origin, 0, applied.encode()),
+                    Some(Err(e)) => self.answer_with(f.origin, e.0, None),
+                }
             }
         }
         None
@@ -362,12 +349,7 @@ impl Server {
     }
 
     fn error_txn(&mut self, now: Now, f: &Forward, e: ErrorCode) {
-        let hdr = TxnHeader {
-            session: f.session,
-            cxid: f.cxid,
-            zxid: self.next_zxid(),
-            time: now.wall_ms,
-        };
+        let hdr = self.next_header(now, f.session, f.cxid);
         self.tree.begin();
         let changes = self.tree.commit();
         self.record(hdr, &Txn::Error(e.0), changes);
@@ -495,8 +477,7 @@ impl Server {
             let body = self
                 .outstanding
                 .get(&(session, cxid))
-                .and_then(|o| PathRequest::decode(&o.body).ok())
-                .map(|r| r.encode());
+                .and_then(|o| o.sync_reply.clone());
             self.answer(session, cxid, 0, body.as_deref());
         }
     }
@@ -508,16 +489,11 @@ impl Server {
         conn: ConnId,
         session: i64,
         cxid: i32,
-        body: &[u8],
         kind: ForwardKind,
+        sync_reply: Option<Vec<u8>>,
     ) {
-        self.outstanding.insert(
-            (session, cxid),
-            Outstanding {
-                conn,
-                body: body.to_vec(),
-            },
-        );
+        self.outstanding
+            .insert((session, cxid), Outstanding { conn, sync_reply });
         *self.inflight.entry(conn).or_insert(0) += 1;
         self.forwards.push(Forward {
             origin: self.cfg.server_id as u64,
@@ -593,23 +569,8 @@ fn forwarded_op(body: &[u8]) -> bool {
     else {
         return false;
     };
-    matches!(
-        OpCode::from_i32(op),
-        Some(
-            OpCode::Create
-                | OpCode::Create2
-                | OpCode::CreateContainer
-                | OpCode::CreateTtl
-                | OpCode::Reconfig
-                | OpCode::Delete
-                | OpCode::SetData
-                | OpCode::SetAcl
-                | OpCode::Check
-                | OpCode::Multi
-                | OpCode::CloseSession
-                | OpCode::Sync
-        )
-    )
+    OpCode::from_i32(op)
+        .is_some_and(|op| op.is_write() || matches!(op, OpCode::CloseSession | OpCode::Sync))
 }
 
 #[cfg(test)]
