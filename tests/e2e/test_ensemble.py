@@ -365,6 +365,82 @@ def test_full_restart_and_wiped_member_catch_up(ens3):
     assert e.grep_log(wiped, "event=election role=follower")
 
 
+def test_compacted_logs_bring_learners_up_with_the_state(tmp_path):
+    """With a small snapCount every member compacts its ZAB log; a member
+    that falls behind the leader's log, or lost its disk, is sent the
+    leader's tree and sessions (SNAP with state), and restarts come back
+    from tree + compacted log."""
+    e = Ensemble(str(tmp_path), voters=3, extra_cfg="snapCount=100\ncommitLogCount=20\n")
+    try:
+        e.start_all()
+        owner = client(e.hosts())
+        owner.create("/eph", b"mine", ephemeral=True)
+        c = client(e.hosts())
+        for k in range(300):
+            c.create(f"/n{k}", str(k).encode())
+        assert_same_digest(e, e.ids)
+        for i in e.ids:
+            m = e.mntr(i)
+            assert int(m["zk_zab_log_base"], 16) > 0, m
+            assert int(m["zk_zab_log_txns"]) <= 100, m
+        leader = e.leader()
+        behind, wiped = [i for i in e.ids if i != leader]
+        # Writes through the leader only: it stays up while the others go.
+        c.stop()
+        c.close()
+        c = client(e.hosts([leader]), randomize=False)
+        e.kill(behind)
+        for k in range(300):
+            c.set(f"/n{k}", b"v2")
+        e.start(behind)
+        e.wait_serving(e.ids)
+        assert_same_digest(e, e.ids)
+        assert e.grep_log(leader, f"event=snapshot_sent to={behind}")
+        assert e.grep_log(behind, "event=snapshot_installed")
+        r = client(e.hosts([behind]), randomize=False)
+        assert r.get("/n299")[0] == b"v2"
+        assert r.get("/eph")[0] == b"mine"
+        r.stop()
+        r.close()
+        # Lost its disk: the state again (the log starts above zero).
+        e.kill(wiped)
+        e.wipe(wiped)
+        e.start(wiped)
+        e.wait_serving(e.ids)
+        assert_same_digest(e, e.ids)
+        assert e.grep_log(wiped, "event=snapshot_installed")
+        # The session that owns /eph came with the state: closing it removes
+        # the node everywhere, including on the members that installed it.
+        owner.stop()
+        owner.close()
+        for i in (behind, wiped):
+            r = client(e.hosts([i]), randomize=False)
+            wait_until(lambda: r.exists("/eph") is None, timeout=20, what="ephemeral gone")
+            r.stop()
+            r.close()
+        before = assert_same_digest(e, e.ids)
+        # A full restart recovers every member from its tree and compacted
+        # log, and a member that installed a state can lead.
+        for i in list(e.ids):
+            e.kill(i)
+        for i in e.ids:
+            e.start(i)
+        e.wait_serving(e.ids)
+        after = assert_same_digest(e, e.ids)
+        assert {v[1] for v in before.values()} == {v[1] for v in after.values()}
+        leader = e.leader()
+        if leader not in (behind, wiped):
+            e.kill(leader)
+            e.leader(among=[behind, wiped])
+        c = client(e.hosts([i for i in e.ids if i in e.procs and e.mode(i)]))
+        c.create("/after", b"x")
+        assert c.get("/n0")[0] == b"v2"
+        c.stop()
+        c.close()
+    finally:
+        e.close()
+
+
 def test_observer_serves_and_does_not_vote(tmp_path):
     e = Ensemble(str(tmp_path), voters=3, observers=1)
     try:

@@ -15,6 +15,10 @@ fuzz_target!(|data: &[u8]| {
         sync_limit: 5,
         finalize_wait_ms: 100,
         broken_ack_before_sync: false,
+        // Tiny, so fuzzed streams reach compaction and SNAP handling.
+        snap_count: 5,
+        snap_bytes: 64,
+        log_keep: 2,
     };
     let mut peer = Peer::new(cfg, Durable::default(), 0);
     let mut now = 0;

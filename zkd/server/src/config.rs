@@ -49,6 +49,13 @@ pub struct Config {
     /// `connectionOutstandingRequestsMax` (default 1000): requests one
     /// connection may have read and unanswered before zkd stops reading it.
     pub connection_outstanding_requests_max: usize,
+    /// Ensemble log compaction: `snapCount` (default 100000) delivered
+    /// txns, or `snapSizeLimitInKb` (default 65536, i.e. 64 MiB) of them,
+    /// held before the log is compacted down to the last
+    /// `commitLogCount` (default 500).
+    pub snap_count: usize,
+    pub snap_size_limit_bytes: usize,
+    pub commit_log_count: usize,
     /// `dataDirFreeBytesMin` (default 64 MiB): below this much free space
     /// on the data directory's filesystem, client writes are refused.
     pub data_dir_free_bytes_min: u64,
@@ -138,8 +145,6 @@ const IGNORED_KEYS: &[&str] = &[
     "standaloneEnabled",
     "reconfigEnabled",
     "preAllocSize",
-    "snapCount",
-    "snapSizeLimitInKb",
     "txnLogSizeLimitInKb",
     "syncEnabled",
     "electionAlg",
@@ -395,6 +400,21 @@ impl Config {
                 }
                 None => 1000,
             };
+        let at_least_1 = |key: &str, default: usize| -> Result<usize, ConfigError> {
+            match get(key) {
+                Some(v) => {
+                    let n: usize = int(key, v)?;
+                    if n == 0 {
+                        return Err(invalid(key, v, "must be at least 1"));
+                    }
+                    Ok(n)
+                }
+                None => Ok(default),
+            }
+        };
+        let snap_count = at_least_1("snapCount", 100_000)?;
+        let snap_size_limit_bytes = at_least_1("snapSizeLimitInKb", 64 << 10)?.saturating_mul(1024);
+        let commit_log_count = at_least_1("commitLogCount", 500)?;
         let container_check_interval_ms: i64 = match get("znode.container.checkIntervalMs") {
             Some(v) => {
                 let n: i64 = int("znode.container.checkIntervalMs", v)?;
@@ -520,6 +540,9 @@ impl Config {
             "zookeeper.enforceQuota",
             "connectionOutputBytesMax",
             "connectionOutstandingRequestsMax",
+            "snapCount",
+            "snapSizeLimitInKb",
+            "commitLogCount",
             "dataDirFreeBytesMin",
             "globalOutstandingLimit",
             "metricsProvider.className",
@@ -571,6 +594,9 @@ impl Config {
             enforce_quota,
             connection_output_bytes_max,
             connection_outstanding_requests_max,
+            snap_count,
+            snap_size_limit_bytes,
+            commit_log_count,
             data_dir_free_bytes_min,
             global_outstanding_limit,
             my_id: 0,

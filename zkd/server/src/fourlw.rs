@@ -90,6 +90,7 @@ fn ensemble_rows(core: &Core) -> Vec<(&'static str, String)> {
     }
     rows.push(("zk_zab_epoch", z.peer.current_epoch().to_string()));
     rows.push(("zk_zab_log_txns", z.peer.log_len().to_string()));
+    rows.push(("zk_zab_log_base", format!("0x{:x}", z.peer.log_base())));
     let (zxid, digest) = core.server.digest();
     rows.push(("zk_tree_digest_zxid", format!("0x{zxid:x}")));
     rows.push(("zk_tree_digest", format!("{digest:016x}")));

@@ -139,6 +139,8 @@ pub enum Job {
     /// Everything before it written, read the tree back (a leader that
     /// stepped down with undelivered txns in its tree).
     Load(std::sync::mpsc::Sender<Result<crate::storage::Loaded, crate::storage::StoreError>>),
+    /// Everything before it written, read the applied state for a SNAP.
+    State(std::sync::mpsc::Sender<Result<(u64, Vec<u8>), crate::storage::StoreError>>),
 }
 
 /// The jobs the storage thread took in one go, merged into one write.
@@ -166,7 +168,7 @@ impl Group {
                 self.sync |= sync;
                 self.ticket = Some(ticket);
             }
-            Job::Load(_) => unreachable!("loads are not merged"),
+            Job::Load(_) | Job::State(_) => unreachable!("reads are not merged"),
         }
     }
 
@@ -232,6 +234,12 @@ fn spawn_storage(
                                 return;
                             }
                             let _ = reply.send(store.load());
+                        }
+                        Job::State(reply) => {
+                            if !flush(std::mem::take(&mut group), &mut store) {
+                                return;
+                            }
+                            let _ = reply.send(store.applied_state());
                         }
                         job => group.add(job),
                     }

@@ -9,11 +9,12 @@
 //!   zxid, so it can be replayed from any point and truncated at
 //!   either end (ZAB's DIFF and TRUNC need exactly that).
 //! - `default`:  `last_zxid` -> the zxid of the last txn in the tree.
-//! - In an ensemble, `zab_log` holds ZAB's log (zxid -> proposal), which is
-//!   the source of truth for replication and is never trimmed below what a
-//!   peer may ask for, and `default` also holds `accepted_epoch` and
-//!   `current_epoch`. `last_zxid` is then the last *delivered* txn: the
-//!   tree never holds a txn a quorum had not logged.
+//! - In an ensemble, `zab_log` holds ZAB's log (zxid -> proposal) after
+//!   `zab_log_base`: older txns live only in the tree, which is the
+//!   snapshot a lagging learner is sent. `default` also holds
+//!   `accepted_epoch`, `current_epoch` and `zab_log_base`. `last_zxid` is
+//!   then the last *delivered* txn: the tree never holds a txn a quorum had
+//!   not logged.
 //!
 //! Every batch of txns is written as one RocksDB `WriteBatch` with `sync`: the
 //! log records, the nodes and sessions they changed and `last_zxid` land
@@ -34,6 +35,7 @@ const CF_ZAB_LOG: &str = "zab_log";
 const KEY_LAST_ZXID: &[u8] = b"last_zxid";
 const KEY_ACCEPTED_EPOCH: &[u8] = b"accepted_epoch";
 const KEY_CURRENT_EPOCH: &[u8] = b"current_epoch";
+const KEY_LOG_BASE: &[u8] = b"zab_log_base";
 
 /// How many txns of log to keep behind the tree.
 pub const LOG_RETAIN_TXNS: i64 = 100_000;
@@ -97,6 +99,37 @@ pub fn key_path(key: &[u8]) -> Option<String> {
     Some(zkd_core::path::join(parent, name))
 }
 
+/// A tree from stored node records (key as in `node_key`, record as in
+/// `Node::encode`), checked: every key and record decodes, every node has
+/// its parent, the root exists.
+pub fn build_tree<'a>(
+    records: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> Result<DataTree, StoreError> {
+    let mut tree = DataTree::empty();
+    for (k, v) in records {
+        let path = key_path(k).ok_or_else(|| StoreError(format!("damaged node key {k:?}")))?;
+        let (stat, acl, data) = Node::decode(v)
+            .map_err(|e| StoreError(format!("damaged node record for {path}: {e}")))?;
+        let acl = tree.intern_acl(acl);
+        tree.insert_loaded(
+            path,
+            Node {
+                data,
+                acl,
+                stat,
+                children: Default::default(),
+            },
+        );
+    }
+    let orphans = tree.link_children();
+    if !orphans.is_empty() || tree.get("/").is_none() {
+        return Err(StoreError(format!(
+            "damaged tree: nodes without a parent: {orphans:?}"
+        )));
+    }
+    Ok(tree)
+}
+
 impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)
@@ -158,32 +191,15 @@ impl Store {
             });
         };
         let last_zxid = i64::from_be_bytes(be8(&last, "the last_zxid record")?);
-        let mut tree = DataTree::empty();
+        let mut nodes = Vec::new();
         for item in self
             .db
             .iterator_cf(self.cf(CF_NODES), rocksdb::IteratorMode::Start)
         {
-            let (k, v) = item?;
-            let path = key_path(&k).ok_or_else(|| StoreError(format!("damaged node key {k:?}")))?;
-            let (stat, acl, data) = Node::decode(&v)
-                .map_err(|e| StoreError(format!("damaged node record for {path}: {e}")))?;
-            let acl = tree.intern_acl(acl);
-            tree.insert_loaded(
-                path,
-                Node {
-                    data,
-                    acl,
-                    stat,
-                    children: Default::default(),
-                },
-            );
+            nodes.push(item?);
         }
-        let orphans = tree.link_children();
-        if !orphans.is_empty() || tree.get("/").is_none() {
-            return Err(StoreError(format!(
-                "damaged tree: nodes without a parent: {orphans:?}"
-            )));
-        }
+        let tree = build_tree(nodes.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))?;
+        drop(nodes);
         let mut sessions = Vec::new();
         for item in self
             .db
@@ -275,14 +291,16 @@ impl Store {
                 .is_some())
     }
 
-    /// ZAB's durable state: epochs and the whole log; `applied` is the
-    /// tree's `last_zxid`.
+    /// ZAB's durable state: epochs, the log after its base; `applied` is
+    /// the tree's `last_zxid`.
     pub fn load_zab(&self, applied: i64) -> Result<zkd_zab::peer::Durable, StoreError> {
+        let base = self.get_u64(KEY_LOG_BASE)?;
         let mut log = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(self.cf(CF_ZAB_LOG), rocksdb::IteratorMode::Start)
-        {
+        let start = (base + 1).to_be_bytes();
+        for item in self.db.iterator_cf(
+            self.cf(CF_ZAB_LOG),
+            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+        ) {
             let (k, v) = item?;
             let zxid = u64::from_be_bytes(be8(&k, "a ZAB log key")?);
             log.push(zkd_zab::types::Txn {
@@ -290,12 +308,39 @@ impl Store {
                 data: v.to_vec(),
             });
         }
+        if (applied as u64) < base {
+            return Err(StoreError(format!(
+                "the tree is at 0x{applied:x} but the ZAB log was compacted to 0x{base:x}"
+            )));
+        }
         Ok(zkd_zab::peer::Durable {
             accepted_epoch: self.get_u64(KEY_ACCEPTED_EPOCH)?,
             current_epoch: self.get_u64(KEY_CURRENT_EPOCH)?,
             log,
             applied: applied as u64,
+            base,
         })
+    }
+
+    /// The applied state (tree and sessions at `last_zxid`), for a SNAP.
+    /// Read from one RocksDB snapshot, so it is one zxid's state even if
+    /// it is read while writes go on.
+    pub fn applied_state(&self) -> Result<(u64, Vec<u8>), StoreError> {
+        let snap = self.db.snapshot();
+        let zxid = match snap.get(KEY_LAST_ZXID)? {
+            Some(v) => u64::from_be_bytes(be8(&v, "the last_zxid record")?),
+            None => 0,
+        };
+        let mut w = crate::ensemble::state::StateWriter::new(zxid);
+        for item in snap.iterator_cf(self.cf(CF_NODES), rocksdb::IteratorMode::Start) {
+            let (k, v) = item?;
+            w.node(&k, &v);
+        }
+        for item in snap.iterator_cf(self.cf(CF_SESSIONS), rocksdb::IteratorMode::Start) {
+            let (k, v) = item?;
+            w.session(i64::from_be_bytes(be8(&k, "a session key")?), &v);
+        }
+        Ok((zxid, w.finish()))
     }
 
     /// Writes tree changes and ZAB's persists, in order, as one batch;
@@ -331,18 +376,39 @@ impl Store {
                         batch.put_cf(self.cf(CF_ZAB_LOG), t.zxid.to_be_bytes(), &t.data);
                     }
                 }
-                Z::ReplaceLog(txns) => {
+                Z::Applied(z) => batch.put(KEY_LAST_ZXID, (*z as i64).to_be_bytes()),
+                Z::Compact(base) => {
                     batch.delete_range_cf(
                         self.cf(CF_ZAB_LOG),
                         0u64.to_be_bytes(),
-                        u64::MAX.to_be_bytes(),
+                        (base + 1).to_be_bytes(),
                     );
-                    batch.delete_cf(self.cf(CF_ZAB_LOG), u64::MAX.to_be_bytes());
-                    for t in txns {
+                    batch.put(KEY_LOG_BASE, base.to_be_bytes());
+                }
+                Z::Snapshot { upto, state, log } => {
+                    // Checked by the driver before it got here; a failure
+                    // now is damage in memory: stop before writing.
+                    let rec = crate::ensemble::state::records(state).map_err(StoreError)?;
+                    let all = |b: &mut WriteBatch, cf: &rocksdb::ColumnFamily, hi: &[u8]| {
+                        b.delete_range_cf(cf, [].as_slice(), hi);
+                        b.delete_cf(cf, hi);
+                    };
+                    // Node keys are UTF-8 paths: none starts with 0xff.
+                    all(&mut batch, self.cf(CF_NODES), &[0xff]);
+                    all(&mut batch, self.cf(CF_SESSIONS), &[0xff; 8]);
+                    all(&mut batch, self.cf(CF_ZAB_LOG), &[0xff; 8]);
+                    for (k, v) in rec.nodes {
+                        batch.put_cf(self.cf(CF_NODES), k, v);
+                    }
+                    for (id, v) in rec.sessions {
+                        batch.put_cf(self.cf(CF_SESSIONS), id.to_be_bytes(), v);
+                    }
+                    for t in log {
                         batch.put_cf(self.cf(CF_ZAB_LOG), t.zxid.to_be_bytes(), &t.data);
                     }
+                    batch.put(KEY_LAST_ZXID, (*upto as i64).to_be_bytes());
+                    batch.put(KEY_LOG_BASE, upto.to_be_bytes());
                 }
-                Z::Applied(z) => batch.put(KEY_LAST_ZXID, (*z as i64).to_be_bytes()),
             }
         }
         let mut wo = WriteOptions::default();

@@ -79,9 +79,9 @@ pub fn encode(env: &Envelope) -> Vec<u8> {
             w.i32(5);
             put_txns(&mut w, t);
         }
-        Msg::Sync(Sync::Snap(t)) => {
-            w.i32(6);
-            put_txns(&mut w, t);
+        Msg::Sync(Sync::Snap { upto, state, log }) => {
+            w.i32(6).i64(*upto as i64).buffer(state);
+            put_txns(&mut w, log);
         }
         Msg::NewLeader { epoch } => {
             w.i32(7).i64(*epoch as i64);
@@ -139,7 +139,11 @@ pub fn decode(body: &[u8]) -> Result<Envelope, DecodeError> {
             last_zxid: u(&mut r)?,
         },
         5 => Msg::Sync(Sync::Diff(get_txns(&mut r)?)),
-        6 => Msg::Sync(Sync::Snap(get_txns(&mut r)?)),
+        6 => Msg::Sync(Sync::Snap {
+            upto: r.i64()? as u64,
+            state: r.buffer()?,
+            log: get_txns(&mut r)?,
+        }),
         7 => Msg::NewLeader { epoch: u(&mut r)? },
         8 => Msg::AckNewLeader { epoch: u(&mut r)? },
         9 => Msg::UpToDate {
@@ -199,7 +203,11 @@ mod tests {
                 last_zxid: 5,
             },
             Msg::Sync(Sync::Diff(vec![t.clone()])),
-            Msg::Sync(Sync::Snap(vec![t.clone(), t.clone()])),
+            Msg::Sync(Sync::Snap {
+                upto: 7,
+                state: b"tree".to_vec(),
+                log: vec![t.clone(), t.clone()],
+            }),
             Msg::NewLeader { epoch: 4 },
             Msg::AckNewLeader { epoch: 4 },
             Msg::UpToDate { committed: 8 },

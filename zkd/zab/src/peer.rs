@@ -15,6 +15,13 @@
 //! - a log is never cut below what was delivered (ZOOKEEPER-1154): a SNAP that
 //!   would is refused as divergence.
 //!
+//! Compaction: the application's applied state is the snapshot. Once more
+//! than `snap_count` delivered txns (or `snap_bytes` of them) are held, all
+//! but the last `log_keep` are dropped (`Persist::Compact`) and `base` moves
+//! up to the last dropped zxid. A learner whose log does not continue from
+//! `base` or a txn still held gets a SNAP: the leader's applied state
+//! (filled in by the runtime, `Output::SendSnap`) plus its undelivered txns.
+//!
 //! Streams: everything but votes travels on one stream per learner connection,
 //! stamped with the connection number and a sequence number, so a lost,
 //! duplicated or reordered message is seen as a broken stream (as TCP would
@@ -40,6 +47,13 @@ pub struct Config {
     /// simulation can prove it notices lost acknowledged writes. Always false
     /// in zkd.
     pub broken_ack_before_sync: bool,
+    /// Compact the log once this many delivered txns are held...
+    pub snap_count: usize,
+    /// ...or this many bytes of them.
+    pub snap_bytes: usize,
+    /// Delivered txns kept after compacting (at least 1), so a learner
+    /// that is a little behind still gets a DIFF.
+    pub log_keep: usize,
 }
 
 impl Config {
@@ -70,9 +84,13 @@ impl Config {
 pub struct Durable {
     pub accepted_epoch: u64,
     pub current_epoch: u64,
+    /// The txns after `base`.
     pub log: Vec<Txn>,
     /// How far the application has applied (and made durable) the log.
     pub applied: Zxid,
+    /// The zxid the log was compacted to: everything up to it lives only in
+    /// the application's state (`applied >= base`).
+    pub base: Zxid,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,8 +98,17 @@ pub enum Persist {
     AcceptedEpoch(u64),
     CurrentEpoch(u64),
     Append(Vec<Txn>),
-    ReplaceLog(Vec<Txn>),
     Applied(Zxid),
+    /// Log entries up to this zxid may go: the applied state holds them.
+    Compact(Zxid),
+    /// Replace the application's state with `state` (at `upto`, which is
+    /// then both applied and the log's base) and the log with `log`. The
+    /// runtime also installs the state in memory when it carries this out.
+    Snapshot {
+        upto: Zxid,
+        state: Vec<u8>,
+        log: Vec<Txn>,
+    },
 }
 
 /// A quorum message with its stream stamp (votes use conn 0, seq 0).
@@ -95,6 +122,10 @@ pub struct Envelope {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     Send(Id, Envelope),
+    /// Send a `Sync::Snap` after putting the application's applied state
+    /// into it: everything delivered before this output, which is exactly
+    /// the state at the message's `upto`.
+    SendSnap(Id, Envelope),
     Persist(Persist),
     Sync,
     /// A committed txn, to apply, in zxid order.
@@ -212,9 +243,13 @@ pub struct Peer {
     now: u64,
     accepted_epoch: u64,
     current_epoch: u64,
+    /// The txns after `base`.
     log: Vec<Txn>,
+    base: Zxid,
     /// Number of log entries delivered to the application.
     delivered: usize,
+    /// Bytes of data in the delivered entries.
+    delivered_bytes: usize,
     round: u64,
     next_conn: u64,
     role: Role,
@@ -228,14 +263,19 @@ pub struct Peer {
 impl Peer {
     /// A peer starting (or restarting) from what its disk kept.
     pub fn new(cfg: Config, d: Durable, now: u64) -> Peer {
-        let delivered = d.log.iter().take_while(|t| t.zxid <= d.applied).count();
+        let mut log = d.log;
+        log.retain(|t| t.zxid > d.base);
+        let delivered = log.iter().take_while(|t| t.zxid <= d.applied).count();
+        let delivered_bytes = log[..delivered].iter().map(|t| t.data.len()).sum();
         let mut p = Peer {
             cfg,
             now,
             accepted_epoch: d.accepted_epoch,
             current_epoch: d.current_epoch,
-            log: d.log,
+            log,
+            base: d.base,
             delivered,
+            delivered_bytes,
             round: 0,
             next_conn: now << 16,
             role: Role::Looking(Election {
@@ -265,12 +305,17 @@ impl Peer {
     }
 
     pub fn last_zxid(&self) -> Zxid {
-        self.log.last().map(|t| t.zxid).unwrap_or(0)
+        self.log.last().map(|t| t.zxid).unwrap_or(self.base)
+    }
+
+    /// The zxid the log was compacted to.
+    pub fn log_base(&self) -> Zxid {
+        self.base
     }
 
     pub fn delivered_zxid(&self) -> Zxid {
         if self.delivered == 0 {
-            0
+            self.base
         } else {
             self.log[self.delivered - 1].zxid
         }
@@ -340,7 +385,7 @@ impl Peer {
         }
     }
 
-    /// The whole log, for the runtime's log-size reports.
+    /// The txns held (after `base`), for the runtime's log-size reports.
     pub fn log_len(&self) -> usize {
         self.log.len()
     }
@@ -500,7 +545,7 @@ impl Peer {
                 round: v.round,
                 ..self_vote(
                     &self.cfg,
-                    self.log.last().map(|t| t.zxid).unwrap_or(0),
+                    self.log.last().map(|t| t.zxid).unwrap_or(self.base),
                     self.current_epoch,
                     v.round,
                 )
@@ -797,20 +842,38 @@ impl Peer {
             return;
         };
         let epoch = l.epoch;
-        let last = self.log.last().map(|t| t.zxid).unwrap_or(0);
-        let sync = if learner_last == 0 {
-            Sync::Snap(self.log.clone())
-        } else {
-            match self.log.iter().position(|t| t.zxid == learner_last) {
-                Some(i) => Sync::Diff(self.log[i + 1..].to_vec()),
-                None => Sync::Snap(self.log.clone()),
-            }
+        let last = self.log.last().map(|t| t.zxid).unwrap_or(self.base);
+        let applied = match self.delivered {
+            0 => self.base,
+            n => self.log[n - 1].zxid,
         };
-        if let Some(link) = l.links.get_mut(&to) {
-            link.sync_sent = true;
-            link.sync_point = last;
+        // Same zxid, same history up to it (one leader per epoch): a log
+        // ending at our base or at a txn we hold continues with a DIFF.
+        let from = if learner_last == self.base {
+            Some(0)
+        } else {
+            self.log
+                .iter()
+                .position(|t| t.zxid == learner_last)
+                .map(|i| i + 1)
+        };
+        let Some(link) = l.links.get_mut(&to) else {
+            return;
+        };
+        link.sync_sent = true;
+        link.sync_point = last;
+        match from {
+            Some(i) => self.lsend(to, Msg::Sync(Sync::Diff(self.log[i..].to_vec()))),
+            None => {
+                let msg = Msg::Sync(Sync::Snap {
+                    upto: applied,
+                    state: Vec::new(),
+                    log: self.log[self.delivered..].to_vec(),
+                });
+                let env = link.stream.stamp(msg);
+                self.out.push(Output::SendSnap(to, env));
+            }
         }
-        self.lsend(to, Msg::Sync(sync));
         self.lsend(to, Msg::NewLeader { epoch });
     }
 
@@ -996,21 +1059,36 @@ impl Peer {
                 self.log.extend(txns.iter().cloned());
                 self.out.push(Output::Persist(Persist::Append(txns)));
             }
-            Msg::Sync(Sync::Snap(txns)) => {
-                // Never cut below what was delivered.
-                let ok = txns.len() >= self.delivered
-                    && txns[..self.delivered] == self.log[..self.delivered];
-                if !ok {
-                    self.diverged = true;
-                    self.out.push(Output::Diverged(format!(
-                        "snapshot from {} does not contain our delivered txns up to 0x{:x}",
-                        from,
-                        self.delivered_zxid()
-                    )));
+            Msg::Sync(Sync::Snap { upto, state, log }) => {
+                let ordered = log.windows(2).all(|w| w[0].zxid < w[1].zxid)
+                    && log.first().is_none_or(|t| t.zxid > upto);
+                if !ordered {
+                    self.look();
                     return;
                 }
-                self.log = txns.clone();
-                self.out.push(Output::Persist(Persist::ReplaceLog(txns)));
+                // Never cut below what was delivered: a state older than
+                // ours must come with every txn we delivered after it.
+                let mine = self.delivered_zxid();
+                if upto < mine {
+                    let covered = log.iter().any(|t| t.zxid == mine)
+                        && self.log[..self.delivered]
+                            .iter()
+                            .filter(|t| t.zxid > upto)
+                            .all(|t| log.iter().any(|x| x == t));
+                    if !covered {
+                        self.diverged = true;
+                        self.out.push(Output::Diverged(format!(
+                            "snapshot from {from} at 0x{upto:x} does not contain our delivered txns up to 0x{mine:x}"
+                        )));
+                        return;
+                    }
+                }
+                self.base = upto;
+                self.log = log.clone();
+                self.delivered = 0;
+                self.delivered_bytes = 0;
+                self.out
+                    .push(Output::Persist(Persist::Snapshot { upto, state, log }));
             }
             Msg::NewLeader { epoch } => {
                 // The synced txns first, then the epoch, then the ack.
@@ -1076,12 +1154,43 @@ impl Peer {
         while self.delivered < self.log.len() && self.log[self.delivered].zxid <= z {
             let t = self.log[self.delivered].clone();
             last = Some(t.zxid);
+            self.delivered_bytes += t.data.len();
             self.out.push(Output::Deliver(t));
             self.delivered += 1;
         }
         if let Some(z) = last {
             self.out.push(Output::Persist(Persist::Applied(z)));
+            self.maybe_compact();
         }
+    }
+
+    /// Drops delivered txns beyond what is kept for DIFFs, once enough
+    /// have gathered (dropping a few at a time would cost a log deletion
+    /// per delivery). Only delivered txns go: the applied state has them.
+    fn maybe_compact(&mut self) {
+        if self.delivered < self.cfg.snap_count && self.delivered_bytes < self.cfg.snap_bytes {
+            return;
+        }
+        let keep_bytes = self.cfg.snap_bytes / 2;
+        let mut drop = self.delivered.saturating_sub(self.cfg.log_keep.max(1));
+        let mut kept: usize = self.log[drop..self.delivered]
+            .iter()
+            .map(|t| t.data.len())
+            .sum();
+        // The last delivered txn always stays (the leader informs
+        // observers from it).
+        while kept > keep_bytes && drop + 1 < self.delivered {
+            kept -= self.log[drop].data.len();
+            drop += 1;
+        }
+        if drop == 0 {
+            return;
+        }
+        self.base = self.log[drop - 1].zxid;
+        self.log.drain(..drop);
+        self.delivered -= drop;
+        self.delivered_bytes = kept;
+        self.out.push(Output::Persist(Persist::Compact(self.base)));
     }
 
     fn on_msg(&mut self, from: Id, env: Envelope) {

@@ -5,7 +5,14 @@
 //! - one established leader per epoch;
 //! - prefix agreement: every peer delivers the same txns in the same order;
 //! - integrity: only proposed txns are delivered;
-//! - primary order: delivered zxids only grow.
+//! - primary order: delivered zxids only grow;
+//! - snapshots: the state a leader sends is exactly its delivered prefix at
+//!   the SNAP's `upto`, and installing it keeps a learner on that prefix.
+//!
+//! The application's state is modelled as the length of the delivered
+//! prefix (every peer's delivered txns are checked against one global
+//! sequence), so a snapshot is that length. Logs are compacted often (small
+//! `snap_count`, chosen per seed) so SNAPs with state happen in most runs.
 //!
 //! At the end, with the faults healed, it checks that every peer catches up
 //! and no acknowledged write is missing anywhere. A failure names its seed;
@@ -79,6 +86,8 @@ pub struct Report {
     pub epochs: u64,
     /// Simulated ms from each leader loss to the next established leader.
     pub failover_ms: Vec<u64>,
+    /// SNAPs (with state) sent to learners.
+    pub snapshots: u64,
 }
 
 struct Rng(u64);
@@ -115,8 +124,16 @@ impl Disk {
             Persist::AcceptedEpoch(e) => d.accepted_epoch = e,
             Persist::CurrentEpoch(e) => d.current_epoch = e,
             Persist::Append(t) => d.log.extend(t),
-            Persist::ReplaceLog(t) => d.log = t,
             Persist::Applied(z) => d.applied = d.applied.max(z),
+            Persist::Compact(b) => {
+                d.log.retain(|t| t.zxid > b);
+                d.base = d.base.max(b);
+            }
+            Persist::Snapshot { upto, log, .. } => {
+                d.applied = upto;
+                d.base = upto;
+                d.log = log;
+            }
         }
     }
     fn sync(&mut self) {
@@ -163,6 +180,8 @@ pub struct Sim {
     queues: BTreeMap<Id, VecDeque<Output>>,
     syncing: BTreeSet<Id>,
     generation: BTreeMap<Id, u64>,
+    /// Compaction settings of this run.
+    snap: (usize, usize, usize),
 }
 
 pub fn run(cfg: SimConfig) -> Result<Report, String> {
@@ -202,7 +221,13 @@ impl Sim {
             queues: BTreeMap::new(),
             syncing: BTreeSet::new(),
             generation: BTreeMap::new(),
+            snap: (0, 0, 0),
         };
+        s.snap = (
+            5 + s.rng.below(200) as usize,
+            16 + s.rng.below(2000) as usize,
+            1 + s.rng.below(30) as usize,
+        );
         for id in ids {
             s.disks.insert(id, Disk::default());
             s.start(id);
@@ -220,6 +245,9 @@ impl Sim {
             sync_limit: 5,
             finalize_wait_ms: 100,
             broken_ack_before_sync: self.cfg.broken_ack_before_sync,
+            snap_count: self.snap.0,
+            snap_bytes: self.snap.1,
+            log_keep: self.snap.2,
         }
     }
 
@@ -231,7 +259,9 @@ impl Sim {
     fn start(&mut self, id: Id) {
         self.generation.entry(id).or_insert(0);
         let d = self.disks[&id].durable.clone();
-        let n = d.log.iter().take_while(|t| t.zxid <= d.applied).count();
+        let n = self
+            .prefix_at(d.applied)
+            .unwrap_or_else(|| panic!("peer {id} applied 0x{:x}, never delivered", d.applied));
         self.delivered.insert(id, n);
         let mut p = Peer::new(self.peer_cfg(id), d, self.now);
         let outs = p.step(Input::Tick(self.now));
@@ -313,7 +343,36 @@ impl Sim {
             }
             match o {
                 Output::Send(to, env) => self.send(id, to, env),
-                Output::Persist(p) => self.disks.get_mut(&id).unwrap().pending.push(p),
+                Output::SendSnap(to, mut env) => {
+                    let Msg::Sync(Sync::Snap { upto, state, .. }) = &mut env.msg else {
+                        return Err(format!("peer {id}: SendSnap without a snapshot: {env:?}"));
+                    };
+                    let pos = self.delivered[&id];
+                    if self.prefix_at(*upto) != Some(pos) {
+                        return Err(format!(
+                            "peer {id} snapshots at 0x{upto:x} but has delivered {pos} txns"
+                        ));
+                    }
+                    *state = (pos as u64).to_le_bytes().to_vec();
+                    self.report.snapshots += 1;
+                    self.send(id, to, env)
+                }
+                Output::Persist(p) => {
+                    if let Persist::Snapshot { upto, state, .. } = &p {
+                        let pos = state
+                            .as_slice()
+                            .try_into()
+                            .map(|b: [u8; 8]| u64::from_le_bytes(b) as usize)
+                            .map_err(|_| format!("peer {id} installs a malformed state"))?;
+                        if self.prefix_at(*upto) != Some(pos) {
+                            return Err(format!(
+                                "peer {id} installs a state of {pos} txns as 0x{upto:x}"
+                            ));
+                        }
+                        self.delivered.insert(id, pos);
+                    }
+                    self.disks.get_mut(&id).unwrap().pending.push(p)
+                }
                 Output::Sync => {
                     if !self.disks[&id].pending.is_empty() {
                         self.syncing.insert(id);
@@ -345,6 +404,17 @@ impl Sim {
             }
         }
         Ok(())
+    }
+
+    /// The length of the delivered prefix that ends at `z`.
+    fn prefix_at(&self, z: Zxid) -> Option<usize> {
+        if z == 0 {
+            return Some(0);
+        }
+        self.global
+            .binary_search_by_key(&z, |t| t.zxid)
+            .ok()
+            .map(|i| i + 1)
     }
 
     fn check_deliver(&mut self, id: Id, t: Txn) -> Result<(), String> {
@@ -472,12 +542,8 @@ impl Sim {
             let adversarial = self.rng.chance(0.5);
             if adversarial {
                 order.sort_by_key(|i| {
-                    self.disks[i]
-                        .durable
-                        .log
-                        .last()
-                        .map(|t| t.zxid)
-                        .unwrap_or(0)
+                    let d = &self.disks[i].durable;
+                    d.log.last().map(|t| t.zxid).unwrap_or(d.base)
                 });
             }
             for (rank, id) in order.into_iter().enumerate() {

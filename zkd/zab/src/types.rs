@@ -54,8 +54,15 @@ impl Vote {
 pub enum Sync {
     /// The learner's log is a prefix of the leader's: here is the rest.
     Diff(Vec<Txn>),
-    /// Replace the learner's log with this one (the leader's whole history).
-    Snap(Vec<Txn>),
+    /// The learner's log does not continue from a point the leader still
+    /// holds: replace its state with the leader's applied state at `upto`
+    /// (opaque to ZAB, filled in by the runtime, see `Output::SendSnap`)
+    /// and its log with `log`, the leader's txns after `upto`.
+    Snap {
+        upto: Zxid,
+        state: Vec<u8>,
+        log: Vec<Txn>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

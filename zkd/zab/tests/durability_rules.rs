@@ -16,6 +16,9 @@ fn cfg(id: Id) -> Config {
         sync_limit: 5,
         finalize_wait_ms: 100,
         broken_ack_before_sync: false,
+        snap_count: 1_000_000,
+        snap_bytes: usize::MAX,
+        log_keep: 500,
     }
 }
 
@@ -143,14 +146,23 @@ fn zookeeper_3911_and_4394_diff_durable_then_current_epoch_then_ack_newleader() 
 fn zookeeper_2678_snap_durable_before_ack_newleader() {
     let (mut p, conn) = follower(Durable::default());
     from_leader(&mut p, conn, 1, Msg::LeaderInfo { epoch: 10 });
-    let snap = vec![Txn {
-        zxid: zxid(9, 1),
+    let log = vec![Txn {
+        zxid: zxid(9, 2),
         data: b"a".to_vec(),
     }];
-    let mut outs = from_leader(&mut p, conn, 2, Msg::Sync(Sync::Snap(snap.clone())));
+    let snap = Msg::Sync(Sync::Snap {
+        upto: zxid(9, 1),
+        state: b"tree".to_vec(),
+        log: log.clone(),
+    });
+    let mut outs = from_leader(&mut p, conn, 2, snap);
     outs.extend(from_leader(&mut p, conn, 3, Msg::NewLeader { epoch: 10 }));
     let replace = pos(&outs, |o| {
-        *o == Output::Persist(Persist::ReplaceLog(snap.clone()))
+        *o == Output::Persist(Persist::Snapshot {
+            upto: zxid(9, 1),
+            state: b"tree".to_vec(),
+            log: log.clone(),
+        })
     });
     let ack = pos(&outs, |o| {
         matches!(
@@ -217,21 +229,197 @@ fn zookeeper_1154_a_snap_never_cuts_below_what_was_delivered() {
         current_epoch: 5,
         log: vec![delivered.clone()],
         applied: delivered.zxid,
+        base: 0,
     };
     let (mut p, conn) = follower(d);
     from_leader(&mut p, conn, 1, Msg::LeaderInfo { epoch: 10 });
-    let other = vec![Txn {
-        zxid: zxid(5, 1),
-        data: b"different".to_vec(),
-    }];
-    let outs = from_leader(&mut p, conn, 2, Msg::Sync(Sync::Snap(other)));
+    // A state from before our delivered txn, whose log has a different
+    // txn under that zxid: installing it would lose what we delivered.
+    let other = Msg::Sync(Sync::Snap {
+        upto: 0,
+        state: vec![],
+        log: vec![Txn {
+            zxid: zxid(5, 1),
+            data: b"different".to_vec(),
+        }],
+    });
+    let outs = from_leader(&mut p, conn, 2, other);
     assert!(
         outs.iter().any(|o| matches!(o, Output::Diverged(_))),
         "{outs:?}"
     );
     assert!(!outs
         .iter()
-        .any(|o| matches!(o, Output::Persist(Persist::ReplaceLog(_)))));
+        .any(|o| matches!(o, Output::Persist(Persist::Snapshot { .. }))));
+}
+
+#[test]
+fn an_older_state_is_installed_only_with_the_txns_we_delivered_after_it() {
+    let delivered = Txn {
+        zxid: zxid(5, 1),
+        data: b"kept".to_vec(),
+    };
+    let d = Durable {
+        accepted_epoch: 5,
+        current_epoch: 5,
+        log: vec![delivered.clone()],
+        applied: delivered.zxid,
+        base: 0,
+    };
+    let (mut p, conn) = follower(d);
+    from_leader(&mut p, conn, 1, Msg::LeaderInfo { epoch: 10 });
+    let snap = Msg::Sync(Sync::Snap {
+        upto: 0,
+        state: b"empty tree".to_vec(),
+        log: vec![delivered.clone()],
+    });
+    let outs = from_leader(&mut p, conn, 2, snap);
+    assert!(
+        outs.iter()
+            .any(|o| matches!(o, Output::Persist(Persist::Snapshot { upto: 0, .. }))),
+        "{outs:?}"
+    );
+    // The delivered txn is delivered again once the leader says so.
+    from_leader(&mut p, conn, 3, Msg::NewLeader { epoch: 10 });
+    let outs = from_leader(
+        &mut p,
+        conn,
+        4,
+        Msg::UpToDate {
+            committed: delivered.zxid,
+        },
+    );
+    assert!(outs.contains(&Output::Deliver(delivered)), "{outs:?}");
+}
+
+/// A single-voter leader with one observer, which has written `writes`
+/// txns; returns the leader and what the observer is sent when it connects
+/// with `observer_last` as its last zxid.
+fn leader_syncing_observer(c: Config, writes: u32, observer_last: Zxid) -> (Peer, Vec<Output>) {
+    let c = Config {
+        voters: vec![1],
+        observers: vec![2],
+        ..c
+    };
+    let mut p = Peer::new(c, Durable::default(), 0);
+    p.step(Input::Tick(0));
+    p.step(Input::Tick(200));
+    assert!(p.is_active_leader());
+    for i in 0..writes {
+        p.step(Input::Write(format!("w{i}").into_bytes()));
+    }
+    let info = Envelope {
+        conn: 77,
+        seq: 1,
+        msg: Msg::FollowerInfo {
+            accepted_epoch: 0,
+            last_zxid: observer_last,
+            observer: true,
+        },
+    };
+    p.step(Input::Msg(2, info));
+    let ack = Envelope {
+        conn: 77,
+        seq: 2,
+        msg: Msg::AckEpoch {
+            current_epoch: 0,
+            last_zxid: observer_last,
+        },
+    };
+    let outs = p.step(Input::Msg(2, ack));
+    (p, outs)
+}
+
+#[test]
+fn compaction_keeps_the_newest_delivered_txns_and_moves_the_base() {
+    let c = Config {
+        snap_count: 10,
+        log_keep: 3,
+        ..cfg(1)
+    };
+    let mut p = Peer::new(
+        Config {
+            voters: vec![1],
+            ..c
+        },
+        Durable::default(),
+        0,
+    );
+    p.step(Input::Tick(0));
+    p.step(Input::Tick(200));
+    let mut compacted = Vec::new();
+    for i in 0..25 {
+        for o in p.step(Input::Write(format!("w{i}").into_bytes())) {
+            if let Output::Persist(Persist::Compact(z)) = o {
+                compacted.push(z);
+            }
+        }
+    }
+    let e = p.current_epoch();
+    // At 10 delivered, 7 go; again at 10 (3 kept + 7 new); and again.
+    assert_eq!(compacted, vec![zxid(e, 7), zxid(e, 14), zxid(e, 21)]);
+    assert_eq!(p.log_base(), zxid(e, 21));
+    assert_eq!(p.log_len(), 4);
+    assert_eq!(p.last_zxid(), zxid(e, 25));
+    assert_eq!(p.delivered_zxid(), zxid(e, 25));
+    // A restart from what was persisted comes back at the same place.
+    let d = Durable {
+        accepted_epoch: e,
+        current_epoch: e,
+        log: vec![Txn {
+            zxid: zxid(e, 22),
+            data: vec![],
+        }],
+        applied: zxid(e, 22),
+        base: zxid(e, 21),
+    };
+    let q = Peer::new(cfg(1), d, 0);
+    assert_eq!(q.last_zxid(), zxid(e, 22));
+    assert_eq!(q.log_base(), zxid(e, 21));
+}
+
+#[test]
+fn a_learner_behind_the_base_gets_the_state_and_one_at_it_a_diff() {
+    let c = Config {
+        snap_count: 10,
+        log_keep: 3,
+        ..cfg(1)
+    };
+    let (p, outs) = leader_syncing_observer(c.clone(), 12, 0);
+    let base = p.log_base();
+    assert!(base > 0);
+    let snap = outs
+        .iter()
+        .find_map(|o| match o {
+            Output::SendSnap(
+                2,
+                Envelope {
+                    msg: Msg::Sync(Sync::Snap { upto, state, log }),
+                    ..
+                },
+            ) => Some((*upto, state.clone(), log.clone())),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no SNAP: {outs:?}"));
+    // The state is everything delivered (the runtime fills it in); no
+    // undelivered txns remain on a single-voter leader.
+    assert_eq!(snap, (p.delivered_zxid(), vec![], vec![]));
+    let (p, outs) = leader_syncing_observer(c, 12, base);
+    let diff = outs
+        .iter()
+        .find_map(|o| match o {
+            Output::Send(
+                2,
+                Envelope {
+                    msg: Msg::Sync(Sync::Diff(t)),
+                    ..
+                },
+            ) => Some(t.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no DIFF: {outs:?}"));
+    assert_eq!(diff.len(), p.log_len());
+    assert_eq!(diff.last().map(|t| t.zxid), Some(p.last_zxid()));
 }
 
 #[test]
@@ -273,6 +461,7 @@ fn acceptedepoch_from_an_older_leader_is_refused() {
         current_epoch: 11,
         log: vec![],
         applied: 0,
+        base: 0,
     };
     let (mut p, conn) = follower(d);
     let outs = from_leader(&mut p, conn, 1, Msg::LeaderInfo { epoch: 10 });

@@ -5,6 +5,8 @@ use zkd_zab::sim::{run, Faults, SimConfig};
 
 fn seeds(voters: usize, observers: usize, range: std::ops::Range<u64>, faults: Faults) {
     let mut failures = Vec::new();
+    let mut snapshots = 0;
+    let runs = range.end - range.start;
     for seed in range {
         let cfg = SimConfig {
             voters,
@@ -15,7 +17,10 @@ fn seeds(voters: usize, observers: usize, range: std::ops::Range<u64>, faults: F
             broken_ack_before_sync: false,
         };
         match run(cfg) {
-            Ok(r) => assert!(r.committed > 0, "seed {seed}: nothing committed"),
+            Ok(r) => {
+                assert!(r.committed > 0, "seed {seed}: nothing committed");
+                snapshots += r.snapshots;
+            }
             Err(e) => failures.push(e),
         }
     }
@@ -25,6 +30,11 @@ fn seeds(voters: usize, observers: usize, range: std::ops::Range<u64>, faults: F
         failures.len(),
         failures.join("\n")
     );
+    // Logs are compacted often in the simulation: a learner that falls
+    // behind must regularly be sent the state, not only DIFFs.
+    if runs >= 20 && faults.crash > 0.0 {
+        assert!(snapshots > 0, "no SNAP with state in {runs} runs");
+    }
 }
 
 #[test]

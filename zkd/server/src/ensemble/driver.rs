@@ -213,6 +213,10 @@ impl Core {
                     }
                     z.transport.send(to, &Frame::Zab(env))
                 }
+                Output::SendSnap(to, env) => self.send_snap(to, env),
+                Output::Persist(ZPersist::Snapshot { upto, state, log }) => {
+                    self.install(upto, state, log)
+                }
                 Output::Persist(p) => z.job_zab.push(p),
                 Output::Sync => {
                     if z.job_zab.is_empty() && z.job_tree.is_empty() && !z.unsynced {
@@ -257,6 +261,107 @@ impl Core {
             self.send_job(false);
         }
         self.take_role();
+    }
+
+    /// Leader: a SNAP for a learner. The state is read on the storage
+    /// thread after everything delivered so far is written, so it is the
+    /// state at the SNAP's `upto`. The core waits for it (later messages to
+    /// that learner must follow it on its stream).
+    fn send_snap(&mut self, to: u64, mut env: zkd_zab::peer::Envelope) {
+        let started = Instant::now();
+        let z = self.zab.as_mut().expect("ensemble mode");
+        if !z.job_zab.is_empty() || !z.job_tree.is_empty() {
+            z.unsynced = true;
+            self.send_job(false);
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        if self.storage.send(Job::State(tx)).is_err() {
+            crate::disk::exit_now(70);
+        }
+        let (zxid, bytes) = match tokio::task::block_in_place(|| rx.recv()) {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                log::error!("cannot read the applied state for a snapshot: {e}");
+                crate::disk::exit_now(70);
+            }
+            Err(_) => crate::disk::exit_now(70),
+        };
+        let zkd_zab::types::Msg::Sync(zkd_zab::types::Sync::Snap { upto, state, log }) =
+            &mut env.msg
+        else {
+            unreachable!("SendSnap carries a snapshot");
+        };
+        if zxid != *upto {
+            // Not sent: the learner sees a gap in its stream and resyncs.
+            log::error!(
+                "snapshot for server.{to} should be at 0x{upto:x} but the store is at 0x{zxid:x}; not sent"
+            );
+            return;
+        }
+        log::info!(
+            "event=snapshot_sent to={to} zxid=0x{zxid:x} bytes={} log_txns={} took_ms={}",
+            bytes.len(),
+            log.len(),
+            started.elapsed().as_millis()
+        );
+        *state = bytes;
+        let z = self.zab.as_ref().expect("ensemble mode");
+        z.transport.send(to, &Frame::Zab(env));
+    }
+
+    /// Learner: install the leader's state in place of ours, on disk (one
+    /// write with the new log) and in memory.
+    fn install(&mut self, upto: u64, state: Vec<u8>, log: Vec<zkd_zab::types::Txn>) {
+        let started = Instant::now();
+        let loaded = match super::state::load(&state) {
+            Ok(l) if l.last_zxid as u64 == upto => l,
+            Ok(l) => {
+                self.refuse_snapshot(format!(
+                    "state is at 0x{:x}, the snapshot says 0x{upto:x}",
+                    l.last_zxid
+                ));
+                return;
+            }
+            Err(e) => {
+                self.refuse_snapshot(e);
+                return;
+            }
+        };
+        let (bytes, txns) = (state.len(), log.len());
+        let z = self.zab.as_mut().expect("ensemble mode");
+        z.job_zab.push(ZPersist::Snapshot { upto, state, log });
+        z.unsynced = true;
+        self.send_job(false);
+        let now = self.clock.now();
+        let counters = std::mem::take(&mut self.server.counters);
+        self.server = Server::new(
+            self.core_cfg.clone(),
+            loaded.tree,
+            loaded.last_zxid,
+            loaded.sessions,
+            now,
+            self.seed,
+        );
+        self.server.counters = counters;
+        self.server.set_role(Role::Learner, 0, now);
+        let _ = self.server.take_effects();
+        self.durable = upto as i64;
+        log::info!(
+            "event=snapshot_installed zxid=0x{upto:x} bytes={bytes} log_txns={txns} took_ms={}",
+            started.elapsed().as_millis()
+        );
+    }
+
+    /// ZAB has already taken the snapshot's log as its own, so serving on
+    /// would pair that log with our old tree: stop instead (nothing is
+    /// lost; a restart starts from what is on disk and syncs again).
+    fn refuse_snapshot(&mut self, why: String) {
+        let z = self.zab.as_ref().expect("ensemble mode");
+        log::error!(
+            "event=divergence reason=\"snapshot from server.{} refused: {why}\"",
+            z.peer.leader().unwrap_or(0)
+        );
+        crate::disk::exit_now(70);
     }
 
     fn deliver(&mut self, txn: zkd_zab::types::Txn) {

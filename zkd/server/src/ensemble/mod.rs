@@ -4,6 +4,7 @@
 //! decide:
 //!
 //! - `wire`      — frames between members (ZAB messages, forwarded requests).
+//! - `state`     — the applied state (tree + sessions) a SNAP carries.
 //! - `transport` — TCP links to every peer, with loss reported.
 //! - `driver`    — feeds the peer messages, ticks and client writes, and
 //!   executes its outputs in order: sends, persists with sync barriers (on
@@ -11,6 +12,7 @@
 //!   deliveries (applied to the tree, releasing held replies), role changes.
 
 pub mod driver;
+pub mod state;
 pub mod transport;
 pub mod wire;
 
@@ -90,13 +92,12 @@ pub fn check_store(
     let d = store
         .load_zab(loaded.last_zxid)
         .map_err(|e| e.to_string())?;
-    if let Some(last) = d.log.last() {
-        if (last.zxid as i64) < loaded.last_zxid {
-            return Err(format!(
-                "the tree is at 0x{:x} but the ZAB log ends at 0x{:x}",
-                loaded.last_zxid, last.zxid
-            ));
-        }
+    let last = d.log.last().map(|t| t.zxid).unwrap_or(d.base);
+    if (last as i64) < loaded.last_zxid {
+        return Err(format!(
+            "the tree is at 0x{:x} but the ZAB log ends at 0x{last:x}",
+            loaded.last_zxid
+        ));
     }
     Ok(Some(d))
 }
@@ -181,19 +182,23 @@ pub fn start(core: &mut Core, durable: Durable) -> Result<(), String> {
         sync_limit: cfg.sync_limit.unwrap_or(SYNC_LIMIT_DEFAULT) as u64,
         finalize_wait_ms: FINALIZE_WAIT_MS.min(cfg.tick_time_ms as u64),
         broken_ack_before_sync: false,
+        snap_count: cfg.snap_count,
+        snap_bytes: cfg.snap_size_limit_bytes,
+        log_keep: cfg.commit_log_count,
     };
     let clock_base = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(1);
     log::info!(
-        "event=ensemble_start id={me} role={} voters={:?} observers={:?} accepted_epoch={} current_epoch={} log_txns={} applied=0x{:x} quorum={} election={}",
+        "event=ensemble_start id={me} role={} voters={:?} observers={:?} accepted_epoch={} current_epoch={} log_txns={} log_base=0x{:x} applied=0x{:x} quorum={} election={}",
         if spec.observer { "observer" } else { "participant" },
         zcfg.voters,
         zcfg.observers,
         durable.accepted_epoch,
         durable.current_epoch,
         durable.log.len(),
+        durable.base,
         durable.applied,
         mine.quorum,
         mine.election

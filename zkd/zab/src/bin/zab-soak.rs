@@ -11,7 +11,8 @@ fn main() {
         .collect();
     let seeds = args.first().copied().unwrap_or(200);
     let first = args.get(1).copied().unwrap_or(1);
-    let (mut ok, mut failed, mut committed, mut failovers) = (0, 0, 0usize, Vec::new());
+    let (mut ok, mut failed, mut committed, mut failovers, mut snaps) =
+        (0, 0, 0usize, Vec::new(), 0u64);
     for seed in first..first + seeds {
         let shape = [(3, 0), (5, 0), (3, 1), (7, 0)][(seed % 4) as usize];
         let cfg = SimConfig {
@@ -44,6 +45,7 @@ fn main() {
             Ok(r) => {
                 ok += 1;
                 committed += r.committed;
+                snaps += r.snapshots;
                 failovers.extend(r.failover_ms);
             }
             Err(e) => {
@@ -60,7 +62,7 @@ fn main() {
             .unwrap_or(0)
     };
     println!(
-        "{ok} seeds ok, {failed} failed; {committed} txns committed; simulated failover ms p50={} p99={} max={}",
+        "{ok} seeds ok, {failed} failed; {committed} txns committed; {snaps} snapshots sent; simulated failover ms p50={} p99={} max={}",
         p(0.5),
         p(0.99),
         failovers.last().copied().unwrap_or(0)
