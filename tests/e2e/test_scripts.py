@@ -24,7 +24,7 @@ def test_shellcheck_clean():
     assert r.returncode == 0, r.stdout
 
 
-@pytest.mark.parametrize("script", ["capture-frames.py", "bench-zkfs.py", "failover.py"])
+@pytest.mark.parametrize("script", ["capture-frames.py", "bench-zkfs.py", "bench-scale.py", "failover.py"])
 def test_python_script_help(script):
     r = subprocess.run(["python3", os.path.join(ROOT, "scripts", script), "--help"], capture_output=True, text=True)
     assert r.returncode == 2 or r.returncode == 0

@@ -26,6 +26,11 @@ zkbench - pipelined ZooKeeper load generator
 Usage: zkbench --server HOST:PORT --workload NAME [options]
 
 Workloads: create set get exists children children10k delete multi10 mix
+           populate (create --keys znodes in all, spread over the
+             connections, then stop)
+           fanout (--conns sessions each watch one znode; after --seconds
+             of holding the watches one write fires them all; reports the
+             time until each session got its event)
 Options:
   --conns N       connections (sessions), default 1
   --depth N       requests in flight per connection, default 1
@@ -165,6 +170,12 @@ fn op_for(o: &Opts, c: usize, n: u64, data: &[u8]) -> Option<(i32, Vec<u8>)> {
     let key = |k: u64| format!("{}/c{c}/k{}", o.prefix, k % o.keys as u64);
     Some(match o.workload.as_str() {
         "create" => (1, create_body(&format!("{}/c{c}/n{n}", o.prefix), data)),
+        "populate" => {
+            if n >= o.keys.div_ceil(o.conns) as u64 {
+                return None;
+            }
+            (1, create_body(&format!("{}/c{c}/p{n}", o.prefix), data))
+        }
         "set" => (
             5,
             SetDataRequest {
@@ -400,9 +411,15 @@ async fn drive(
         n += 1;
     }
     done_sending.store(n, Ordering::Release);
-    // Wake the reader if it already has everything.
-    let _ = wr.shutdown().await;
+    // Wake the reader if it already has everything: a ping's reply (xid -2)
+    // makes it look at the count again. Closing our half instead would make
+    // the server drop replies still on their way (the last few requests
+    // would be done but not counted).
+    let mut w = Writer::framed();
+    RequestHeader { xid: -2, op: 11 }.write(&mut w);
+    let _ = wr.write_all(&w.finish_frame()).await;
     let lat = reader.await.unwrap_or_default();
+    let _ = wr.shutdown().await;
     (lat, errors.load(Ordering::Relaxed))
 }
 
@@ -413,7 +430,104 @@ fn pct(sorted: &[u32], p: f64) -> u32 {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
+/// Many sessions, one watched znode, one write: how long until every
+/// session has heard of it.
+async fn fanout(o: Opts) -> std::io::Result<()> {
+    let servers: Vec<String> = o.server.split(',').map(str::to_owned).collect();
+    let fan = format!("{}/fan", o.prefix);
+    let mut c0 = Conn::open(&servers[0]).await?;
+    c0.call(1, &create_body(&o.prefix, b"")).await?;
+    c0.call(1, &create_body(&fan, b"")).await?;
+    let cpu0 = cpu_seconds();
+    let setup = Instant::now();
+    // Open and watch in parallel, a bounded number at a time.
+    let gate = Arc::new(Semaphore::new(200));
+    let (fired_tx, mut fired_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<std::io::Result<()>>();
+    for i in 0..o.conns {
+        let (server, fan, gate) = (servers[i % servers.len()].clone(), fan.clone(), gate.clone());
+        let (fired_tx, ready_tx) = (fired_tx.clone(), ready_tx.clone());
+        tokio::spawn(async move {
+            let permit = gate.acquire_owned().await.expect("gate open");
+            let watch = async {
+                let mut c = Conn::open(&server).await?;
+                let body = PathWatch {
+                    path: fan,
+                    watch: true,
+                }
+                .encode();
+                c.call(3, &body).await?;
+                Ok::<_, std::io::Error>(c)
+            };
+            let mut c = match watch.await {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            drop(permit);
+            let _ = ready_tx.send(Ok(()));
+            // The next frame with xid -1 is the watch event.
+            while let Ok(b) = c.frame().await {
+                if let Ok(h) = ReplyHeader::read(&mut Reader::new(&b)) {
+                    if h.xid == -1 {
+                        let _ = fired_tx.send(Instant::now());
+                        break;
+                    }
+                }
+            }
+            // Keep the session until the run ends.
+            std::future::pending::<()>().await;
+        });
+    }
+    drop(fired_tx);
+    for _ in 0..o.conns {
+        ready_rx.recv().await.expect("watchers report")?;
+    }
+    let setup_secs = setup.elapsed().as_secs_f64();
+    let setup_cpu = cpu_seconds() - cpu0;
+    eprintln!("zkbench: {} sessions watching {fan}", o.conns);
+    tokio::time::sleep(Duration::from_secs_f64(o.seconds)).await;
+    let cpu1 = cpu_seconds();
+    let t0 = Instant::now();
+    let body = SetDataRequest {
+        path: fan.clone(),
+        data: b"fired".to_vec(),
+        version: -1,
+    }
+    .encode();
+    c0.call(5, &body).await?;
+    let mut lat = Vec::with_capacity(o.conns);
+    let deadline = t0 + Duration::from_secs(120);
+    while lat.len() < o.conns {
+        match tokio::time::timeout_at(deadline.into(), fired_rx.recv()).await {
+            Ok(Some(t)) => lat.push(t.duration_since(t0).as_micros().min(u32::MAX as u128) as u32),
+            _ => break,
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let missing = o.conns - lat.len();
+    lat.sort_unstable();
+    println!(
+        "{{\"workload\":\"fanout\",\"conns\":{},\"depth\":1,\"size\":5,\"ops\":{},\"errors\":{missing},\"setup_secs\":{setup_secs:.3},\"setup_cpu_pct\":{:.1},\"secs\":{secs:.3},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"bench_cpu_pct\":{:.1}}}",
+        o.conns,
+        lat.len(),
+        100.0 * setup_cpu / setup_secs,
+        pct(&lat, 0.5),
+        pct(&lat, 0.99),
+        pct(&lat, 0.999),
+        lat.last().copied().unwrap_or(0),
+        100.0 * (cpu_seconds() - cpu1) / secs
+    );
+    // Exiting closes every session at once.
+    std::process::exit(0);
+}
+
 async fn run(o: Opts) -> std::io::Result<()> {
+    if o.workload == "fanout" {
+        return fanout(o).await;
+    }
     let data = Arc::new(vec![b'x'; o.size]);
     let mut conns = Vec::new();
     // A comma-separated list spreads the connections over an ensemble.
@@ -425,7 +539,13 @@ async fn run(o: Opts) -> std::io::Result<()> {
     let o = Arc::new(o);
     let cpu0 = cpu_seconds();
     let start = Instant::now();
-    let deadline = start + Duration::from_secs_f64(o.seconds);
+    // populate runs until its znodes exist, however long that takes.
+    let seconds = if o.workload == "populate" {
+        86_400.0
+    } else {
+        o.seconds
+    };
+    let deadline = start + Duration::from_secs_f64(seconds);
     let tasks: Vec<_> = conns
         .into_iter()
         .enumerate()

@@ -298,6 +298,18 @@ impl Core {
             );
             return;
         }
+        if bytes.len() + log.iter().map(|t| t.data.len() + 12).sum::<usize>() + 64
+            > super::wire::PEER_FRAME_MAX
+        {
+            // One frame carries the whole state; a peer refuses bigger
+            // ones. Not sent: the learner keeps retrying, and says why here.
+            log::error!(
+                "snapshot for server.{to} is {} bytes, over the {} byte frame limit; not sent",
+                bytes.len(),
+                super::wire::PEER_FRAME_MAX
+            );
+            return;
+        }
         log::info!(
             "event=snapshot_sent to={to} zxid=0x{zxid:x} bytes={} log_txns={} took_ms={}",
             bytes.len(),
