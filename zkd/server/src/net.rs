@@ -135,7 +135,9 @@ async fn connection<R, W>(
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let mut rd = BufReader::with_capacity(64 * 1024, rd);
+    // Small: a session that sends little (most of 10,000 watchers) should
+    // cost little; big frames are read into their own buffer anyway.
+    let mut rd = BufReader::with_capacity(8 * 1024, rd);
     let mut head = [0u8; 4];
     if rd.read_exact(&mut head).await.is_err() {
         return;
@@ -232,7 +234,8 @@ async fn writer<W: AsyncWrite + Unpin>(
     gauge: Gauge,
     closed: oneshot::Sender<()>,
 ) {
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    // Grows with what is queued, and gives back a big burst's memory.
+    let mut buf: Vec<u8> = Vec::new();
     let mut closing = false;
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
@@ -256,6 +259,7 @@ async fn writer<W: AsyncWrite + Unpin>(
             }
             gauge.written(buf.len());
             buf.clear();
+            buf.shrink_to(64 * 1024);
         }
         if closing {
             break;

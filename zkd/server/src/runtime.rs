@@ -527,6 +527,21 @@ impl Core {
             tokio::select! {
                 biased;
                 _ = &mut stop => break,
+                // Before any work: under a steady stream of peer or client
+                // messages the later branches are always ready, and a tick
+                // starved behind them let ZAB's clock stand still and then
+                // jump (a follower under load decided its busy leader had
+                // been silent for syncLimit ticks).
+                _ = ticker.tick() => {
+                    let started = Instant::now();
+                    let now = self.clock.now();
+                    self.check_disk();
+                    if self.zab.is_some() {
+                        self.ensemble_tick();
+                    }
+                    self.server.tick(now);
+                    self.after_step(started);
+                }
                 Some(z) = durable_rx.recv() => {
                     if self.zab.is_some() {
                         self.on_ticket(z);
@@ -554,16 +569,6 @@ impl Core {
                     }
                     None => break,
                 },
-                _ = ticker.tick() => {
-                    let started = Instant::now();
-                    let now = self.clock.now();
-                    self.check_disk();
-                    if self.zab.is_some() {
-                        self.ensemble_tick();
-                    }
-                    self.server.tick(now);
-                    self.after_step(started);
-                }
             }
         }
         let Core {

@@ -99,19 +99,25 @@ pub fn key_path(key: &[u8]) -> Option<String> {
     Some(zkd_core::path::join(parent, name))
 }
 
-/// A tree from stored node records (key as in `node_key`, record as in
-/// `Node::encode`), checked: every key and record decodes, every node has
-/// its parent, the root exists.
-pub fn build_tree<'a>(
-    records: impl Iterator<Item = (&'a [u8], &'a [u8])>,
-) -> Result<DataTree, StoreError> {
-    let mut tree = DataTree::empty();
-    for (k, v) in records {
+/// Builds a tree from stored node records (key as in `node_key`, record as
+/// in `Node::encode`), one at a time, checked: every key and record
+/// decodes, every node has its parent, the root exists.
+pub struct TreeBuilder(DataTree);
+
+impl TreeBuilder {
+    /// `expected`: about how many nodes will come (room is made up front).
+    pub fn new(expected: usize) -> TreeBuilder {
+        let mut tree = DataTree::empty();
+        tree.reserve(expected);
+        TreeBuilder(tree)
+    }
+
+    pub fn add(&mut self, k: &[u8], v: &[u8]) -> Result<(), StoreError> {
         let path = key_path(k).ok_or_else(|| StoreError(format!("damaged node key {k:?}")))?;
         let (stat, acl, data) = Node::decode(v)
             .map_err(|e| StoreError(format!("damaged node record for {path}: {e}")))?;
-        let acl = tree.intern_acl(acl);
-        tree.insert_loaded(
+        let acl = self.0.intern_acl(acl);
+        self.0.insert_loaded(
             path,
             Node {
                 data,
@@ -120,14 +126,18 @@ pub fn build_tree<'a>(
                 children: Default::default(),
             },
         );
+        Ok(())
     }
-    let orphans = tree.link_children();
-    if !orphans.is_empty() || tree.get("/").is_none() {
-        return Err(StoreError(format!(
-            "damaged tree: nodes without a parent: {orphans:?}"
-        )));
+
+    pub fn finish(mut self) -> Result<DataTree, StoreError> {
+        let orphans = self.0.link_children();
+        if !orphans.is_empty() || self.0.get("/").is_none() {
+            return Err(StoreError(format!(
+                "damaged tree: nodes without a parent: {orphans:?}"
+            )));
+        }
+        Ok(self.0)
     }
-    Ok(tree)
 }
 
 impl Store {
@@ -191,15 +201,19 @@ impl Store {
             });
         };
         let last_zxid = i64::from_be_bytes(be8(&last, "the last_zxid record")?);
-        let mut nodes = Vec::new();
+        let expected = self
+            .db
+            .property_int_value_cf(self.cf(CF_NODES), "rocksdb.estimate-num-keys")?
+            .unwrap_or(0);
+        let mut tree = TreeBuilder::new(expected.min(1 << 28) as usize);
         for item in self
             .db
             .iterator_cf(self.cf(CF_NODES), rocksdb::IteratorMode::Start)
         {
-            nodes.push(item?);
+            let (k, v) = item?;
+            tree.add(&k, &v)?;
         }
-        let tree = build_tree(nodes.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))?;
-        drop(nodes);
+        let tree = tree.finish()?;
         let mut sessions = Vec::new();
         for item in self
             .db

@@ -132,8 +132,8 @@ pub enum Output {
     Deliver(Txn),
     /// This peer now leads an established epoch (a quorum acked NEWLEADER).
     Established(u64),
-    /// The peer left its role and is electing again.
-    Looking,
+    /// The peer left its role (or started) and is electing; why.
+    Looking(&'static str),
     /// Its own log contradicts what it already delivered: stop serving.
     Diverged(String),
 }
@@ -296,7 +296,7 @@ impl Peer {
             diverged: false,
             early_infos: BTreeMap::new(),
         };
-        p.look();
+        p.look("starting");
         p
     }
 
@@ -429,7 +429,7 @@ impl Peer {
         }
     }
 
-    fn look(&mut self) {
+    fn look(&mut self, why: &'static str) {
         self.early_infos.clear();
         self.round += 1;
         let vote = self.my_vote();
@@ -441,7 +441,7 @@ impl Peer {
             decide_at: None,
             broadcast_at: self.now,
         });
-        self.out.push(Output::Looking);
+        self.out.push(Output::Looking(why));
         self.broadcast_vote();
         self.check_quorum_vote();
     }
@@ -737,7 +737,7 @@ impl Peer {
                 // It promised a later epoch (one that never got going) and
                 // will refuse ours forever: start over, so the next epoch
                 // is above every promise.
-                self.look();
+                self.look("a learner promised a later epoch");
                 return;
             }
             // A new stream from this learner replaces any old one.
@@ -793,7 +793,7 @@ impl Peer {
             } => {
                 if (current_epoch, last_zxid) > my_last {
                     // A learner knows more than we do: we must not lead.
-                    self.look();
+                    self.look("a learner is ahead of us");
                     return;
                 }
                 l.epoch_acks.insert(from);
@@ -910,7 +910,7 @@ impl Peer {
         }
         if l.counter >= 0xffff_fffe {
             // The counter would overflow: a new epoch is needed.
-            self.look();
+            self.look("the zxid counter is exhausted");
             return;
         }
         l.counter += 1;
@@ -1024,7 +1024,7 @@ impl Peer {
         }
         if env.seq != f.stream.recv_seq + 1 {
             if env.seq > f.stream.recv_seq {
-                self.look(); // a gap: the stream broke
+                self.look("a gap in the leader's stream"); // a gap: the stream broke
             }
             return;
         }
@@ -1033,7 +1033,7 @@ impl Peer {
         match env.msg {
             Msg::LeaderInfo { epoch } => {
                 if epoch < self.accepted_epoch {
-                    self.look();
+                    self.look("the leader's epoch is older than one we accepted");
                     return;
                 }
                 if epoch > self.accepted_epoch {
@@ -1052,7 +1052,7 @@ impl Peer {
             Msg::Sync(Sync::Diff(txns)) => {
                 if let Some(first) = txns.first() {
                     if first.zxid <= self.last_zxid() {
-                        self.look();
+                        self.look("a DIFF overlapping our log");
                         return;
                     }
                 }
@@ -1063,7 +1063,7 @@ impl Peer {
                 let ordered = log.windows(2).all(|w| w[0].zxid < w[1].zxid)
                     && log.first().is_none_or(|t| t.zxid > upto);
                 if !ordered {
-                    self.look();
+                    self.look("a malformed SNAP");
                     return;
                 }
                 // Never cut below what was delivered: a state older than
@@ -1122,7 +1122,7 @@ impl Peer {
                 f.commit_target = f.commit_target.max(zxid);
                 let synced = f.phase == LearnerPhase::Synced;
                 if zxid > self.last_zxid() {
-                    self.look(); // told to commit what we never logged
+                    self.look("told to commit a txn we never logged"); // told to commit what we never logged
                     return;
                 }
                 if synced {
@@ -1214,7 +1214,7 @@ impl Peer {
             Role::Leading(l) => {
                 l.links.remove(&p);
             }
-            Role::Learning(f) if f.leader == p => self.look(),
+            Role::Learning(f) if f.leader == p => self.look("lost the connection to the leader"),
             _ => {}
         }
     }
@@ -1236,7 +1236,7 @@ impl Peer {
             Role::Leading(l) => {
                 if l.phase != LeaderPhase::Active {
                     if now.saturating_sub(l.started) > self.cfg.init_limit * tick {
-                        self.look();
+                        self.look("no quorum synced within initLimit");
                     }
                     return;
                 }
@@ -1252,7 +1252,7 @@ impl Peer {
                     .count();
                 if heard < q {
                     // Lost the quorum: stop taking writes and elect again.
-                    self.look();
+                    self.look("lost the quorum");
                     return;
                 }
                 if now.saturating_sub(l.pinged_at) < tick / 2 {
@@ -1276,7 +1276,7 @@ impl Peer {
                     self.cfg.init_limit
                 };
                 if now.saturating_sub(f.last_heard) > limit * tick {
-                    self.look();
+                    self.look("the leader was silent too long");
                     return;
                 }
                 if f.phase == LearnerPhase::Connecting

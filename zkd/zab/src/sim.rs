@@ -394,7 +394,7 @@ impl Sim {
                         self.report.failover_ms.push(self.now - t);
                     }
                 }
-                Output::Looking => {
+                Output::Looking(_) => {
                     self.report.elections += 1;
                     if self.leaders.values().any(|l| *l == id) && self.leader_lost_at.is_none() {
                         self.leader_lost_at = Some(self.now);

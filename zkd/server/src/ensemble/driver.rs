@@ -91,6 +91,9 @@ impl Core {
         let z = self.zab.as_mut().expect("ensemble mode");
         match ev {
             PeerEvent::Frame(from, Frame::Zab(env)) => {
+                if !env.msg.is_election() {
+                    z.last_frame = Some(started);
+                }
                 if env.msg.is_election() {
                     log::debug!("vote from server.{from}: {:?}", env.msg);
                 } else {
@@ -159,6 +162,7 @@ impl Core {
     pub(crate) fn ensemble_tick(&mut self) {
         let now_ms = self.zab_now();
         let z = self.zab.as_mut().expect("ensemble mode");
+        z.last_tick = Some(Instant::now());
         let outs = z.peer.step(Input::Tick(now_ms));
         z.queue.extend(outs);
         let touch_every = (self.cfg.tick_time_ms as u64 / 2).max(10);
@@ -246,7 +250,7 @@ impl Core {
                 Output::Established(epoch) => {
                     z.pending_epoch = Some(epoch);
                 }
-                Output::Looking => self.step_down(),
+                Output::Looking(why) => self.step_down(why),
                 Output::Diverged(why) => {
                     log::error!("event=divergence reason=\"{why}\"");
                     crate::disk::exit_now(70);
@@ -447,7 +451,7 @@ impl Core {
     /// waiting for txns that may never be delivered, and if this was a
     /// leader with undelivered txns in its tree, read the tree back from
     /// disk (which holds delivered txns only).
-    fn step_down(&mut self) {
+    fn step_down(&mut self, why: &str) {
         let now = self.clock.now();
         let now_ms = self.zab_now();
         let z = self.zab.as_mut().expect("ensemble mode");
@@ -462,10 +466,12 @@ impl Core {
         let delivered = z.peer.delivered_zxid() as i64;
         if was_serving {
             log::info!(
-                "event=election state=looking id={} was={:?} zxid=0x{:x}",
+                "event=election state=looking id={} was={:?} zxid=0x{:x} reason=\"{why}\" last_frame_ms={} last_tick_ms={}",
                 z.peer.id(),
                 self.server.role(),
-                delivered
+                delivered,
+                z.last_frame.map(|t| t.elapsed().as_millis() as i64).unwrap_or(-1),
+                z.last_tick.map(|t| t.elapsed().as_millis() as i64).unwrap_or(-1),
             );
         }
         self.held.clear();

@@ -60,6 +60,10 @@ pub struct Zab {
     /// so it never goes back and differs across restarts.
     pub(crate) clock_base: u64,
     pub(crate) last_touch_ms: u64,
+    /// When the last quorum frame arrived, and ticks seen: for the reason
+    /// logged when this member starts looking.
+    pub(crate) last_frame: Option<std::time::Instant>,
+    pub(crate) last_tick: Option<std::time::Instant>,
     /// When this server last entered an election (ms on ZAB's clock).
     pub(crate) looking_since: Option<u64>,
 }
@@ -226,6 +230,8 @@ pub fn start(core: &mut Core, durable: Durable) -> Result<(), String> {
         early: Vec::new(),
         clock_base,
         last_touch_ms: 0,
+        last_frame: None,
+        last_tick: None,
         looking_since: Some(clock_base),
     });
     Ok(())

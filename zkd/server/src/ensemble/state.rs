@@ -13,7 +13,7 @@
 use zk_proto::jute::{Reader, Writer};
 use zkd_core::server::decode_session;
 
-use crate::storage::{build_tree, Loaded};
+use crate::storage::{Loaded, TreeBuilder};
 
 const MAGIC: &[u8; 8] = b"ZKDSTAT1";
 const TAG_END: i32 = 0;
@@ -94,7 +94,11 @@ pub fn records(state: &[u8]) -> Result<Records<'_>, String> {
 /// Decodes and checks a whole state: every record, and the tree's shape.
 pub fn load(state: &[u8]) -> Result<Loaded, String> {
     let rec = records(state)?;
-    let tree = build_tree(rec.nodes.iter().map(|(k, v)| (*k, *v))).map_err(|e| e.to_string())?;
+    let mut tree = TreeBuilder::new(rec.nodes.len());
+    for (k, v) in &rec.nodes {
+        tree.add(k, v).map_err(|e| e.to_string())?;
+    }
+    let tree = tree.finish().map_err(|e| e.to_string())?;
     let mut sessions = Vec::with_capacity(rec.sessions.len());
     for (id, v) in &rec.sessions {
         sessions.push(decode_session(*id, v).ok_or_else(|| format!("damaged session 0x{id:x}"))?);
