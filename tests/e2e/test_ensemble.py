@@ -328,13 +328,9 @@ def test_isolated_leader_stops_taking_writes(ens3):
         c.close()
 
 
-def test_full_restart_and_wiped_member_catch_up(ens3):
-    e = ens3
-    c = client(e.hosts())
-    for k in range(300):
-        c.create(f"/n{k}", str(k).encode())
-    c.stop()
-    c.close()
+def restart_all_keeps_tree(e):
+    """kill -9 of every member, then all start again: a new epoch is elected
+    and every member has the tree it had."""
     before = assert_same_digest(e, e.ids)
     for i in list(e.ids):
         e.kill(i)
@@ -342,8 +338,17 @@ def test_full_restart_and_wiped_member_catch_up(ens3):
         e.start(i)
     e.wait_serving(e.ids)
     after = assert_same_digest(e, e.ids)
-    # The restart elects a new epoch; the tree is the same.
     assert {v[1] for v in before.values()} == {v[1] for v in after.values()}
+
+
+def test_full_restart_and_wiped_member_catch_up(ens3):
+    e = ens3
+    c = client(e.hosts())
+    for k in range(300):
+        c.create(f"/n{k}", str(k).encode())
+    c.stop()
+    c.close()
+    restart_all_keeps_tree(e)
     # A member down for a long time catches up (the leader sends a diff),
     # and a member that lost its disk gets the whole history (a snapshot).
     leader = e.leader()
@@ -418,16 +423,9 @@ def test_compacted_logs_bring_learners_up_with_the_state(tmp_path):
             wait_until(lambda: r.exists("/eph") is None, timeout=20, what="ephemeral gone")
             r.stop()
             r.close()
-        before = assert_same_digest(e, e.ids)
         # A full restart recovers every member from its tree and compacted
         # log, and a member that installed a state can lead.
-        for i in list(e.ids):
-            e.kill(i)
-        for i in e.ids:
-            e.start(i)
-        e.wait_serving(e.ids)
-        after = assert_same_digest(e, e.ids)
-        assert {v[1] for v in before.values()} == {v[1] for v in after.values()}
+        restart_all_keeps_tree(e)
         leader = e.leader()
         if leader not in (behind, wiped):
             e.kill(leader)

@@ -445,7 +445,11 @@ async fn fanout(o: Opts) -> std::io::Result<()> {
     let (fired_tx, mut fired_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<std::io::Result<()>>();
     for i in 0..o.conns {
-        let (server, fan, gate) = (servers[i % servers.len()].clone(), fan.clone(), gate.clone());
+        let (server, fan, gate) = (
+            servers[i % servers.len()].clone(),
+            fan.clone(),
+            gate.clone(),
+        );
         let (fired_tx, ready_tx) = (fired_tx.clone(), ready_tx.clone());
         tokio::spawn(async move {
             let permit = gate.acquire_owned().await.expect("gate open");

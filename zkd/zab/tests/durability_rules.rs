@@ -428,7 +428,10 @@ fn a_gap_in_the_stream_is_never_applied() {
     from_leader(&mut p, conn, 1, Msg::LeaderInfo { epoch: 10 });
     // seq 3 before seq 2: the stream broke; the follower must not log it.
     let outs = from_leader(&mut p, conn, 3, Msg::NewLeader { epoch: 10 });
-    assert!(outs.iter().any(|o| matches!(o, Output::Looking(_))), "{outs:?}");
+    assert!(
+        outs.iter().any(|o| matches!(o, Output::Looking(_))),
+        "{outs:?}"
+    );
     assert!(!outs
         .iter()
         .any(|o| matches!(o, Output::Persist(Persist::CurrentEpoch(_)))));

@@ -348,17 +348,8 @@ impl Core {
         z.job_zab.push(ZPersist::Snapshot { upto, state, log });
         z.unsynced = true;
         self.send_job(false);
+        self.replace_server(loaded);
         let now = self.clock.now();
-        let counters = std::mem::take(&mut self.server.counters);
-        self.server = Server::new(
-            self.core_cfg.clone(),
-            loaded.tree,
-            loaded.last_zxid,
-            loaded.sessions,
-            now,
-            self.seed,
-        );
-        self.server.counters = counters;
         self.server.set_role(Role::Learner, 0, now);
         let _ = self.server.take_effects();
         self.durable = upto as i64;
@@ -515,6 +506,13 @@ impl Core {
             "stepped down with undelivered txns: tree read back at 0x{:x}",
             loaded.last_zxid
         );
+        self.replace_server(loaded);
+        self.durable = delivered;
+    }
+
+    /// A new server over a tree read from disk or installed from a
+    /// leader's state; the counters `mntr` reports carry over.
+    fn replace_server(&mut self, loaded: crate::storage::Loaded) {
         let counters = std::mem::take(&mut self.server.counters);
         self.server = Server::new(
             self.core_cfg.clone(),
@@ -525,6 +523,5 @@ impl Core {
             self.seed,
         );
         self.server.counters = counters;
-        self.durable = delivered;
     }
 }
