@@ -153,10 +153,9 @@ class Server:
 
 
 def readable(host, path, timeout=600):
-    """Seconds until a client connected to `host` reads `path`."""
+    """Waits until a client connected to `host` reads `path`."""
     from kazoo.client import KazooClient
 
-    t0 = time.monotonic()
 
     def ok():
         c = KazooClient(hosts=host, timeout=10, connection_retry=dict(max_tries=0))
@@ -169,6 +168,14 @@ def readable(host, path, timeout=600):
             c.close()
 
     wait_for(ok, timeout, f"{path} readable on {host}", interval=0.05)
+
+
+def time_start(s, want, last, timeout):
+    """Starts `s`: seconds until it serves as `want` and a client reads `last`."""
+    t0 = time.monotonic()
+    s.start()
+    wait_for(lambda: mode(s.port) == want, timeout, f"{s.kind} to serve as {want}", interval=0.01)
+    readable(s.host(), last)
     return time.monotonic() - t0
 
 
@@ -203,11 +210,7 @@ def standalone(kind, work, n, sessions, hold):
     res["populate ops/s"] = pop["ops_per_s"]
     res["RSS after populate (MiB)"] = settle_rss([s]) / 1024
     s.kill()
-    t0 = time.monotonic()
-    s.start()
-    wait_for(lambda: mode(s.port) == "standalone", 600, f"{kind} to restart", interval=0.01)
-    readable(s.host(), last)
-    res["restart to first read (s)"] = time.monotonic() - t0
+    res["restart to first read (s)"] = time_start(s, "standalone", last, 600)
     res["RSS after restart (MiB)"] = settle_rss([s]) / 1024
     rss0 = s.rss()
     peak = [0]
@@ -248,11 +251,7 @@ def ensemble(kind, work, n):
         f = next(m for m in members if mode(m.port) == "follower")
         f.kill()
         f.wipe()
-        t0 = time.monotonic()
-        f.start()
-        wait_for(lambda: mode(f.port) == "follower", 900, f"wiped {kind} follower to serve", interval=0.01)
-        readable(f.host(), last)
-        res["3-node wiped follower: start to read (s)"] = time.monotonic() - t0
+        res["3-node wiped follower: start to read (s)"] = time_start(f, "follower", last, 900)
         res["3-node RSS after resync (MiB)"] = settle_rss(members) / 1024
         return res
     finally:

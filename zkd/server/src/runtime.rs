@@ -136,11 +136,10 @@ pub enum Job {
         sync: bool,
         ticket: i64,
     },
-    /// Everything before it written, read the tree back (a leader that
-    /// stepped down with undelivered txns in its tree).
-    Load(std::sync::mpsc::Sender<Result<crate::storage::Loaded, crate::storage::StoreError>>),
-    /// Everything before it written, read the applied state for a SNAP.
-    State(std::sync::mpsc::Sender<Result<(u64, Vec<u8>), crate::storage::StoreError>>),
+    /// Everything before it written, a read of the store (a leader that
+    /// stepped down reading its tree back, a leader reading the state for a
+    /// SNAP); the closure sends its answer.
+    Read(Box<dyn FnOnce(&mut Store) + Send>),
 }
 
 /// The jobs the storage thread took in one go, merged into one write.
@@ -168,7 +167,7 @@ impl Group {
                 self.sync |= sync;
                 self.ticket = Some(ticket);
             }
-            Job::Load(_) | Job::State(_) => unreachable!("reads are not merged"),
+            Job::Read(_) => unreachable!("reads are not merged"),
         }
     }
 
@@ -229,17 +228,11 @@ fn spawn_storage(
                 let mut group = Group::default();
                 for job in std::iter::once(first).chain(rx.try_iter()) {
                     match job {
-                        Job::Load(reply) => {
+                        Job::Read(read) => {
                             if !flush(std::mem::take(&mut group), &mut store) {
                                 return;
                             }
-                            let _ = reply.send(store.load());
-                        }
-                        Job::State(reply) => {
-                            if !flush(std::mem::take(&mut group), &mut store) {
-                                return;
-                            }
-                            let _ = reply.send(store.applied_state());
+                            read(&mut store);
                         }
                         job => group.add(job),
                     }

@@ -493,6 +493,7 @@ impl Peer {
 
     fn on_vote(&mut self, from: Id, v: Vote) {
         let me = self.cfg.id;
+        let last_zxid = self.last_zxid();
         let Role::Looking(e) = &mut self.role else {
             // Past the election: tell a looking peer whom we follow.
             if v.state == PeerState::Looking {
@@ -543,12 +544,7 @@ impl Peer {
             e.decide_at = None;
             let mine = Vote {
                 round: v.round,
-                ..self_vote(
-                    &self.cfg,
-                    self.log.last().map(|t| t.zxid).unwrap_or(self.base),
-                    self.current_epoch,
-                    v.round,
-                )
+                ..self_vote(&self.cfg, last_zxid, self.current_epoch, v.round)
             };
             e.vote = if self.cfg.is_voter(v.leader) && better(&v, &mine) {
                 Vote {
@@ -838,15 +834,11 @@ impl Peer {
     }
 
     fn sync_learner(&mut self, to: Id, learner_last: Zxid) {
+        let (last, applied) = (self.last_zxid(), self.delivered_zxid());
         let Role::Leading(l) = &mut self.role else {
             return;
         };
         let epoch = l.epoch;
-        let last = self.log.last().map(|t| t.zxid).unwrap_or(self.base);
-        let applied = match self.delivered {
-            0 => self.base,
-            n => self.log[n - 1].zxid,
-        };
         // Same zxid, same history up to it (one leader per epoch): a log
         // ending at our base or at a txn we hold continues with a DIFF.
         let from = if learner_last == self.base {
@@ -1024,7 +1016,7 @@ impl Peer {
         }
         if env.seq != f.stream.recv_seq + 1 {
             if env.seq > f.stream.recv_seq {
-                self.look("a gap in the leader's stream"); // a gap: the stream broke
+                self.look("a gap in the leader's stream");
             }
             return;
         }
@@ -1122,7 +1114,7 @@ impl Peer {
                 f.commit_target = f.commit_target.max(zxid);
                 let synced = f.phase == LearnerPhase::Synced;
                 if zxid > self.last_zxid() {
-                    self.look("told to commit a txn we never logged"); // told to commit what we never logged
+                    self.look("told to commit a txn we never logged");
                     return;
                 }
                 if synced {

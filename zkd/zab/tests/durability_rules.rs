@@ -218,8 +218,9 @@ fn proposal_durable_before_its_ack() {
     assert!(outs.contains(&Output::Deliver(t)));
 }
 
-#[test]
-fn zookeeper_1154_a_snap_never_cuts_below_what_was_delivered() {
+/// A follower that delivered one txn (epoch 5) and was told of epoch 10:
+/// the peer, its stream to the leader, and the txn.
+fn follower_that_delivered_one_txn() -> (Peer, u64, Txn) {
     let delivered = Txn {
         zxid: zxid(5, 1),
         data: b"kept".to_vec(),
@@ -233,13 +234,19 @@ fn zookeeper_1154_a_snap_never_cuts_below_what_was_delivered() {
     };
     let (mut p, conn) = follower(d);
     from_leader(&mut p, conn, 1, Msg::LeaderInfo { epoch: 10 });
+    (p, conn, delivered)
+}
+
+#[test]
+fn zookeeper_1154_a_snap_never_cuts_below_what_was_delivered() {
+    let (mut p, conn, delivered) = follower_that_delivered_one_txn();
     // A state from before our delivered txn, whose log has a different
     // txn under that zxid: installing it would lose what we delivered.
     let other = Msg::Sync(Sync::Snap {
         upto: 0,
         state: vec![],
         log: vec![Txn {
-            zxid: zxid(5, 1),
+            zxid: delivered.zxid,
             data: b"different".to_vec(),
         }],
     });
@@ -255,19 +262,7 @@ fn zookeeper_1154_a_snap_never_cuts_below_what_was_delivered() {
 
 #[test]
 fn an_older_state_is_installed_only_with_the_txns_we_delivered_after_it() {
-    let delivered = Txn {
-        zxid: zxid(5, 1),
-        data: b"kept".to_vec(),
-    };
-    let d = Durable {
-        accepted_epoch: 5,
-        current_epoch: 5,
-        log: vec![delivered.clone()],
-        applied: delivered.zxid,
-        base: 0,
-    };
-    let (mut p, conn) = follower(d);
-    from_leader(&mut p, conn, 1, Msg::LeaderInfo { epoch: 10 });
+    let (mut p, conn, delivered) = follower_that_delivered_one_txn();
     let snap = Msg::Sync(Sync::Snap {
         upto: 0,
         state: b"empty tree".to_vec(),

@@ -91,12 +91,10 @@ impl Core {
         let z = self.zab.as_mut().expect("ensemble mode");
         match ev {
             PeerEvent::Frame(from, Frame::Zab(env)) => {
-                if !env.msg.is_election() {
-                    z.last_frame = Some(started);
-                }
                 if env.msg.is_election() {
                     log::debug!("vote from server.{from}: {:?}", env.msg);
                 } else {
+                    z.last_frame = Some(started);
                     log::trace!("from server.{from}: {env:?}");
                 }
                 // The peer's clock advances on ticks only: a tick here
@@ -278,18 +276,8 @@ impl Core {
             z.unsynced = true;
             self.send_job(false);
         }
-        let (tx, rx) = std::sync::mpsc::channel();
-        if self.storage.send(Job::State(tx)).is_err() {
-            crate::disk::exit_now(70);
-        }
-        let (zxid, bytes) = match tokio::task::block_in_place(|| rx.recv()) {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                log::error!("cannot read the applied state for a snapshot: {e}");
-                crate::disk::exit_now(70);
-            }
-            Err(_) => crate::disk::exit_now(70),
-        };
+        let (zxid, bytes) =
+            self.read_store("the applied state for a snapshot", |s| s.applied_state());
         let zkd_zab::types::Msg::Sync(zkd_zab::types::Sync::Snap { upto, state, log }) =
             &mut env.msg
         else {
@@ -482,19 +470,35 @@ impl Core {
         let _ = self.server.take_persist();
     }
 
-    fn reload(&mut self, delivered: i64) {
+    /// Runs `read` on the storage thread once everything sent before it is
+    /// written, and waits for its answer. A store that cannot be read
+    /// stops the server (nothing acknowledged depends on what follows).
+    fn read_store<T: Send + 'static>(
+        &mut self,
+        what: &str,
+        read: impl FnOnce(&mut crate::storage::Store) -> Result<T, crate::storage::StoreError>
+            + Send
+            + 'static,
+    ) -> T {
         let (tx, rx) = std::sync::mpsc::channel();
-        if self.storage.send(Job::Load(tx)).is_err() {
+        let job = Job::Read(Box::new(move |store| {
+            let _ = tx.send(read(store));
+        }));
+        if self.storage.send(job).is_err() {
             crate::disk::exit_now(70);
         }
-        let loaded = match tokio::task::block_in_place(|| rx.recv()) {
-            Ok(Ok(l)) => l,
+        match tokio::task::block_in_place(|| rx.recv()) {
+            Ok(Ok(v)) => v,
             Ok(Err(e)) => {
-                log::error!("cannot read the tree back after stepping down: {e}");
+                log::error!("cannot read {what}: {e}");
                 crate::disk::exit_now(70);
             }
             Err(_) => crate::disk::exit_now(70),
-        };
+        }
+    }
+
+    fn reload(&mut self, delivered: i64) {
+        let loaded = self.read_store("the tree back after stepping down", |s| s.load());
         if loaded.last_zxid != delivered {
             log::error!(
                 "event=divergence reason=\"stepped down at delivered 0x{delivered:x} but the store holds 0x{:x}\"",
