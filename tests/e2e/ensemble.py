@@ -100,7 +100,12 @@ class Ensemble:
         self.procs[i].send_signal(sig)
 
     def wipe(self, i):
-        shutil.rmtree(os.path.join(self.data(i), "zkd.db"), ignore_errors=True)
+        """The member loses its disk: everything in dataDir but myid."""
+        d = self.data(i)
+        for name in os.listdir(d):
+            if name != "myid":
+                p = os.path.join(d, name)
+                shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
 
     def close(self):
         self.heal()

@@ -131,11 +131,15 @@ def test_sessions_survive_a_restart_and_expire_if_not_resumed(zkd):
 
 
 def _wal(server):
+    """The transaction log file, and where its records end (it is
+    preallocated: zeros follow the last record)."""
     import glob
     import os
-    logs = sorted(glob.glob(os.path.join(server.data, "zkd.db", "*.log")), key=os.path.getmtime)
-    assert logs, "no RocksDB WAL in the store"
-    return logs[-1]
+    logs = sorted(glob.glob(os.path.join(server.data, "zkd.txnlog", "*-*.log")))
+    assert logs, "no transaction log in the data directory"
+    with open(logs[-1], "rb") as f:
+        data = f.read()
+    return logs[-1], len(data.rstrip(b"\0"))
 
 
 def _fill(server, n):
@@ -152,10 +156,10 @@ def test_torn_wal_tail_is_dropped_and_the_rest_served(zkd):
     import os
     _fill(zkd, 40)
     zkd.kill9()
-    wal = _wal(zkd)
-    size = os.path.getsize(wal)
+    wal, end = _wal(zkd)
     with open(wal, "r+b") as f:
-        f.truncate(size - 7)
+        f.seek(end - 7)
+        f.write(b"\0" * 7)
     zkd.start()
     zk = client(zkd.hosts)
     names = sorted(n for n in zk.get_children("/") if n.startswith("wal"))
@@ -174,14 +178,13 @@ def test_damage_inside_the_wal_refuses_to_start(zkd):
     from conftest import ZKD
     _fill(zkd, 40)
     zkd.kill9()
-    wal = _wal(zkd)
-    size = os.path.getsize(wal)
+    wal, end = _wal(zkd)
     with open(wal, "r+b") as f:
-        f.seek(size // 3)
+        f.seek(end // 3)
         b = f.read(1)
-        f.seek(size // 3)
+        f.seek(end // 3)
         f.write(bytes([b[0] ^ 0xFF]))
     for _ in range(2):  # and it stays refused: nothing was rewritten
         r = subprocess.run([ZKD, "serve", zkd.cfg_path], capture_output=True, text=True, timeout=30)
         assert r.returncode == 74, r.stderr[-2000:]
-        assert "orrupt" in r.stderr, r.stderr[-2000:]
+        assert "damaged record" in r.stderr, r.stderr[-2000:]

@@ -183,9 +183,6 @@ fn serve(cfg_path: PathBuf) -> i32 {
             cfg_path.display()
         );
     }
-    if cfg.data_log_dir != cfg.data_dir {
-        log::info!("dataLogDir is set: zkd keeps tree and log together in dataDir/zkd.db");
-    }
     let cfg = Arc::new(cfg);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -239,7 +236,7 @@ fn serve(cfg_path: PathBuf) -> i32 {
             }
             _ => None,
         };
-        let store = match Store::open(&cfg.data_dir.join("zkd.db")) {
+        let store = match Store::open(&cfg.data_dir.join("zkd.db"), &cfg.data_log_dir) {
             Ok(s) => s,
             Err(e) => {
                 log::error!("cannot open store in {}: {e}", cfg.data_dir.display());

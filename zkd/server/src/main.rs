@@ -2,7 +2,10 @@
 //!
 //! Map of the crate:
 //! - `config`  — zoo.cfg and myid, as Apache ZooKeeper reads them.
-//! - `storage` — RocksDB layout: tree, sessions, log; synced group commits.
+//! - `txnlog`  — the transaction log: preallocated files, one fdatasync per
+//!   group; what makes a write durable.
+//! - `storage` — the tree's checkpoint in RocksDB (written without its WAL),
+//!   redone from the log at start-up; ZAB's epochs; the rules between them.
 //! - `disk`    — free space checks and the fail-stop exit.
 //! - `runtime` — the task that owns the pure core (`zkd_core`), the storage
 //!   thread, and the durability gate between them and clients.
@@ -24,6 +27,7 @@ mod net;
 mod outbox;
 mod runtime;
 mod storage;
+mod txnlog;
 mod tls;
 
 fn main() {

@@ -142,6 +142,13 @@ pub enum Job {
     Read(Box<dyn FnOnce(&mut Store) + Send>),
 }
 
+impl Job {
+    fn installs_snapshot(&self) -> bool {
+        matches!(self, Job::Ensemble { zab, .. }
+            if zab.iter().any(|p| matches!(p, zkd_zab::peer::Persist::Snapshot { .. })))
+    }
+}
+
 /// The jobs the storage thread took in one go, merged into one write.
 #[derive(Default)]
 struct Group {
@@ -234,6 +241,19 @@ fn spawn_storage(
                             }
                             read(&mut store);
                         }
+                        // A snapshot replaces the tree: the tree changes
+                        // before it must not be written after it, nor
+                        // later ones before it, so it is a group alone.
+                        job if job.installs_snapshot() => {
+                            if !flush(std::mem::take(&mut group), &mut store) {
+                                return;
+                            }
+                            let mut alone = Group::default();
+                            alone.add(job);
+                            if !flush(alone, &mut store) {
+                                return;
+                            }
+                        }
                         job => group.add(job),
                     }
                 }
@@ -277,7 +297,7 @@ impl Core {
     ) -> Result<Core, String> {
         let loaded = store.load().map_err(|e| e.to_string())?;
         let ensemble = !cfg.servers.is_empty();
-        let zab_state = crate::ensemble::check_store(&store, ensemble, &loaded)?;
+        let zab_state = crate::ensemble::check_store(&mut store, ensemble, &loaded)?;
         let clock = Clock {
             start: Instant::now(),
         };

@@ -1,48 +1,84 @@
-//! RocksDB: the durable tree, the sessions and the transaction log.
+//! RocksDB holds the tree; the transaction log (`txnlog`) holds the txns.
 //!
-//! Column families:
-//! - `nodes`:    key `parent \0 name` (the root's key is empty) -> node record.
-//!   All children of a node share the prefix `parent \0`, so
-//!   listing them is one prefix scan, never a scan of the tree.
-//! - `sessions`: session id (8 bytes, big-endian) -> timeout and password.
-//! - `log`:      zxid (8 bytes, big-endian) -> txn record. One log, ordered by
-//!   zxid, so it can be replayed from any point and truncated at
-//!   either end (ZAB's DIFF and TRUNC need exactly that).
-//! - `default`:  `last_zxid` -> the zxid of the last txn in the tree.
-//! - In an ensemble, `zab_log` holds ZAB's log (zxid -> proposal) after
-//!   `zab_log_base`: older txns live only in the tree, which is the
-//!   snapshot a lagging learner is sent. `default` also holds
-//!   `accepted_epoch`, `current_epoch` and `zab_log_base`. `last_zxid` is
-//!   then the last *delivered* txn: the tree never holds a txn a quorum had
-//!   not logged.
+//! Every txn is made durable once, in the log (one `fdatasync` per group).
+//! The tree's records are then written to RocksDB *without* RocksDB's WAL:
+//! RocksDB is a checkpoint that reaches the disk when its memtable is
+//! flushed, and what a crash loses of it the log redoes at start-up. This is
+//! ZooKeeper's own design (txn log + snapshot) with an incremental snapshot.
 //!
-//! Every batch of txns is written as one RocksDB `WriteBatch` with `sync`: the
-//! log records, the nodes and sessions they changed and `last_zxid` land
-//! together or not at all, so after a crash the tree is exactly the state
-//! after some txn, never in between.
+//! Column family `nodes` is the checkpoint, all in one family so that every
+//! flush is one consistent state (RocksDB 7.8 cannot flush several families
+//! atomically on request):
+//! - node records under `parent \0 name` (the root's key is empty), so the
+//!   children of a node share a prefix and listing them is one prefix scan;
+//! - sessions under `0xFE` + id (8 bytes, big-endian);
+//! - `0xFF last_zxid`: the zxid of the last txn in the checkpoint.
+//!
+//! Node keys are UTF-8 paths, so they sort before both prefixes.
+//!
+//! The `default` family holds what is written rarely and must be durable
+//! at once, through RocksDB's WAL with `sync`: ZAB's `accepted_epoch`,
+//! `current_epoch`, `zab_log_base` (txns at or below it live only in the
+//! checkpoint) and `zab_log_gen` (which generation of the ZAB log is
+//! current).
+//!
+//! Logs, under dataLogDir: `zkd.txnlog` (standalone: txn entries) and
+//! `zkd.zablog` (ensemble: ZAB proposals).
+//!
+//! The rules that keep a crash from losing or mixing anything:
+//! 1. The log is synced before the tree records of its txns are written,
+//!    so a checkpoint is never ahead of the durable log.
+//! 2. Log files are freed, and `zab_log_base` raised, only after a flush of
+//!    the checkpoint that covers them has completed.
+//! 3. A learner installing a snapshot writes the snapshot's log as a new
+//!    generation first, then the state and the generation number in one
+//!    synced RocksDB batch, and only then frees the old generation.
 
+use std::collections::HashMap;
 use std::path::Path;
 
-use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{ColumnFamilyDescriptor, FlushOptions, Options, WriteBatch, WriteOptions, DB};
 
 use zkd_core::server::{decode_session, Persist, RestoredSession};
 use zkd_core::tree::{DataTree, Node};
+use zkd_core::txn::Txn;
+
+use crate::txnlog::TxnLog;
 
 const CF_NODES: &str = "nodes";
-const CF_SESSIONS: &str = "sessions";
-const CF_LOG: &str = "log";
-const CF_ZAB_LOG: &str = "zab_log";
-const KEY_LAST_ZXID: &[u8] = b"last_zxid";
+/// Families of earlier versions (sessions and logs lived in RocksDB);
+/// opened so such a store opens, and emptied into the new places.
+const CF_OLD_SESSIONS: &str = "sessions";
+const CF_OLD_LOG: &str = "log";
+const CF_OLD_ZAB_LOG: &str = "zab_log";
+const SESSION_PREFIX: u8 = 0xFE;
+const META_LAST_ZXID: &[u8] = b"\xfflast_zxid";
+const KEY_OLD_LAST_ZXID: &[u8] = b"last_zxid";
 const KEY_ACCEPTED_EPOCH: &[u8] = b"accepted_epoch";
 const KEY_CURRENT_EPOCH: &[u8] = b"current_epoch";
 const KEY_LOG_BASE: &[u8] = b"zab_log_base";
+const KEY_LOG_GEN: &[u8] = b"zab_log_gen";
 
-/// How many txns of log to keep behind the tree.
-pub const LOG_RETAIN_TXNS: i64 = 100_000;
+pub const TXNLOG_DIR: &str = "zkd.txnlog";
+pub const ZABLOG_DIR: &str = "zkd.zablog";
 
 pub struct Store {
     db: DB,
-    log_floor: i64,
+    /// Standalone txns.
+    txlog: TxnLog,
+    /// ZAB's proposals.
+    zablog: TxnLog,
+    /// Read at open, handed out once: standalone txns after the checkpoint
+    /// (replayed by `load`) and ZAB's log after its base (`load_zab`).
+    replay: Vec<(u64, Vec<u8>)>,
+    zab_records: Vec<zkd_zab::types::Txn>,
+    /// The checkpoint's zxid as last written (not necessarily flushed).
+    written_zxid: i64,
+    /// A flush was asked for when the checkpoint was at this zxid.
+    flushing: Option<i64>,
+    /// ZAB compacted its log through this zxid; raised on disk after a
+    /// flush covers it (rule 2).
+    pending_base: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -59,6 +95,41 @@ impl std::error::Error for StoreError {}
 impl From<rocksdb::Error> for StoreError {
     fn from(e: rocksdb::Error) -> Self {
         StoreError(e.to_string())
+    }
+}
+
+impl From<crate::txnlog::LogError> for StoreError {
+    fn from(e: crate::txnlog::LogError) -> Self {
+        StoreError(e.0)
+    }
+}
+
+fn session_key(id: i64) -> [u8; 9] {
+    let mut k = [SESSION_PREFIX; 9];
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// A write that reaches the disk only with the next memtable flush.
+fn unlogged() -> WriteOptions {
+    let mut wo = WriteOptions::default();
+    wo.disable_wal(true);
+    wo
+}
+
+fn synced() -> WriteOptions {
+    let mut wo = WriteOptions::default();
+    wo.set_sync(true);
+    wo
+}
+
+fn read_u64(db: &DB, key: &[u8]) -> Result<u64, StoreError> {
+    match db.get(key)? {
+        None => Ok(0),
+        Some(v) => Ok(u64::from_be_bytes(be8(
+            &v,
+            &format!("the {} record", String::from_utf8_lossy(key)),
+        )?)),
     }
 }
 
@@ -141,23 +212,68 @@ impl TreeBuilder {
 }
 
 impl Store {
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+    /// Opens the checkpoint in `dir` and the logs in `log_dir` (dataLogDir).
+    pub fn open(dir: &Path, log_dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        // Every acknowledged batch was fsynced, so only the last WAL record
-        // can be torn (a crash mid-write, never acknowledged): drop that one.
-        // Damage anywhere else means acknowledged data is gone; refuse to
-        // open rather than serve what is left (RocksDB's default would
-        // silently stop at the damage).
+        // What goes through the WAL is synced, so only its last record can
+        // be torn (never acknowledged): drop that one. Damage anywhere else
+        // means acknowledged data is gone; refuse to open.
         opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
-        let cfs = [CF_NODES, CF_SESSIONS, CF_LOG, CF_ZAB_LOG]
-            .into_iter()
+        let mut names = vec![CF_NODES.to_string()];
+        for n in DB::list_cf(&opts, dir).unwrap_or_default() {
+            if n != "default" && !names.contains(&n) {
+                names.push(n);
+            }
+        }
+        let cfs = names
+            .iter()
             .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
-        Ok(Store { db, log_floor: 0 })
+        let base = read_u64(&db, KEY_LOG_BASE)?;
+        let gen = read_u64(&db, KEY_LOG_GEN)?;
+        // Where the checkpoint is (an earlier zkd kept it in `default`).
+        let nodes = db.cf_handle(CF_NODES).expect("created at open");
+        let last = match db.get_cf(nodes, META_LAST_ZXID)? {
+            Some(v) => Some(v),
+            None => db.get(KEY_OLD_LAST_ZXID)?,
+        };
+        let last = match last {
+            Some(v) => u64::from_be_bytes(be8(&v, "the last_zxid record")?),
+            None => 0,
+        };
+        let mut replay = Vec::new();
+        let txlog = TxnLog::open(&log_dir.join(TXNLOG_DIR), 0, |z, d| {
+            if z > last {
+                replay.push((z, d.to_vec()));
+            }
+            Ok(())
+        })?;
+        let mut zab_records = Vec::new();
+        let zablog = TxnLog::open(&log_dir.join(ZABLOG_DIR), gen, |zxid, d| {
+            if zxid > base {
+                zab_records.push(zkd_zab::types::Txn {
+                    zxid,
+                    data: d.to_vec(),
+                });
+            }
+            Ok(())
+        })?;
+        let mut store = Store {
+            db,
+            txlog,
+            zablog,
+            replay,
+            zab_records,
+            written_zxid: last as i64,
+            flushing: None,
+            pending_base: None,
+        };
+        store.upgrade_layout(base)?;
+        Ok(store)
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -166,22 +282,76 @@ impl Store {
             .expect("column families are created at open")
     }
 
-    /// Reads the tree and sessions back. A store with log records but no
-    /// tree state is refused rather than started empty (ZOOKEEPER-2325).
+    fn nodes(&self) -> &rocksdb::ColumnFamily {
+        self.cf(CF_NODES)
+    }
+
+    fn checkpoint_zxid(&self) -> Result<Option<i64>, StoreError> {
+        match self.db.get_cf(self.nodes(), META_LAST_ZXID)? {
+            None => Ok(None),
+            Some(v) => Ok(Some(i64::from_be_bytes(be8(&v, "the last_zxid record")?))),
+        }
+    }
+
+    /// A store written by an earlier zkd kept sessions, `last_zxid` and
+    /// both logs in RocksDB (every write through its WAL): move them to
+    /// where they live now, once, before anything is read.
+    fn upgrade_layout(&mut self, base: u64) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        if let Some(old) = self.db.cf_handle(CF_OLD_SESSIONS) {
+            for item in self.db.iterator_cf(old, rocksdb::IteratorMode::Start) {
+                let (k, v) = item?;
+                let id = i64::from_be_bytes(be8(&k, "a session key")?);
+                batch.put_cf(self.nodes(), session_key(id), v);
+                batch.delete_cf(old, k);
+            }
+        }
+        if let Some(v) = self.db.get(KEY_OLD_LAST_ZXID)? {
+            batch.put_cf(self.nodes(), META_LAST_ZXID, v);
+            batch.delete(KEY_OLD_LAST_ZXID);
+        }
+        if let Some(old) = self.db.cf_handle(CF_OLD_ZAB_LOG) {
+            let mut moved = 0;
+            for item in self.db.iterator_cf(old, rocksdb::IteratorMode::Start) {
+                let (k, v) = item?;
+                let zxid = u64::from_be_bytes(be8(&k, "a ZAB log key")?);
+                if zxid > base && zxid > self.zablog.last_zxid() {
+                    self.zablog.append(zxid, &v)?;
+                    self.zab_records.push(zkd_zab::types::Txn {
+                        zxid,
+                        data: v.to_vec(),
+                    });
+                    moved += 1;
+                }
+                batch.delete_cf(old, k);
+            }
+            self.zablog.sync()?;
+            if moved > 0 {
+                log::info!("moved {moved} ZAB log records out of RocksDB into {ZABLOG_DIR}");
+            }
+        }
+        if let Some(old) = self.db.cf_handle(CF_OLD_LOG) {
+            // Its txns are all in the tree already (they were written in
+            // the same batch): nothing to move.
+            batch.delete_range_cf(old, [].as_slice(), [0xff; 9].as_slice());
+        }
+        if !batch.is_empty() {
+            self.db.write_opt(batch, &synced())?;
+        }
+        Ok(())
+    }
+
+    /// Reads the tree and sessions back and redoes the logged txns the
+    /// checkpoint had not reached. A store with log records but no
+    /// checkpoint is refused rather than started empty (ZOOKEEPER-2325).
     pub fn load(&mut self) -> Result<Loaded, StoreError> {
-        let last = self.db.get(KEY_LAST_ZXID)?;
-        let Some(last) = last else {
-            let has_log = self
-                .db
-                .iterator_cf(self.cf(CF_LOG), rocksdb::IteratorMode::Start)
-                .next()
-                .is_some();
+        let Some(mut last_zxid) = self.checkpoint_zxid()? else {
             let has_nodes = self
                 .db
-                .iterator_cf(self.cf(CF_NODES), rocksdb::IteratorMode::Start)
+                .iterator_cf(self.nodes(), rocksdb::IteratorMode::Start)
                 .next()
                 .is_some();
-            if has_log || has_nodes {
+            if !self.txlog.is_empty() || !self.zablog.is_empty() || has_nodes {
                 return Err(StoreError(
                     "the data directory holds log or tree records but no last_zxid: refusing to start over it".into(),
                 ));
@@ -190,53 +360,45 @@ impl Store {
             let tree = DataTree::new();
             let mut batch = WriteBatch::default();
             for (p, n) in tree.iter() {
-                batch.put_cf(self.cf(CF_NODES), node_key(p), n.encode());
+                batch.put_cf(self.nodes(), node_key(p), n.encode());
             }
-            batch.put(KEY_LAST_ZXID, 0i64.to_be_bytes());
-            self.write(batch)?;
+            batch.put_cf(self.nodes(), META_LAST_ZXID, 0i64.to_be_bytes());
+            self.db.write_opt(batch, &synced())?;
             return Ok(Loaded {
                 tree,
                 last_zxid: 0,
                 sessions: Vec::new(),
             });
         };
-        let last_zxid = i64::from_be_bytes(be8(&last, "the last_zxid record")?);
         let expected = self
             .db
-            .property_int_value_cf(self.cf(CF_NODES), "rocksdb.estimate-num-keys")?
+            .property_int_value_cf(self.nodes(), "rocksdb.estimate-num-keys")?
             .unwrap_or(0);
         let mut tree = TreeBuilder::new(expected.min(1 << 28) as usize);
+        let mut sessions = HashMap::new();
         for item in self
             .db
-            .iterator_cf(self.cf(CF_NODES), rocksdb::IteratorMode::Start)
+            .iterator_cf(self.nodes(), rocksdb::IteratorMode::Start)
         {
             let (k, v) = item?;
-            tree.add(&k, &v)?;
-        }
-        let tree = tree.finish()?;
-        let mut sessions = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(self.cf(CF_SESSIONS), rocksdb::IteratorMode::Start)
-        {
-            let (k, v) = item?;
-            let id = i64::from_be_bytes(be8(&k, "a session key")?);
-            sessions.push(
-                decode_session(id, &v)
-                    .ok_or_else(|| StoreError(format!("damaged session 0x{id:x}")))?,
-            );
-        }
-        self.log_floor = match self
-            .db
-            .iterator_cf(self.cf(CF_LOG), rocksdb::IteratorMode::Start)
-            .next()
-        {
-            Some(item) => {
-                let (k, _) = item?;
-                i64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]))
+            match k.first() {
+                Some(&0xFF) => {}
+                Some(&SESSION_PREFIX) => {
+                    let id = i64::from_be_bytes(be8(&k[1..], "a session key")?);
+                    let s = decode_session(id, &v)
+                        .ok_or_else(|| StoreError(format!("damaged session 0x{id:x}")))?;
+                    sessions.insert(id, s);
+                }
+                _ => tree.add(&k, &v)?,
             }
-            None => last_zxid,
-        };
+        }
+        let mut tree = tree.finish()?;
+        let replay = std::mem::take(&mut self.replay);
+        if !replay.is_empty() {
+            last_zxid = self.redo(&mut tree, &mut sessions, last_zxid, &replay)?;
+        }
+        let mut sessions: Vec<RestoredSession> = sessions.into_values().collect();
+        sessions.sort_by_key(|s| s.id);
         Ok(Loaded {
             tree,
             last_zxid,
@@ -244,84 +406,169 @@ impl Store {
         })
     }
 
-    fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        let mut wo = WriteOptions::default();
-        // Durable before acknowledged: fsync the WAL on every batch.
-        wo.set_sync(true);
-        self.db.write_opt(batch, &wo)?;
-        Ok(())
-    }
-
-    /// Makes a group of persists durable in one synced write.
-    pub fn commit(&mut self, group: &[Persist]) -> Result<i64, StoreError> {
+    /// Applies the standalone log's txns after the checkpoint, then writes
+    /// what they changed (the log still holds them, so unlogged).
+    fn redo(
+        &mut self,
+        tree: &mut DataTree,
+        sessions: &mut HashMap<i64, RestoredSession>,
+        from: i64,
+        records: &[(u64, Vec<u8>)],
+    ) -> Result<i64, StoreError> {
+        let mut paths = std::collections::BTreeSet::new();
+        let mut touched = std::collections::BTreeSet::new();
+        let mut last = from;
+        for (zxid, rec) in records {
+            let (hdr, txn) = Txn::decode_entry(rec)
+                .map_err(|e| StoreError(format!("damaged log record 0x{zxid:x}: {e:?}")))?;
+            if hdr.zxid as u64 != *zxid || hdr.zxid <= last {
+                return Err(StoreError(format!(
+                    "log record 0x{zxid:x} holds txn 0x{:x} after 0x{last:x}",
+                    hdr.zxid
+                )));
+            }
+            tree.begin();
+            if !zkd_core::apply::apply_tree(tree, &hdr, &txn) {
+                tree.rollback();
+                return Err(StoreError(format!(
+                    "logged txn 0x{zxid:x} does not apply to the checkpoint at 0x{last:x}"
+                )));
+            }
+            paths.extend(tree.commit().paths);
+            match &txn {
+                Txn::CreateSession { timeout_ms, passwd } => {
+                    sessions.insert(
+                        hdr.session,
+                        RestoredSession {
+                            id: hdr.session,
+                            timeout_ms: *timeout_ms,
+                            passwd: *passwd,
+                        },
+                    );
+                    touched.insert(hdr.session);
+                }
+                Txn::CloseSession => {
+                    sessions.remove(&hdr.session);
+                    touched.insert(hdr.session);
+                }
+                _ => {}
+            }
+            last = hdr.zxid;
+        }
         let mut batch = WriteBatch::default();
-        let mut last = 0;
-        for p in group {
-            for (zxid, rec) in &p.log {
-                batch.put_cf(self.cf(CF_LOG), zxid.to_be_bytes(), rec);
+        for p in &paths {
+            match tree.get(p) {
+                Some(n) => batch.put_cf(self.nodes(), node_key(p), n.encode()),
+                None => batch.delete_cf(self.nodes(), node_key(p)),
             }
-            for (path, v) in &p.nodes {
-                match v {
-                    Some(v) => batch.put_cf(self.cf(CF_NODES), node_key(path), v),
-                    None => batch.delete_cf(self.cf(CF_NODES), node_key(path)),
-                }
-            }
-            for (id, v) in &p.sessions {
-                match v {
-                    Some(v) => batch.put_cf(self.cf(CF_SESSIONS), id.to_be_bytes(), v),
-                    None => batch.delete_cf(self.cf(CF_SESSIONS), id.to_be_bytes()),
-                }
-            }
-            last = last.max(p.last_zxid);
         }
-        batch.put(KEY_LAST_ZXID, last.to_be_bytes());
-        // Trim the log in steps so the range delete is rare.
-        if last - self.log_floor > LOG_RETAIN_TXNS + LOG_RETAIN_TXNS / 10 {
-            let floor = last - LOG_RETAIN_TXNS;
-            batch.delete_range_cf(self.cf(CF_LOG), 0i64.to_be_bytes(), floor.to_be_bytes());
-            self.log_floor = floor;
+        for id in touched {
+            match sessions.get(&id) {
+                Some(s) => batch.put_cf(
+                    self.nodes(),
+                    session_key(id),
+                    zkd_core::server::encode_session(s.timeout_ms, &s.passwd),
+                ),
+                None => batch.delete_cf(self.nodes(), session_key(id)),
+            }
         }
-        self.write(batch)?;
+        batch.put_cf(self.nodes(), META_LAST_ZXID, last.to_be_bytes());
+        self.db.write_opt(batch, &unlogged())?;
+        self.written_zxid = last;
+        log::info!(
+            "redid {} logged txns after the checkpoint at 0x{from:x}, now at 0x{last:x}",
+            records.len()
+        );
         Ok(last)
     }
 
-    fn get_u64(&self, key: &[u8]) -> Result<u64, StoreError> {
-        match self.db.get(key)? {
-            None => Ok(0),
-            Some(v) => Ok(u64::from_be_bytes(be8(
-                &v,
-                &format!("the {} record", String::from_utf8_lossy(key)),
-            )?)),
+    fn put_tree(&self, batch: &mut WriteBatch, p: &Persist) {
+        for (path, v) in &p.nodes {
+            match v {
+                Some(v) => batch.put_cf(self.nodes(), node_key(path), v),
+                None => batch.delete_cf(self.nodes(), node_key(path)),
+            }
         }
+        for (id, v) in &p.sessions {
+            match v {
+                Some(v) => batch.put_cf(self.nodes(), session_key(*id), v),
+                None => batch.delete_cf(self.nodes(), session_key(*id)),
+            }
+        }
+    }
+
+    /// Makes a group of persists durable: their txns in one synced log
+    /// write, then their tree records (rule 1).
+    pub fn commit(&mut self, group: &[Persist]) -> Result<i64, StoreError> {
+        let mut last = self.written_zxid;
+        for p in group {
+            for (zxid, rec) in &p.log {
+                self.txlog.append(*zxid as u64, rec)?;
+            }
+            last = last.max(p.last_zxid);
+        }
+        self.txlog.sync()?;
+        let mut batch = WriteBatch::default();
+        for p in group {
+            self.put_tree(&mut batch, p);
+        }
+        batch.put_cf(self.nodes(), META_LAST_ZXID, last.to_be_bytes());
+        self.db.write_opt(batch, &unlogged())?;
+        self.written_zxid = last;
+        self.maintain()?;
+        Ok(last)
+    }
+
+    /// Makes the whole checkpoint durable now (an import; a clean stop).
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        self.db.flush_cf(self.nodes())?;
+        self.flushing = Some(self.written_zxid);
+        self.maintain()
+    }
+
+    /// Rule 2: once a flush has covered the checkpoint as it was when the
+    /// flush was asked for, the log files below it are freed and ZAB's base
+    /// raised; a new flush is asked for when there is something to free.
+    fn maintain(&mut self) -> Result<(), StoreError> {
+        if let Some(z) = self.flushing {
+            let unflushed = self
+                .db
+                .property_int_value_cf(self.nodes(), "rocksdb.num-immutable-mem-table")?
+                .unwrap_or(1);
+            if unflushed == 0 {
+                self.flushing = None;
+                self.txlog.trim_through(z as u64)?;
+                if let Some(b) = self.pending_base.filter(|b| *b as i64 <= z) {
+                    self.db.put_opt(KEY_LOG_BASE, b.to_be_bytes(), &synced())?;
+                    self.zablog.trim_through(b)?;
+                    self.pending_base = None;
+                }
+            }
+        }
+        if self.flushing.is_none()
+            && (self.txlog.files() > 1 || self.pending_base.is_some())
+        {
+            let mut fo = FlushOptions::default();
+            fo.set_wait(false);
+            self.db.flush_cf_opt(self.nodes(), &fo)?;
+            self.flushing = Some(self.written_zxid);
+        }
+        Ok(())
+    }
+
+    fn get_u64(&self, key: &[u8]) -> Result<u64, StoreError> {
+        read_u64(&self.db, key)
     }
 
     /// Has this store ever been part of an ensemble?
     pub fn is_ensemble(&self) -> Result<bool, StoreError> {
-        Ok(self.get_u64(KEY_ACCEPTED_EPOCH)? > 0
-            || self
-                .db
-                .iterator_cf(self.cf(CF_ZAB_LOG), rocksdb::IteratorMode::Start)
-                .next()
-                .is_some())
+        Ok(self.get_u64(KEY_ACCEPTED_EPOCH)? > 0 || !self.zablog.is_empty())
     }
 
     /// ZAB's durable state: epochs, the log after its base; `applied` is
-    /// the tree's `last_zxid`.
-    pub fn load_zab(&self, applied: i64) -> Result<zkd_zab::peer::Durable, StoreError> {
+    /// the checkpoint's `last_zxid`. The log is handed out once.
+    pub fn load_zab(&mut self, applied: i64) -> Result<zkd_zab::peer::Durable, StoreError> {
         let base = self.get_u64(KEY_LOG_BASE)?;
-        let mut log = Vec::new();
-        let start = (base + 1).to_be_bytes();
-        for item in self.db.iterator_cf(
-            self.cf(CF_ZAB_LOG),
-            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
-        ) {
-            let (k, v) = item?;
-            let zxid = u64::from_be_bytes(be8(&k, "a ZAB log key")?);
-            log.push(zkd_zab::types::Txn {
-                zxid,
-                data: v.to_vec(),
-            });
-        }
         if (applied as u64) < base {
             return Err(StoreError(format!(
                 "the tree is at 0x{applied:x} but the ZAB log was compacted to 0x{base:x}"
@@ -330,7 +577,7 @@ impl Store {
         Ok(zkd_zab::peer::Durable {
             accepted_epoch: self.get_u64(KEY_ACCEPTED_EPOCH)?,
             current_epoch: self.get_u64(KEY_CURRENT_EPOCH)?,
-            log,
+            log: std::mem::take(&mut self.zab_records),
             applied: applied as u64,
             base,
         })
@@ -341,24 +588,27 @@ impl Store {
     /// it is read while writes go on.
     pub fn applied_state(&self) -> Result<(u64, Vec<u8>), StoreError> {
         let snap = self.db.snapshot();
-        let zxid = match snap.get(KEY_LAST_ZXID)? {
+        let zxid = match snap.get_cf(self.nodes(), META_LAST_ZXID)? {
             Some(v) => u64::from_be_bytes(be8(&v, "the last_zxid record")?),
             None => 0,
         };
         let mut w = crate::ensemble::state::StateWriter::new(zxid);
-        for item in snap.iterator_cf(self.cf(CF_NODES), rocksdb::IteratorMode::Start) {
+        for item in snap.iterator_cf(self.nodes(), rocksdb::IteratorMode::Start) {
             let (k, v) = item?;
-            w.node(&k, &v);
-        }
-        for item in snap.iterator_cf(self.cf(CF_SESSIONS), rocksdb::IteratorMode::Start) {
-            let (k, v) = item?;
-            w.session(i64::from_be_bytes(be8(&k, "a session key")?), &v);
+            match k.first() {
+                Some(&0xFF) => {}
+                Some(&SESSION_PREFIX) => {
+                    w.session(i64::from_be_bytes(be8(&k[1..], "a session key")?), &v)
+                }
+                _ => w.node(&k, &v),
+            }
         }
         Ok((zxid, w.finish()))
     }
 
-    /// Writes tree changes and ZAB's persists, in order, as one batch;
-    /// `sync` makes it durable before returning.
+    /// Writes ZAB's persists and the tree changes of delivered txns: the
+    /// log appends (synced with `sync`, and always before tree records:
+    /// rule 1), epochs through RocksDB's WAL, the tree unlogged.
     pub fn commit_ensemble(
         &mut self,
         tree: &[Persist],
@@ -366,85 +616,87 @@ impl Store {
         sync: bool,
     ) -> Result<(), StoreError> {
         use zkd_zab::peer::Persist as Z;
-        let mut batch = WriteBatch::default();
-        for p in tree {
-            for (path, v) in &p.nodes {
-                match v {
-                    Some(v) => batch.put_cf(self.cf(CF_NODES), node_key(path), v),
-                    None => batch.delete_cf(self.cf(CF_NODES), node_key(path)),
-                }
-            }
-            for (id, v) in &p.sessions {
-                match v {
-                    Some(v) => batch.put_cf(self.cf(CF_SESSIONS), id.to_be_bytes(), v),
-                    None => batch.delete_cf(self.cf(CF_SESSIONS), id.to_be_bytes()),
-                }
-            }
-        }
+        let mut applied = None;
         for p in zab {
             match p {
-                Z::AcceptedEpoch(e) => batch.put(KEY_ACCEPTED_EPOCH, e.to_be_bytes()),
-                Z::CurrentEpoch(e) => batch.put(KEY_CURRENT_EPOCH, e.to_be_bytes()),
+                Z::AcceptedEpoch(e) | Z::CurrentEpoch(e) => {
+                    let key = if matches!(p, Z::AcceptedEpoch(_)) {
+                        KEY_ACCEPTED_EPOCH
+                    } else {
+                        KEY_CURRENT_EPOCH
+                    };
+                    // In order with the appends before it.
+                    self.zablog.sync()?;
+                    self.db.put_opt(key, e.to_be_bytes(), &synced())?;
+                }
                 Z::Append(txns) => {
                     for t in txns {
-                        batch.put_cf(self.cf(CF_ZAB_LOG), t.zxid.to_be_bytes(), &t.data);
+                        self.zablog.append(t.zxid, &t.data)?;
                     }
                 }
-                Z::Applied(z) => batch.put(KEY_LAST_ZXID, (*z as i64).to_be_bytes()),
+                Z::Applied(z) => applied = Some(*z as i64),
                 Z::Compact(base) => {
-                    batch.delete_range_cf(
-                        self.cf(CF_ZAB_LOG),
-                        0u64.to_be_bytes(),
-                        (base + 1).to_be_bytes(),
-                    );
-                    batch.put(KEY_LOG_BASE, base.to_be_bytes());
+                    self.pending_base = Some(self.pending_base.unwrap_or(0).max(*base))
                 }
                 Z::Snapshot { upto, state, log } => {
-                    // Checked by the driver before it got here; a failure
-                    // now is damage in memory: stop before writing.
-                    let rec = crate::ensemble::state::records(state).map_err(StoreError)?;
-                    let all = |b: &mut WriteBatch, cf: &rocksdb::ColumnFamily, hi: &[u8]| {
-                        b.delete_range_cf(cf, [].as_slice(), hi);
-                        b.delete_cf(cf, hi);
-                    };
-                    // Node keys are UTF-8 paths: none starts with 0xff.
-                    all(&mut batch, self.cf(CF_NODES), &[0xff]);
-                    all(&mut batch, self.cf(CF_SESSIONS), &[0xff; 8]);
-                    all(&mut batch, self.cf(CF_ZAB_LOG), &[0xff; 8]);
-                    for (k, v) in rec.nodes {
-                        batch.put_cf(self.cf(CF_NODES), k, v);
-                    }
-                    for (id, v) in rec.sessions {
-                        batch.put_cf(self.cf(CF_SESSIONS), id.to_be_bytes(), v);
-                    }
-                    for t in log {
-                        batch.put_cf(self.cf(CF_ZAB_LOG), t.zxid.to_be_bytes(), &t.data);
-                    }
-                    batch.put(KEY_LAST_ZXID, (*upto as i64).to_be_bytes());
-                    batch.put(KEY_LOG_BASE, upto.to_be_bytes());
+                    // Its job comes alone (see the storage thread) and the
+                    // tree changes with it are older than the state.
+                    return self.install(*upto, state, log);
                 }
             }
         }
-        let mut wo = WriteOptions::default();
-        wo.set_sync(sync);
-        self.db.write_opt(batch, &wo)?;
-        Ok(())
+        let mut batch = WriteBatch::default();
+        for p in tree {
+            self.put_tree(&mut batch, p);
+        }
+        if let Some(z) = applied {
+            batch.put_cf(self.nodes(), META_LAST_ZXID, z.to_be_bytes());
+        }
+        if sync || !batch.is_empty() {
+            self.zablog.sync()?;
+        } else {
+            self.zablog.write()?;
+        }
+        if !batch.is_empty() {
+            self.db.write_opt(batch, &unlogged())?;
+            if let Some(z) = applied {
+                self.written_zxid = z;
+            }
+        }
+        self.maintain()
     }
 
-    /// Log records from `from` (inclusive), for replay and inspection.
-    #[cfg(test)]
-    pub fn log_from(&self, from: i64) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
-        let mut out = Vec::new();
-        let start = from.to_be_bytes();
-        for item in self.db.iterator_cf(
-            self.cf(CF_LOG),
-            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
-        ) {
-            let (k, v) = item?;
-            let z = i64::from_be_bytes(be8(&k, "a log key")?);
-            out.push((z, v.to_vec()));
+    /// Rule 3: a leader's state and log in place of ours.
+    fn install(
+        &mut self,
+        upto: u64,
+        state: &[u8],
+        log: &[zkd_zab::types::Txn],
+    ) -> Result<(), StoreError> {
+        // Checked by the driver before it got here; a failure now is
+        // damage in memory: stop before writing.
+        let rec = crate::ensemble::state::records(state).map_err(StoreError)?;
+        let gen = self.zablog.generation() + 1;
+        let records: Vec<(u64, &[u8])> = log.iter().map(|t| (t.zxid, &t.data[..])).collect();
+        self.zablog.begin_generation(gen, &records)?;
+        let mut batch = WriteBatch::default();
+        // Node keys are UTF-8 paths: none starts with 0xff; sessions and
+        // last_zxid sort below [0xff, 0xff].
+        batch.delete_range_cf(self.nodes(), [].as_slice(), [0xff, 0xff].as_slice());
+        for (k, v) in rec.nodes {
+            batch.put_cf(self.nodes(), k, v);
         }
-        Ok(out)
+        for (id, v) in rec.sessions {
+            batch.put_cf(self.nodes(), session_key(id), v);
+        }
+        batch.put_cf(self.nodes(), META_LAST_ZXID, (upto as i64).to_be_bytes());
+        batch.put(KEY_LOG_BASE, upto.to_be_bytes());
+        batch.put(KEY_LOG_GEN, gen.to_be_bytes());
+        self.db.write_opt(batch, &synced())?;
+        self.zablog.drop_older()?;
+        self.written_zxid = upto as i64;
+        self.pending_base = self.pending_base.filter(|b| *b > upto);
+        Ok(())
     }
 
     /// The children of `path` as stored: one prefix scan.
@@ -454,7 +706,7 @@ impl Store {
         prefix.push(0);
         let mut out = Vec::new();
         for item in self.db.iterator_cf(
-            self.cf(CF_NODES),
+            self.nodes(),
             rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward),
         ) {
             let (k, _) = item?;
@@ -487,7 +739,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("zkd-store-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         {
-            let mut s = Store::open(&dir).unwrap();
+            let mut s = Store::open(&dir, &dir).unwrap();
             let mut l = s.load().unwrap();
             l.tree.begin();
             l.tree
@@ -514,14 +766,134 @@ mod tests {
             assert_eq!(s.commit(&[p]).unwrap(), 1);
             assert_eq!(s.children("/a").unwrap(), vec!["b".to_string()]);
         }
-        let mut s = Store::open(&dir).unwrap();
+        let mut s = Store::open(&dir, &dir).unwrap();
         let l = s.load().unwrap();
         assert_eq!(l.last_zxid, 1);
         assert_eq!(l.tree.get("/a").unwrap().data, b"v");
         assert_eq!(l.tree.get("/a").unwrap().children.len(), 1);
         assert_eq!(l.tree.get("/").unwrap().children.len(), 2);
         assert_eq!(l.sessions.len(), 1);
-        assert_eq!(s.log_from(0).unwrap().len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn entry(session: i64, zxid: i64, txn: &Txn) -> Vec<u8> {
+        let hdr = TxnHeader {
+            session,
+            cxid: 0,
+            zxid,
+            time: 5,
+        };
+        Txn::encode_entry(&hdr, txn)
+    }
+
+    /// A crash between the log's sync and a checkpoint flush leaves txns in
+    /// the log only: the next start redoes them, and writes them to the
+    /// checkpoint so a later start finds them there.
+    #[test]
+    fn logged_txns_the_checkpoint_lacks_are_redone_at_start() {
+        let dir = std::env::temp_dir().join(format!("zkd-store-redo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let mut s = Store::open(&dir, &dir).unwrap();
+            assert_eq!(s.load().unwrap().last_zxid, 0);
+            let open = Txn::CreateSession {
+                timeout_ms: 4000,
+                passwd: [3; 16],
+            };
+            let create = Txn::Create {
+                path: "/a".into(),
+                data: b"v".to_vec(),
+                acl: Acl::open_unsafe(),
+                ephemeral_owner: 7,
+                parent_cversion: 1,
+            };
+            s.txlog.append(1, &entry(7, 1, &open)).unwrap();
+            s.txlog.append(2, &entry(7, 2, &create)).unwrap();
+            s.txlog.append(3, &entry(9, 3, &open)).unwrap();
+            s.txlog.append(4, &entry(9, 4, &Txn::CloseSession)).unwrap();
+            s.txlog.sync().unwrap();
+        }
+        let check = |l: &Loaded| {
+            assert_eq!(l.last_zxid, 4);
+            let a = l.tree.get("/a").expect("the logged create was redone");
+            assert_eq!((a.data.as_slice(), a.stat.ephemeral_owner), (b"v".as_slice(), 7));
+            let ids: Vec<i64> = l.sessions.iter().map(|s| s.id).collect();
+            assert_eq!(ids, vec![7], "session 9 was opened and closed");
+        };
+        {
+            let mut s = Store::open(&dir, &dir).unwrap();
+            assert_eq!(s.replay.len(), 4);
+            check(&s.load().unwrap());
+            s.flush().unwrap();
+        }
+        let mut s = Store::open(&dir, &dir).unwrap();
+        assert!(s.replay.is_empty(), "the checkpoint holds the redone txns");
+        check(&s.load().unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A log record the checkpoint cannot take is damage, not something to
+    /// skip.
+    #[test]
+    fn a_logged_txn_that_does_not_apply_is_refused() {
+        let dir = std::env::temp_dir().join(format!("zkd-store-bad-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let mut s = Store::open(&dir, &dir).unwrap();
+            s.load().unwrap();
+            let del = Txn::Delete { path: "/nope".into() };
+            s.txlog.append(1, &entry(7, 1, &del)).unwrap();
+            s.txlog.sync().unwrap();
+        }
+        let mut s = Store::open(&dir, &dir).unwrap();
+        let err = s.load().err().expect("refused");
+        assert!(err.0.contains("does not apply"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A store from before the transaction log (sessions, last_zxid and
+    /// both logs in RocksDB) opens with everything where it now lives.
+    #[test]
+    fn a_store_of_the_earlier_layout_is_moved_on_open() {
+        let dir = std::env::temp_dir().join(format!("zkd-store-old-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let mut opts = Options::default();
+            opts.create_if_missing(true);
+            opts.create_missing_column_families(true);
+            let cfs = [CF_NODES, CF_OLD_SESSIONS, CF_OLD_LOG, CF_OLD_ZAB_LOG];
+            let db = DB::open_cf_descriptors(
+                &opts,
+                &dir,
+                cfs.iter().map(|n| ColumnFamilyDescriptor::new(*n, Options::default())),
+            )
+            .unwrap();
+            let cf = |n| db.cf_handle(n).unwrap();
+            for (p, n) in DataTree::new().iter() {
+                db.put_cf(cf(CF_NODES), node_key(p), n.encode()).unwrap();
+            }
+            let sess = zkd_core::server::encode_session(4000, &[1; 16]);
+            db.put_cf(cf(CF_OLD_SESSIONS), 7i64.to_be_bytes(), sess).unwrap();
+            db.put_cf(cf(CF_OLD_LOG), 5i64.to_be_bytes(), b"old").unwrap();
+            for z in 4u64..=6 {
+                db.put_cf(cf(CF_OLD_ZAB_LOG), z.to_be_bytes(), [z as u8]).unwrap();
+            }
+            db.put(KEY_LOG_BASE, 4u64.to_be_bytes()).unwrap();
+            db.put(KEY_OLD_LAST_ZXID, 5i64.to_be_bytes()).unwrap();
+        }
+        for _ in 0..2 {
+            let mut s = Store::open(&dir, &dir).unwrap();
+            let l = s.load().unwrap();
+            assert_eq!(l.last_zxid, 5);
+            assert_eq!(l.sessions.iter().map(|s| s.id).collect::<Vec<_>>(), vec![7]);
+            let z = s.load_zab(5).unwrap();
+            assert_eq!(z.base, 4);
+            assert_eq!(
+                z.log.iter().map(|t| (t.zxid, t.data.clone())).collect::<Vec<_>>(),
+                vec![(5, vec![5]), (6, vec![6])]
+            );
+            assert!(s.db.get(KEY_OLD_LAST_ZXID).unwrap().is_none());
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

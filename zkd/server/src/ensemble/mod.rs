@@ -71,7 +71,7 @@ pub struct Zab {
 /// Decides from the store whether this server may run as configured, and
 /// returns ZAB's durable state in ensemble mode.
 pub fn check_store(
-    store: &Store,
+    store: &mut Store,
     ensemble: bool,
     loaded: &Loaded,
 ) -> Result<Option<Durable>, String> {

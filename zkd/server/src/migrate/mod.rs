@@ -246,8 +246,15 @@ pub fn import(src: &Path, cfg: &Config) -> Result<Summary, String> {
             db.display()
         ));
     }
+    let txnlog = cfg.data_log_dir.join(crate::storage::TXNLOG_DIR);
+    if std::fs::read_dir(&txnlog).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(format!(
+            "{} already holds a transaction log: import only into an empty dataDir and dataLogDir",
+            txnlog.display()
+        ));
+    }
     let (tree, sessions, sum) = read_zookeeper(src)?;
-    let mut store = Store::open(&db).map_err(|e| e.to_string())?;
+    let mut store = Store::open(&db, &cfg.data_log_dir).map_err(|e| e.to_string())?;
     let mut p = Persist {
         last_zxid: sum.last_zxid.max(1),
         ..Default::default()
@@ -265,6 +272,8 @@ pub fn import(src: &Path, cfg: &Config) -> Result<Summary, String> {
         p.sessions.push((*id, Some(encode_session(*to, &passwd))));
     }
     store.commit(&[p]).map_err(|e| e.to_string())?;
+    // An import has no log to redo it from: make the tree itself durable.
+    store.flush().map_err(|e| e.to_string())?;
     Ok(sum)
 }
 
@@ -274,7 +283,7 @@ pub fn export(cfg: &Config, out: &Path) -> Result<(PathBuf, usize), String> {
     if !db.exists() {
         return Err(format!("{}: no zkd store here", db.display()));
     }
-    let mut store = Store::open(&db)
+    let mut store = Store::open(&db, &cfg.data_log_dir)
         .map_err(|e| format!("{e} (is zkd running on this dataDir? stop it first)"))?;
     let loaded = store.load().map_err(|e| e.to_string())?;
     let tree = &loaded.tree;
