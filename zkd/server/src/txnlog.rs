@@ -13,9 +13,10 @@
 //!
 //! Layout: `<gen>-<first zxid>.log` files (hex), each a 64-byte header
 //! (magic, generation, first zxid, salt) then records
-//! `len u32 | crc u32 | zxid u64 | bytes`, little-endian. The checksum covers
-//! the salt, the zxid and the bytes, so records left over in a recycled file
-//! (another salt) read as the end of the log. A file is extended with zeros a
+//! `len u32 | crc u32 | zxid u64 | tag u32 | bytes`, little-endian. The
+//! checksum covers the salt, the zxid and the bytes; the tag is derived from
+//! the salt, so records left over in a reused file (another salt) read as
+//! the end of the log without being checksummed. A file is extended with zeros a
 //! chunk ahead of the records, so a synced append never changes its size;
 //! freed files are kept as spares and reused, so in steady state the zeros
 //! are not written again.
@@ -36,7 +37,7 @@ use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"ZKDLOG01";
 const HEADER: u64 = 64;
-const RECORD_HEADER: usize = 16;
+const RECORD_HEADER: usize = 20;
 /// A file takes records until it holds this many bytes (one bigger record
 /// gets a file of its own size).
 pub const SEGMENT_BYTES: u64 = 64 << 20;
@@ -290,6 +291,7 @@ impl TxnLog {
         o.buf
             .extend_from_slice(&crc(o.salt, zxid, data).to_le_bytes());
         o.buf.extend_from_slice(&zxid.to_le_bytes());
+        o.buf.extend_from_slice(&tag(o.salt).to_le_bytes());
         o.buf.extend_from_slice(data);
         let seg = self.segments.last_mut().expect("an open segment is listed");
         seg.last = zxid;
@@ -343,8 +345,11 @@ impl TxnLog {
     fn roll(&mut self, first: u64) -> Result<(), LogError> {
         // An end mark after the last record: a reused file holds old
         // records past it, which must read as the end, not as damage.
+        let segment_bytes = self.segment_bytes;
         if let Some(o) = self.open.as_mut() {
-            o.buf.extend_from_slice(&[0u8; RECORD_HEADER]);
+            if o.pos + (o.buf.len() + RECORD_HEADER) as u64 <= segment_bytes {
+                o.buf.extend_from_slice(&[0u8; RECORD_HEADER]);
+            }
         }
         self.sync()?;
         self.open = None;
@@ -462,19 +467,29 @@ impl TxnLog {
     }
 }
 
+/// Every record carries its file's tag (from the salt): in a reused file,
+/// what follows the last record is an earlier use's records, whose tag
+/// differs, so finding the end never needs a checksum of them.
+fn tag(salt: u64) -> u32 {
+    (salt >> 32) as u32 ^ salt as u32
+}
+
 /// Is there a valid record anywhere after a bad one at `pos`? Then the bad
 /// one is damage inside the log, not the torn tail of the last write
 /// (RocksDB's TolerateCorruptedTailRecords draws the same line). Scans byte
-/// by byte, but only when a record failed.
+/// by byte, but only when a record failed, and checksums only offsets that
+/// carry this file's tag and a zxid after `prev`.
 fn valid_record_after(bytes: &[u8], pos: usize, salt: u64, prev: u64) -> bool {
+    let t = tag(salt).to_le_bytes();
     (pos + 1..bytes.len().saturating_sub(RECORD_HEADER)).any(|p| {
-        let zxid = u64::from_le_bytes(bytes[p + 8..p + 16].try_into().expect("8"));
-        zxid > prev && matches!(next_record(bytes, p, salt, prev), Ok(Some(_)))
+        bytes[p + 16..p + 20] == t
+            && u64::from_le_bytes(bytes[p + 8..p + 16].try_into().expect("8")) > prev
+            && matches!(next_record(bytes, p, salt, prev), Ok(Some(_)))
     })
 }
 
 /// The record at `pos`: `Ok(None)` at the zeros after the last record,
-/// `Err` for a torn or damaged one.
+/// `Err` for a torn or damaged one, or one of an earlier use of the file.
 fn next_record(
     bytes: &[u8],
     pos: usize,
@@ -488,8 +503,12 @@ fn next_record(
     let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4")) as usize;
     let c = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4"));
     let zxid = u64::from_le_bytes(bytes[pos + 8..pos + 16].try_into().expect("8"));
-    if len == 0 && c == 0 && zxid == 0 {
+    let t = u32::from_le_bytes(bytes[pos + 16..pos + 20].try_into().expect("4"));
+    if len == 0 && c == 0 && zxid == 0 && t == 0 {
         return Ok(None);
+    }
+    if t != tag(salt) {
+        return Err("not a record of this file".into());
     }
     let end = pos + RECORD_HEADER + len;
     if end > bytes.len() {
