@@ -5,22 +5,25 @@
 # (zkbench) is pipelined; its own CPU share is printed so a reader can see it
 # measured the servers, not itself.
 #
-# Usage: scripts/bench.sh [--help] [--quick] [--seconds S] [--ensemble]
+# Usage: scripts/bench.sh [--help] [--quick] [--seconds S] [--ensemble] [--run R]...
 #   --quick      fewer workloads and shorter runs (a smoke test of the bench)
 #   --seconds S  seconds per workload (default 5)
 #   --ensemble   three members of each on loopback instead of one server;
 #                the load generator spreads its connections over them
+#   --run R      only this run, R = "WORKLOAD CONNS DEPTH SIZE" (repeatable)
 set -euo pipefail
 
 seconds=5
 quick=0
 members=1
+only=()
 while (($#)); do
   case "$1" in
-    --help|-h) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --help|-h) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --ensemble) members=3 ;;
     --quick) quick=1; seconds=2 ;;
     --seconds) seconds="$2"; shift ;;
+    --run) only+=("$2"); shift ;;
     *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -90,7 +93,9 @@ for ((i = 1; i <= members; i++)); do
 done
 echo "zkd: $zkd_hosts   ZooKeeper: $zk_hosts   ($members member(s) each, fsync on, tickTime 2000)"
 
-if ((quick)); then
+if ((${#only[@]})); then
+  runs=("${only[@]}")
+elif ((quick)); then
   runs=("get 1 1 100" "set 1 1 100" "get 16 32 100" "set 16 32 100")
 else
   runs=()
@@ -109,7 +114,7 @@ for r in "${runs[@]}"; do
   n=$((n + 1))
   for side in zkd zk; do
     hosts=$zkd_hosts; [[ $side == zk ]] && hosts=$zk_hosts
-    keys=1000; [[ $w == delete ]] && keys=$((2000 / conns + 1))
+    keys=1000; [[ $w == delete ]] && keys=$((20000 / conns + 1))
     line=$("$bench" --server "$hosts" --workload "$w" --conns "$conns" --depth "$depth" \
       --size "$size" --seconds "$seconds" --keys "$keys" --prefix "/b$n$side")
     echo "{\"server\":\"$side\",${line#\{}" >> "$results"

@@ -179,7 +179,7 @@ mod tests {
         let dump = |t: &DataTree| {
             let mut v: Vec<_> = t
                 .iter()
-                .map(|(p, n)| (p.clone(), n.data.clone(), n.stat))
+                .map(|(p, n)| (p.to_string(), n.data.to_vec(), n.stat))
                 .collect();
             v.sort_by(|a, b| a.0.cmp(&b.0));
             v

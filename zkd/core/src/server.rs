@@ -1012,13 +1012,13 @@ impl Server {
                     .map(|_| {
                         self.tree
                             .get(&p.path)
-                            .map(|n| n.children.iter().cloned().collect())
+                            .map(|n| n.children.iter().map(|c| c.to_string()).collect())
                             .unwrap_or_default()
                     })
                     .map(MultiResult::GetChildren),
                 MultiOp::GetData(p) => self.check_acl(conn, &p.path, perms::READ).map(|_| {
                     let n = self.tree.get(&p.path).expect("checked by check_acl");
-                    MultiResult::GetData(n.data.clone(), n.stat())
+                    MultiResult::GetData(n.data.to_vec(), n.stat())
                 }),
                 _ => return Err(ErrorCode::BAD_ARGUMENTS),
             };

@@ -14,6 +14,7 @@ use zk_proto::jute::{Reader, Result as DecodeResult, Writer};
 use zk_proto::records::{Acl, Record, Stat};
 use zk_proto::EventType;
 
+use crate::children::Children;
 use crate::path;
 
 /// The stored part of a znode's `Stat`; `dataLength` and `numChildren` are
@@ -32,11 +33,13 @@ pub struct NodeStat {
 }
 
 #[derive(Debug, Clone)]
+/// Sized for a million of them: data is a boxed slice (no spare capacity,
+/// one word less than a `Vec`), and leaves carry no child set.
 pub struct Node {
-    pub data: Vec<u8>,
+    pub data: Box<[u8]>,
     pub acl: Arc<Vec<Acl>>,
     pub stat: NodeStat,
-    pub children: BTreeSet<String>,
+    pub children: Children,
 }
 
 impl Node {
@@ -112,7 +115,7 @@ pub struct Event {
 }
 
 /// What a node looked like before the current transaction first touched it.
-type Saved = Option<(Vec<u8>, Arc<Vec<Acl>>, NodeStat)>;
+type Saved = Option<(Box<[u8]>, Arc<Vec<Acl>>, NodeStat)>;
 
 #[derive(Default)]
 struct Journal {
@@ -136,7 +139,7 @@ pub struct DataTree {
     /// nodes inline stalled the server for about a second (a 300 MB table
     /// allocated, faulted in and filled), long enough for followers with a
     /// short syncLimit to give up on their leader.
-    nodes: HashMap<String, Box<Node>>,
+    nodes: HashMap<Box<str>, Box<Node>>,
     ephemerals: HashMap<i64, BTreeSet<String>>,
     /// Containers and TTL nodes: the only candidates the reaper looks at.
     reapable: BTreeSet<String>,
@@ -212,14 +215,14 @@ impl DataTree {
         let open = t.intern_acl(Acl::open_unsafe());
         let read = t.intern_acl(Acl::read_unsafe());
         let mk = |acl: &Arc<Vec<Acl>>, cversion, aversion| Node {
-            data: Vec::new(),
+            data: Box::default(),
             acl: acl.clone(),
             stat: NodeStat {
                 cversion,
                 aversion,
                 ..Default::default()
             },
-            children: BTreeSet::new(),
+            children: Children::new(),
         };
         t.insert_loaded("/".into(), mk(&open, 0, 0));
         t.insert_loaded("/zookeeper".into(), mk(&open, 0, 0));
@@ -260,12 +263,12 @@ impl DataTree {
         if let Some((parent, name)) = path::split(&path) {
             match self.nodes.get_mut(parent) {
                 Some(p) => {
-                    p.children.insert(name.to_owned());
+                    p.children.insert(name);
                 }
                 None => self.unlinked.push(path.clone()),
             }
         }
-        self.nodes.insert(path, Box::new(node));
+        self.nodes.insert(path.into_boxed_str(), Box::new(node));
     }
 
     /// Links the nodes that were loaded before their parent (the store's
@@ -279,7 +282,7 @@ impl DataTree {
             if let Some((parent, name)) = path::split(&p) {
                 match self.nodes.get_mut(parent) {
                     Some(n) => {
-                        n.children.insert(name.to_owned());
+                        n.children.insert(name);
                     }
                     None => orphans.push(p),
                 }
@@ -289,7 +292,7 @@ impl DataTree {
             .nodes
             .keys()
             .filter(|p| crate::quota::quota_target(p, crate::quota::LIMIT_NODE).is_some())
-            .cloned()
+            .map(|p| p.to_string())
             .collect();
         for p in limits {
             self.reindex_quota(&p);
@@ -302,7 +305,7 @@ impl DataTree {
         self.save(p);
         if let Some(n) = self.nodes.get_mut(p) {
             self.data_bytes = self.data_bytes - n.data.len() as u64 + data.len() as u64;
-            n.data = data;
+            n.data = data.into_boxed_slice();
         }
     }
 
@@ -345,8 +348,8 @@ impl DataTree {
         self.ephemerals.values().map(|s| s.len()).sum()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Node)> {
-        self.nodes.iter().map(|(p, n)| (p, &**n))
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Node)> {
+        self.nodes.iter().map(|(p, n)| (&**p, &**n))
     }
 
     // ---- journaled mutations -------------------------------------------
@@ -383,7 +386,7 @@ impl DataTree {
             .nodes
             .get_mut(parent)
             .expect("create under a missing parent");
-        p.children.insert(name.to_owned());
+        p.children.insert(name);
         p.stat.cversion = parent_cversion;
         p.stat.pzxid = zxid;
         self.data_bytes += data.len() as u64 + path.len() as u64;
@@ -409,12 +412,12 @@ impl DataTree {
             acl: parent_acl,
         });
         self.nodes.insert(
-            path.to_owned(),
+            path.into(),
             Box::new(Node {
-                data,
+                data: data.into_boxed_slice(),
                 acl,
                 stat,
-                children: BTreeSet::new(),
+                children: Children::new(),
             }),
         );
         self.quota_after_create(path, data_len);
@@ -462,7 +465,7 @@ impl DataTree {
         let n = self.nodes.get_mut(path).expect("setData of a missing node");
         let (old_len, new_len) = (n.data.len(), data.len());
         self.data_bytes = self.data_bytes - n.data.len() as u64 + data.len() as u64;
-        n.data = data;
+        n.data = data.into_boxed_slice();
         n.stat.version = version;
         n.stat.mzxid = zxid;
         n.stat.mtime = time;
@@ -525,7 +528,7 @@ impl DataTree {
         self.reapable
             .iter()
             .filter(|p| {
-                let Some(n) = self.nodes.get(*p) else {
+                let Some(n) = self.nodes.get(p.as_str()) else {
                     return false;
                 };
                 if !n.children.is_empty() {
@@ -565,7 +568,7 @@ impl DataTree {
             if let Some((data, acl, stat)) = saved {
                 self.digest = self.digest.wrapping_sub(node_hash(path, data, acl, stat));
             }
-            if let Some(n) = self.nodes.get(path) {
+            if let Some(n) = self.nodes.get(path.as_str()) {
                 self.digest = self
                     .digest
                     .wrapping_add(node_hash(path, &n.data, &n.acl, &n.stat));
@@ -586,18 +589,18 @@ impl DataTree {
             let split = path::split(&path).map(|(p, n)| (p.to_owned(), n.to_owned()));
             match saved {
                 None => {
-                    if let Some(node) = self.nodes.remove(&path) {
+                    if let Some(node) = self.nodes.remove(path.as_str()) {
                         self.data_bytes -= node.data.len() as u64 + path.len() as u64;
                         self.unindex_ephemeral(&path, node.stat.ephemeral_owner);
                     }
                     if let Some((parent, name)) = split {
-                        if let Some(p) = self.nodes.get_mut(&parent) {
+                        if let Some(p) = self.nodes.get_mut(parent.as_str()) {
                             p.children.remove(&name);
                         }
                     }
                 }
                 Some((data, acl, stat)) => {
-                    if let Some(n) = self.nodes.get_mut(&path) {
+                    if let Some(n) = self.nodes.get_mut(path.as_str()) {
                         self.data_bytes = self.data_bytes - n.data.len() as u64 + data.len() as u64;
                         let old_owner = n.stat.ephemeral_owner;
                         n.data = data;
@@ -607,17 +610,17 @@ impl DataTree {
                     } else {
                         self.data_bytes += data.len() as u64 + path.len() as u64;
                         self.nodes.insert(
-                            path.clone(),
+                            path.as_str().into(),
                             Box::new(Node {
                                 data,
                                 acl,
                                 stat,
-                                children: BTreeSet::new(),
+                                children: Children::new(),
                             }),
                         );
                         if let Some((parent, name)) = split {
-                            if let Some(p) = self.nodes.get_mut(&parent) {
-                                p.children.insert(name);
+                            if let Some(p) = self.nodes.get_mut(parent.as_str()) {
+                                p.children.insert(&name);
                             }
                         }
                     }
@@ -726,7 +729,7 @@ mod tests {
         let before: Vec<(String, Stat, Vec<u8>)> = {
             let mut v: Vec<_> = t
                 .iter()
-                .map(|(p, n)| (p.clone(), n.stat(), n.data.clone()))
+                .map(|(p, n)| (p.to_string(), n.stat(), n.data.to_vec()))
                 .collect();
             v.sort_by(|a, b| a.0.cmp(&b.0));
             v
@@ -741,7 +744,7 @@ mod tests {
         t.rollback();
         let mut after: Vec<_> = t
             .iter()
-            .map(|(p, n)| (p.clone(), n.stat(), n.data.clone()))
+            .map(|(p, n)| (p.to_string(), n.stat(), n.data.to_vec()))
             .collect();
         after.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(before, after);
@@ -773,6 +776,6 @@ mod tests {
         let (stat, acl, data) = Node::decode(&n.encode()).unwrap();
         assert_eq!(stat, n.stat);
         assert_eq!(&acl, n.acl.as_ref());
-        assert_eq!(data, n.data);
+        assert_eq!(data[..], n.data[..]);
     }
 }

@@ -30,6 +30,13 @@ mod storage;
 mod txnlog;
 mod tls;
 
+/// mimalloc rather than glibc malloc: per-request buffers, tree nodes and
+/// events are small, short-lived allocations from several threads, where
+/// glibc spent ~20% of a loaded ensemble's CPU (perf) and kept more memory
+/// per znode (no per-chunk header, less fragmentation after a load).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     std::process::exit(cli::main(std::env::args().skip(1).collect()));
 }

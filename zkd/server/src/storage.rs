@@ -191,7 +191,7 @@ impl TreeBuilder {
         self.0.insert_loaded(
             path,
             Node {
-                data,
+                data: data.into_boxed_slice(),
                 acl,
                 stat,
                 children: Default::default(),
@@ -769,7 +769,7 @@ mod tests {
         let mut s = Store::open(&dir, &dir).unwrap();
         let l = s.load().unwrap();
         assert_eq!(l.last_zxid, 1);
-        assert_eq!(l.tree.get("/a").unwrap().data, b"v");
+        assert_eq!(l.tree.get("/a").unwrap().data[..], b"v"[..]);
         assert_eq!(l.tree.get("/a").unwrap().children.len(), 1);
         assert_eq!(l.tree.get("/").unwrap().children.len(), 2);
         assert_eq!(l.sessions.len(), 1);
@@ -816,7 +816,7 @@ mod tests {
         let check = |l: &Loaded| {
             assert_eq!(l.last_zxid, 4);
             let a = l.tree.get("/a").expect("the logged create was redone");
-            assert_eq!((a.data.as_slice(), a.stat.ephemeral_owner), (b"v".as_slice(), 7));
+            assert_eq!((&a.data[..], a.stat.ephemeral_owner), (b"v".as_slice(), 7));
             let ids: Vec<i64> = l.sessions.iter().map(|s| s.id).collect();
             assert_eq!(ids, vec![7], "session 9 was opened and closed");
         };

@@ -135,7 +135,7 @@ mod tests {
     fn a_state_round_trips_into_the_same_tree() {
         let l = load(&sample()).unwrap();
         assert_eq!(l.last_zxid, 2);
-        assert_eq!(l.tree.get("/a/b").unwrap().data, b"y");
+        assert_eq!(l.tree.get("/a/b").unwrap().data[..], b"y"[..]);
         assert_eq!(l.tree.get("/a").unwrap().children.len(), 1);
         assert_eq!(l.sessions.len(), 1);
         assert_eq!(l.tree.digest(), l.tree.digest_recomputed());

@@ -130,7 +130,7 @@ fn tree_from(snap: &Snapshot) -> DataTree {
         tree.insert_loaded(
             n.path.clone(),
             Node {
-                data: n.data.clone(),
+                data: n.data.clone().into_boxed_slice(),
                 acl,
                 stat: n.stat,
                 children: Default::default(),
@@ -261,7 +261,7 @@ pub fn import(src: &Path, cfg: &Config) -> Result<Summary, String> {
     };
     let mut progress = Progress::new("writing", tree.node_count());
     for (i, (path, node)) in tree.iter().enumerate() {
-        p.nodes.push((path.clone(), Some(node.encode())));
+        p.nodes.push((path.to_string(), Some(node.encode())));
         if i % 4096 == 0 {
             progress.at(i);
         }
@@ -293,7 +293,7 @@ pub fn export(cfg: &Config, out: &Path) -> Result<(PathBuf, usize), String> {
         let Some(n) = tree.get(&p) else { continue };
         nodes.push(SnapNode {
             path: p.clone(),
-            data: n.data.clone(),
+            data: n.data.to_vec(),
             acl: (*n.acl).clone(),
             stat: n.stat,
         });
