@@ -135,7 +135,7 @@ def _wal(server):
     preallocated: zeros follow the last record)."""
     import glob
     import os
-    logs = sorted(glob.glob(os.path.join(server.data, "zkd.txnlog", "[0-9a-f]*-*.log")))
+    logs = sorted(glob.glob(os.path.join(server.data, "zkd.txnlog", "*-*.log")))
     assert logs, "no transaction log in the data directory"
     with open(logs[-1], "rb") as f:
         data = f.read()

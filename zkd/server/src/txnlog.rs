@@ -16,12 +16,10 @@
 //! `len u32 | crc u32 | zxid u64 | tag u32 | bytes`, little-endian. The
 //! checksum covers the salt, the zxid and the bytes; the tag is derived from
 //! the salt, so records left over in a reused file (another salt) read as
-//! the end of the log without being checksummed. Records go into files
-//! already full of zeros, so a synced append never changes a file's size:
-//! freed files are kept as spares and reused, and when there is no spare a
-//! new file is grown a chunk of zeros ahead of the records, stops at 4 MiB,
-//! and a spare of a whole segment is written by a background thread
-//! meanwhile (`spare-N.making` until synced).
+//! the end of the log without being checksummed. A file is extended with zeros a
+//! chunk ahead of the records, so a synced append never changes its size;
+//! freed files are kept as spares and reused, so in steady state the zeros
+//! are not written again.
 //!
 //! Reading stops at the first record that is zeros, torn or fails its
 //! checksum in the *last* file: the tail of a write that was never
@@ -36,7 +34,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, TryRecvError};
 
 const MAGIC: &[u8; 8] = b"ZKDLOG01";
 const HEADER: u64 = 64;
@@ -46,11 +43,6 @@ const RECORD_HEADER: usize = 20;
 pub const SEGMENT_BYTES: u64 = 64 << 20;
 /// Zeros are written this far ahead of the records.
 const CHUNK: u64 = 1 << 20;
-/// A file that has to be grown (no spare was ready) stops taking records
-/// at this size: growing costs a journal commit in the next sync (3.7 ms
-/// per MiB against 0.1 ms for a sync inside zeros, measured here), so it
-/// is cut short while a spare of full size is made in the background.
-const GROWN_BYTES: u64 = 4 << 20;
 /// Freed files kept for reuse.
 const SPARES: usize = 2;
 
@@ -82,8 +74,6 @@ struct Open {
     pos: u64,
     /// Bytes of the file that exist (zeros past `pos`).
     allocated: u64,
-    /// The file takes records up to this size.
-    limit: u64,
     /// Records not yet written to the file.
     buf: Vec<u8>,
 }
@@ -101,8 +91,6 @@ pub struct TxnLog {
     old: Vec<PathBuf>,
     /// SEGMENT_BYTES, smaller in tests.
     segment_bytes: u64,
-    /// A spare being made in the background, delivered here when ready.
-    making: Option<Receiver<PathBuf>>,
 }
 
 fn crc(salt: u64, zxid: u64, data: &[u8]) -> u32 {
@@ -166,17 +154,11 @@ impl TxnLog {
             dirty: false,
             old: Vec::new(),
             segment_bytes: SEGMENT_BYTES,
-            making: None,
         };
         let entries = std::fs::read_dir(dir).map_err(|e| io("cannot list", dir, e))?;
         for e in entries {
             let e = e.map_err(|e| io("cannot list", dir, e))?;
             let path = e.path();
-            if path.extension().and_then(|x| x.to_str()) == Some(MAKING_EXT) {
-                // A spare whose making a crash interrupted.
-                std::fs::remove_file(&path).map_err(|e| io("cannot remove", &path, e))?;
-                continue;
-            }
             if path.extension().and_then(|x| x.to_str()) != Some("log") {
                 continue;
             }
@@ -249,7 +231,6 @@ impl TxnLog {
                     salt,
                     pos: pos as u64,
                     allocated: bytes.len() as u64,
-                    limit: grown_limit(log.segment_bytes, bytes.len() as u64),
                     buf: Vec::new(),
                 });
             }
@@ -296,11 +277,11 @@ impl TxnLog {
             )));
         }
         let need = (RECORD_HEADER + data.len()) as u64;
-        // An empty file takes any record; otherwise files stop at their
-        // limit.
+        // An empty file takes any record; otherwise files stop at
+        // SEGMENT_BYTES.
         let fits = self.open.as_ref().is_some_and(|o| {
             let used = o.pos + o.buf.len() as u64;
-            used == HEADER || used + need <= o.limit
+            used == HEADER || used + need <= self.segment_bytes
         });
         if !fits {
             self.roll(zxid)?;
@@ -332,6 +313,7 @@ impl TxnLog {
     }
 
     fn write_buffer(&mut self) -> Result<(), LogError> {
+        let segment_bytes = self.segment_bytes;
         let Some(o) = self.open.as_mut() else {
             return Ok(());
         };
@@ -342,7 +324,7 @@ impl TxnLog {
         if end > o.allocated {
             // Zeros past the records, so later synced appends change no
             // metadata. The sync that follows makes the new size durable.
-            let target = (end + CHUNK).min(o.limit.max(end));
+            let target = (end + CHUNK).min(segment_bytes.max(end));
             let zeros = vec![0u8; (target - o.allocated) as usize];
             o.file
                 .write_all_at(&zeros, o.allocated)
@@ -355,14 +337,6 @@ impl TxnLog {
         o.pos = end;
         o.buf.clear();
         self.dirty = true;
-        // Half way through a file that had to be grown, with no spare for
-        // the next: make one (a log that is barely written makes none).
-        if o.limit < self.segment_bytes && o.pos > o.limit / 2 && self.spares.is_empty() {
-            self.take_made()?;
-            if self.spares.is_empty() && self.making.is_none() {
-                self.making = Some(make_spare(&self.dir, self.segment_bytes));
-            }
-        }
         Ok(())
     }
 
@@ -371,8 +345,9 @@ impl TxnLog {
     fn roll(&mut self, first: u64) -> Result<(), LogError> {
         // An end mark after the last record: a reused file holds old
         // records past it, which must read as the end, not as damage.
+        let segment_bytes = self.segment_bytes;
         if let Some(o) = self.open.as_mut() {
-            if o.pos + (o.buf.len() + RECORD_HEADER) as u64 <= o.limit {
+            if o.pos + (o.buf.len() + RECORD_HEADER) as u64 <= segment_bytes {
                 o.buf.extend_from_slice(&[0u8; RECORD_HEADER]);
             }
         }
@@ -380,7 +355,6 @@ impl TxnLog {
         self.open = None;
         let path = self.dir.join(segment_name(self.gen, first));
         let salt: u64 = rand::random();
-        self.take_made()?;
         let (file, allocated) = match self.spares.pop() {
             Some(spare) => {
                 let mut f = OpenOptions::new()
@@ -412,8 +386,6 @@ impl TxnLog {
                 (f, 0)
             }
         };
-        let limit = grown_limit(self.segment_bytes, allocated);
-
         file.write_all_at(&header(self.gen, first, salt), 0)
             .map_err(|e| io("cannot write", &path, e))?;
         file.sync_data()
@@ -425,7 +397,6 @@ impl TxnLog {
             salt,
             pos: HEADER,
             allocated: allocated.max(HEADER),
-            limit,
             buf: Vec::new(),
         });
         self.segments.push(Segment { path, last: 0 });
@@ -449,27 +420,6 @@ impl TxnLog {
             sync_dir(&self.dir)?;
         }
         Ok(freed.len())
-    }
-
-    /// Adds the spare made in the background, if it is ready.
-    fn take_made(&mut self) -> Result<(), LogError> {
-        let Some(rx) = &self.making else {
-            return Ok(());
-        };
-        match rx.try_recv() {
-            Ok(path) => {
-                self.making = None;
-                if self.spares.len() < SPARES {
-                    self.spares.push(path);
-                } else {
-                    std::fs::remove_file(&path).map_err(|e| io("cannot remove", &path, e))?;
-                }
-            }
-            Err(TryRecvError::Empty) => {}
-            // It failed (and said why in the log): the next roll tries again.
-            Err(TryRecvError::Disconnected) => self.making = None,
-        }
-        Ok(())
     }
 
     fn free(&mut self, path: &Path) -> Result<(), LogError> {
@@ -515,65 +465,6 @@ impl TxnLog {
         }
         sync_dir(&self.dir)
     }
-}
-
-/// Where a file of `allocated` bytes stops taking records: a spare holds
-/// a whole segment of zeros; a file that has to grow stops early.
-fn grown_limit(segment_bytes: u64, allocated: u64) -> u64 {
-    if allocated >= segment_bytes {
-        allocated
-    } else {
-        segment_bytes.min(GROWN_BYTES).max(allocated)
-    }
-}
-
-const MAKING_EXT: &str = "making";
-
-/// Starts writing a spare of `bytes` zeros on a thread of its own; its path
-/// arrives on the returned channel once it is synced and named `spare-*`
-/// (the channel closes without one if making it failed). Zeros are written,
-/// not allocated: appends into a written file change no metadata, so each
-/// sync is one data write and a flush, not a journal commit too.
-fn make_spare(dir: &Path, bytes: u64) -> Receiver<PathBuf> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let dir = dir.to_path_buf();
-    let spawned = std::thread::Builder::new()
-        .name("zkd-spare".into())
-        .spawn(move || {
-            let id = rand::random::<u32>();
-            let tmp = dir.join(format!("spare-{id}.{MAKING_EXT}"));
-            let spare = dir.join(format!("spare-{id}.log"));
-            let made = (|| -> std::io::Result<()> {
-                let f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-                let zeros = vec![0u8; CHUNK as usize];
-                let mut at = 0;
-                // A chunk at a time, each synced: one 64 MiB writeback at
-                // the end held the log's own syncs for ~30 ms.
-                while at < bytes {
-                    let n = CHUNK.min(bytes - at);
-                    f.write_all_at(&zeros[..n as usize], at)?;
-                    f.sync_data()?;
-                    at += n;
-                }
-                std::fs::rename(&tmp, &spare)?;
-                File::open(&dir)?.sync_all()
-            })();
-            match made {
-                Ok(()) => {
-                    // The log may be gone (closed or replaced): the file
-                    // stays a spare for the next open.
-                    let _ = tx.send(spare);
-                }
-                Err(e) => {
-                    log::warn!("cannot make a spare log file in {}: {e}", dir.display());
-                    let _ = std::fs::remove_file(&tmp);
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        log::warn!("cannot start making a spare log file: {e}");
-    }
-    rx
 }
 
 /// Every record carries its file's tag (from the salt): in a reused file,
@@ -760,49 +651,6 @@ mod tests {
         let first = got[0].0;
         assert!(first > 1 && first <= 46, "freed through 45, kept 46: {first}");
         assert_eq!(got, (first..=120).map(|z| (z, rec(z))).collect::<Vec<_>>());
-        let _ = std::fs::remove_dir_all(&d);
-    }
-
-    #[test]
-    fn a_grown_file_stops_early_and_the_next_is_a_spare_made_meanwhile() {
-        let d = dir("spare");
-        let (mut log, _) = read(&d, 0).unwrap();
-        log.segment_bytes = 2 * GROWN_BYTES;
-        let big = vec![7u8; 8 << 10];
-        let mut z = 0;
-        // Past half of the grown file: the spare is being made.
-        while log.making.is_none() {
-            z += 1;
-            log.append(z, &big).unwrap();
-            log.sync().unwrap();
-            assert!(z < 1000, "no spare started");
-        }
-        let first = log.segments[0].path.clone();
-        for _ in 0..500 {
-            log.take_made().unwrap();
-            if !log.spares.is_empty() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        assert_eq!(log.spares.len(), 1, "the spare was made");
-        while log.files() == 1 {
-            z += 1;
-            log.append(z, &big).unwrap();
-            log.sync().unwrap();
-        }
-        let len = |p: &Path| std::fs::metadata(p).unwrap().len();
-        assert!(len(&first) <= GROWN_BYTES, "the grown file stopped at its limit");
-        let o = log.open.as_ref().unwrap();
-        assert_eq!((o.allocated, o.limit), (2 * GROWN_BYTES, 2 * GROWN_BYTES), "the next file is the spare");
-        drop(log);
-        let (_, got) = read(&d, 0).unwrap();
-        assert_eq!(got.len() as u64, z);
-        // A spare whose making was cut short is removed at open.
-        let cut = d.join(format!("spare-1.{MAKING_EXT}"));
-        std::fs::write(&cut, [0u8; 100]).unwrap();
-        read(&d, 0).unwrap();
-        assert!(!cut.exists());
         let _ = std::fs::remove_dir_all(&d);
     }
 
