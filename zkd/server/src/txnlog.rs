@@ -488,14 +488,12 @@ fn valid_record_after(bytes: &[u8], pos: usize, salt: u64, prev: u64) -> bool {
     })
 }
 
+/// A record read back: its zxid, its bytes and where the next one starts.
+type Record<'a> = (u64, &'a [u8], usize);
+
 /// The record at `pos`: `Ok(None)` at the zeros after the last record,
 /// `Err` for a torn or damaged one, or one of an earlier use of the file.
-fn next_record(
-    bytes: &[u8],
-    pos: usize,
-    salt: u64,
-    prev: u64,
-) -> Result<Option<(u64, &[u8], usize)>, String> {
+fn next_record(bytes: &[u8], pos: usize, salt: u64, prev: u64) -> Result<Option<Record<'_>>, String> {
     if pos + RECORD_HEADER > bytes.len() {
         // The writer never starts a record where its header cannot fit.
         return Ok(None);
@@ -534,7 +532,9 @@ mod tests {
         d
     }
 
-    fn read(d: &Path, gen: u64) -> Result<(TxnLog, Vec<(u64, Vec<u8>)>), LogError> {
+    type Records = Vec<(u64, Vec<u8>)>;
+
+    fn read(d: &Path, gen: u64) -> Result<(TxnLog, Records), LogError> {
         let mut out = Vec::new();
         let log = TxnLog::open(d, gen, |z, b| {
             out.push((z, b.to_vec()));
