@@ -583,16 +583,21 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
     }
 
+    /// A log of small files holding txns `1..=n`, each synced.
+    fn small_files(d: &Path, n: u64) -> TxnLog {
+        let (mut log, _) = read(d, 0).unwrap();
+        log.segment_bytes = 2048;
+        for z in 1..=n {
+            log.append(z, &rec(z)).unwrap();
+            log.sync().unwrap();
+        }
+        log
+    }
+
     #[test]
     fn a_torn_tail_is_the_end_and_damage_before_it_is_refused() {
         let d = dir("torn");
-        let (mut log, _) = read(&d, 0).unwrap();
-        log.segment_bytes = 2048;
-        for z in 1..=30 {
-            log.append(z, &rec(z)).unwrap();
-        }
-        log.sync().unwrap();
-        drop(log);
+        drop(small_files(&d, 30));
         let fs = files(&d);
         let last = fs.last().unwrap();
         // Tear the last record of the last file: flip a byte in its data.
@@ -632,12 +637,7 @@ mod tests {
     #[test]
     fn trimmed_files_are_reused_and_their_old_records_never_read_back() {
         let d = dir("trim");
-        let (mut log, _) = read(&d, 0).unwrap();
-        log.segment_bytes = 2048;
-        for z in 1..=60 {
-            log.append(z, &rec(z)).unwrap();
-            log.sync().unwrap();
-        }
+        let mut log = small_files(&d, 60);
         let n = log.files();
         let freed = log.trim_through(45).unwrap();
         assert!(freed > 0 && log.files() == n - freed);
