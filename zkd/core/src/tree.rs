@@ -32,9 +32,9 @@ pub struct NodeStat {
     pub pzxid: i64,
 }
 
-#[derive(Debug, Clone)]
 /// Sized for a million of them: data is a boxed slice (no spare capacity,
 /// one word less than a `Vec`), and leaves carry no child set.
+#[derive(Debug, Clone)]
 pub struct Node {
     pub data: Box<[u8]>,
     pub acl: Arc<Vec<Acl>>,
@@ -43,6 +43,16 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node without children (they link themselves as they are added).
+    pub fn new(data: Vec<u8>, acl: Arc<Vec<Acl>>, stat: NodeStat) -> Node {
+        Node {
+            data: data.into_boxed_slice(),
+            acl,
+            stat,
+            children: Children::new(),
+        }
+    }
+
     pub fn stat(&self) -> Stat {
         let s = &self.stat;
         Stat {
@@ -214,15 +224,13 @@ impl DataTree {
         let mut t = DataTree::empty();
         let open = t.intern_acl(Acl::open_unsafe());
         let read = t.intern_acl(Acl::read_unsafe());
-        let mk = |acl: &Arc<Vec<Acl>>, cversion, aversion| Node {
-            data: Box::default(),
-            acl: acl.clone(),
-            stat: NodeStat {
+        let mk = |acl: &Arc<Vec<Acl>>, cversion, aversion| {
+            let stat = NodeStat {
                 cversion,
                 aversion,
                 ..Default::default()
-            },
-            children: Children::new(),
+            };
+            Node::new(Vec::new(), acl.clone(), stat)
         };
         t.insert_loaded("/".into(), mk(&open, 0, 0));
         t.insert_loaded("/zookeeper".into(), mk(&open, 0, 0));
@@ -411,15 +419,8 @@ impl DataTree {
             path: parent.to_owned(),
             acl: parent_acl,
         });
-        self.nodes.insert(
-            path.into(),
-            Box::new(Node {
-                data: data.into_boxed_slice(),
-                acl,
-                stat,
-                children: Children::new(),
-            }),
-        );
+        self.nodes
+            .insert(path.into(), Box::new(Node::new(data, acl, stat)));
         self.quota_after_create(path, data_len);
     }
 

@@ -27,8 +27,8 @@ mod net;
 mod outbox;
 mod runtime;
 mod storage;
-mod txnlog;
 mod tls;
+mod txnlog;
 
 /// mimalloc rather than glibc malloc: per-request buffers, tree nodes and
 /// events are small, short-lived allocations from several threads, where

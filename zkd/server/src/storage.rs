@@ -188,15 +188,7 @@ impl TreeBuilder {
         let (stat, acl, data) = Node::decode(v)
             .map_err(|e| StoreError(format!("damaged node record for {path}: {e}")))?;
         let acl = self.0.intern_acl(acl);
-        self.0.insert_loaded(
-            path,
-            Node {
-                data: data.into_boxed_slice(),
-                acl,
-                stat,
-                children: Default::default(),
-            },
-        );
+        self.0.insert_loaded(path, Node::new(data, acl, stat));
         Ok(())
     }
 
@@ -545,9 +537,7 @@ impl Store {
                 }
             }
         }
-        if self.flushing.is_none()
-            && (self.txlog.files() > 1 || self.pending_base.is_some())
-        {
+        if self.flushing.is_none() && (self.txlog.files() > 1 || self.pending_base.is_some()) {
             let mut fo = FlushOptions::default();
             fo.set_wait(false);
             self.db.flush_cf_opt(self.nodes(), &fo)?;
@@ -841,7 +831,9 @@ mod tests {
         {
             let mut s = Store::open(&dir, &dir).unwrap();
             s.load().unwrap();
-            let del = Txn::Delete { path: "/nope".into() };
+            let del = Txn::Delete {
+                path: "/nope".into(),
+            };
             s.txlog.append(1, &entry(7, 1, &del)).unwrap();
             s.txlog.sync().unwrap();
         }
@@ -865,7 +857,8 @@ mod tests {
             let db = DB::open_cf_descriptors(
                 &opts,
                 &dir,
-                cfs.iter().map(|n| ColumnFamilyDescriptor::new(*n, Options::default())),
+                cfs.iter()
+                    .map(|n| ColumnFamilyDescriptor::new(*n, Options::default())),
             )
             .unwrap();
             let cf = |n| db.cf_handle(n).unwrap();
@@ -873,10 +866,13 @@ mod tests {
                 db.put_cf(cf(CF_NODES), node_key(p), n.encode()).unwrap();
             }
             let sess = zkd_core::server::encode_session(4000, &[1; 16]);
-            db.put_cf(cf(CF_OLD_SESSIONS), 7i64.to_be_bytes(), sess).unwrap();
-            db.put_cf(cf(CF_OLD_LOG), 5i64.to_be_bytes(), b"old").unwrap();
+            db.put_cf(cf(CF_OLD_SESSIONS), 7i64.to_be_bytes(), sess)
+                .unwrap();
+            db.put_cf(cf(CF_OLD_LOG), 5i64.to_be_bytes(), b"old")
+                .unwrap();
             for z in 4u64..=6 {
-                db.put_cf(cf(CF_OLD_ZAB_LOG), z.to_be_bytes(), [z as u8]).unwrap();
+                db.put_cf(cf(CF_OLD_ZAB_LOG), z.to_be_bytes(), [z as u8])
+                    .unwrap();
             }
             db.put(KEY_LOG_BASE, 4u64.to_be_bytes()).unwrap();
             db.put(KEY_OLD_LAST_ZXID, 5i64.to_be_bytes()).unwrap();
@@ -889,7 +885,10 @@ mod tests {
             let z = s.load_zab(5).unwrap();
             assert_eq!(z.base, 4);
             assert_eq!(
-                z.log.iter().map(|t| (t.zxid, t.data.clone())).collect::<Vec<_>>(),
+                z.log
+                    .iter()
+                    .map(|t| (t.zxid, t.data.clone()))
+                    .collect::<Vec<_>>(),
                 vec![(5, vec![5]), (6, vec![6])]
             );
             assert!(s.db.get(KEY_OLD_LAST_ZXID).unwrap().is_none());

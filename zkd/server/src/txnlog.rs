@@ -388,8 +388,7 @@ impl TxnLog {
         };
         file.write_all_at(&header(self.gen, first, salt), 0)
             .map_err(|e| io("cannot write", &path, e))?;
-        file.sync_data()
-            .map_err(|e| io("cannot sync", &path, e))?;
+        file.sync_data().map_err(|e| io("cannot sync", &path, e))?;
         sync_dir(&self.dir)?;
         self.open = Some(Open {
             file,
@@ -426,7 +425,9 @@ impl TxnLog {
         if self.spares.len() < SPARES {
             // Renamed so its header's generation is never read as ours
             // again; the header is rewritten when it is taken.
-            let spare = self.dir.join(format!("spare-{}.log", rand::random::<u32>()));
+            let spare = self
+                .dir
+                .join(format!("spare-{}.log", rand::random::<u32>()));
             std::fs::rename(path, &spare).map_err(|e| io("cannot rename", path, e))?;
             self.spares.push(spare);
         } else {
@@ -493,7 +494,12 @@ type Record<'a> = (u64, &'a [u8], usize);
 
 /// The record at `pos`: `Ok(None)` at the zeros after the last record,
 /// `Err` for a torn or damaged one, or one of an earlier use of the file.
-fn next_record(bytes: &[u8], pos: usize, salt: u64, prev: u64) -> Result<Option<Record<'_>>, String> {
+fn next_record(
+    bytes: &[u8],
+    pos: usize,
+    salt: u64,
+    prev: u64,
+) -> Result<Option<Record<'_>>, String> {
     if pos + RECORD_HEADER > bytes.len() {
         // The writer never starts a record where its header cannot fit.
         return Ok(None);
@@ -551,7 +557,10 @@ mod tests {
         let mut v: Vec<_> = std::fs::read_dir(d)
             .unwrap()
             .map(|e| e.unwrap().path())
-            .filter(|p| p.file_name().unwrap().to_str().unwrap().contains('-') && !p.to_str().unwrap().contains("spare"))
+            .filter(|p| {
+                p.file_name().unwrap().to_str().unwrap().contains('-')
+                    && !p.to_str().unwrap().contains("spare")
+            })
             .collect();
         v.sort();
         v
@@ -649,7 +658,10 @@ mod tests {
         drop(log);
         let (_, got) = read(&d, 0).unwrap();
         let first = got[0].0;
-        assert!(first > 1 && first <= 46, "freed through 45, kept 46: {first}");
+        assert!(
+            first > 1 && first <= 46,
+            "freed through 45, kept 46: {first}"
+        );
         assert_eq!(got, (first..=120).map(|z| (z, rec(z))).collect::<Vec<_>>());
         let _ = std::fs::remove_dir_all(&d);
     }

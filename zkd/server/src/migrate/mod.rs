@@ -127,15 +127,7 @@ fn tree_from(snap: &Snapshot) -> DataTree {
     let mut tree = DataTree::empty();
     for n in &snap.nodes {
         let acl = tree.intern_acl(n.acl.clone());
-        tree.insert_loaded(
-            n.path.clone(),
-            Node {
-                data: n.data.clone().into_boxed_slice(),
-                acl,
-                stat: n.stat,
-                children: Default::default(),
-            },
-        );
+        tree.insert_loaded(n.path.clone(), Node::new(n.data.clone(), acl, n.stat));
     }
     tree.link_children();
     tree
