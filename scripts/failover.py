@@ -1,14 +1,19 @@
 #!/usr/bin/python3
 """Measures leader failover of a 3-member ensemble: zkd and Apache ZooKeeper
 3.8.0 on loopback, same zoo.cfg timing (tickTime 2000, initLimit 10,
-syncLimit 5) in the same run. Each round kills the leader with SIGKILL while
-a client writes, and times from the kill to the first create accepted by
-the survivors; the killed member is then restarted and rejoins.
+syncLimit 5) in the same run. Each round starts a write load (zkbench:
+setData from --load sessions spread over all three members, 16 requests in
+flight each), measures the rate the leader commits at from its zxid (over
+two seconds once the load runs), kills the leader with SIGKILL, and times
+from the kill to the first create a fresh client gets accepted by the
+survivors; the killed member is then restarted and rejoins.
 
-Usage: scripts/failover.py [--help] [--rounds N] [--only zkd|zk]
+Usage: scripts/failover.py [--help] [--rounds N] [--only zkd|zk] [--load N]
   --rounds N   kills per system (default 10)
   --only S     measure one system
+  --load N     sessions of background write load (default 16; 0: none)
 """
+import logging
 import os
 import shutil
 import signal
@@ -22,6 +27,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", "/var/cache/zkfs-target")
 ZKD = os.environ.get("ZKD_BIN", os.path.join(TARGET, "release", "zkd"))
+ZKBENCH = os.path.join(TARGET, "release", "zkbench")
 ZK_SERVER_SH = "/usr/share/zookeeper/bin/zkServer.sh"
 
 
@@ -45,11 +51,20 @@ def four(port, word):
         return ""
 
 
-def mode(port):
+def srvr_field(port, name):
     for line in four(port, "srvr").splitlines():
-        if line.startswith("Mode:"):
+        if line.startswith(name + ":"):
             return line.split()[1]
     return None
+
+
+def mode(port):
+    return srvr_field(port, "Mode")
+
+
+def zxid_counter(port):
+    z = srvr_field(port, "Zxid")
+    return int(z, 16) & 0xFFFFFFFF if z else None
 
 
 class Ensemble:
@@ -111,6 +126,9 @@ class Ensemble:
 def first_write_after(ens, survivors, t0, n):
     from kazoo.client import KazooClient  # Debian's python3-kazoo (/usr/bin/python3)
 
+    # Connection losses while the ensemble elects are expected, not news.
+    logging.getLogger("kazoo").setLevel(logging.CRITICAL)
+
     hosts = ",".join(f"127.0.0.1:{ens.cport[i]}" for i in survivors)
     c = KazooClient(hosts=hosts, timeout=30,
                     connection_retry=dict(max_tries=-1, delay=0.005, max_delay=0.05, backoff=1.2))
@@ -128,24 +146,59 @@ def first_write_after(ens, survivors, t0, n):
         c.close()
 
 
-def measure(kind, rounds):
+def start_load(ens, leader, n, sessions):
+    """Starts zkbench writing through every member and returns it with the
+    leader's commit rate (writes/s over one second, from its zxid counter)
+    once the load is running. zkbench is killed after the round: its
+    sessions on the dead leader's ensemble go with it."""
+    hosts = ",".join(f"127.0.0.1:{ens.cport[i]}" for i in ens.ids)
+    p = subprocess.Popen([ZKBENCH, "--server", hosts, "--workload", "set", "--conns", str(sessions),
+                          "--depth", "16", "--keys", "10", "--seconds", "600",
+                          "--prefix", f"/load-{n}"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        z0, t0 = zxid_counter(ens.cport[leader]), time.monotonic()
+        time.sleep(1)
+        z1, t1 = zxid_counter(ens.cport[leader]), time.monotonic()
+        # Setup creates 10 znodes a session; the timed run is far faster.
+        if z0 is not None and z1 is not None and z1 - z0 > 20 * sessions:
+            # Running: the rate is taken over the next two seconds.
+            z0, t0 = zxid_counter(ens.cport[leader]), time.monotonic()
+            time.sleep(2)
+            z1, t1 = zxid_counter(ens.cport[leader]), time.monotonic()
+            return p, (z1 - z0) / (t1 - t0)
+    p.kill()
+    raise SystemExit(f"{ens.kind}: the write load did not start within 60 s")
+
+
+def measure(kind, rounds, sessions):
     tmp = tempfile.mkdtemp(prefix=f"failover-{kind}-")
     ens = Ensemble(kind, tmp)
+    times, rates = [], []
     try:
         for i in ens.ids:
             ens.start(i)
         ens.wait_serving(ens.ids)
-        times = []
         for n in range(rounds):
             leader = ens.leader()
+            load = None
+            if sessions:
+                load, rate = start_load(ens, leader, n, sessions)
+                rates.append(rate)
             t0 = time.monotonic()
             ens.kill(leader)
             survivors = [i for i in ens.ids if i != leader]
-            times.append(first_write_after(ens, survivors, t0, n))
+            try:
+                times.append(first_write_after(ens, survivors, t0, n))
+            finally:
+                if load:
+                    load.kill()
+                    load.wait(10)
             ens.start(leader)
             ens.wait_serving(ens.ids)
             time.sleep(0.5)
-        return times
+        return times, rates
     finally:
         ens.close()
         if os.environ.get("KEEP"):
@@ -155,7 +208,7 @@ def measure(kind, rounds):
 
 
 def main(argv):
-    rounds, only = 10, None
+    rounds, only, sessions = 10, None, 16
     args = list(argv)
     while args:
         a = args.pop(0)
@@ -166,19 +219,23 @@ def main(argv):
             rounds = int(args.pop(0))
         elif a == "--only":
             only = args.pop(0)
+        elif a == "--load":
+            sessions = int(args.pop(0))
         else:
             print(f"failover.py: unknown argument {a}", file=sys.stderr)
             return 2
     results = {}
     for kind in ("zkd", "zk"):
         if only in (None, kind):
-            results[kind] = measure(kind, rounds)
-    print(f"{'system':<10}{'rounds':>7}{'min ms':>9}{'p50 ms':>9}{'max ms':>9}")
-    for kind, t in results.items():
+            results[kind] = measure(kind, rounds, sessions)
+    print(f"load: {sessions} sessions of setData, 16 in flight each")
+    print(f"{'system':<10}{'rounds':>7}{'writes/s at kill':>18}{'min ms':>9}{'p50 ms':>9}{'max ms':>9}")
+    for kind, (t, rates) in results.items():
         ms = sorted(x * 1000 for x in t)
-        print(f"{kind:<10}{len(ms):>7}{ms[0]:>9.0f}{statistics.median(ms):>9.0f}{ms[-1]:>9.0f}")
+        rate = f"{statistics.median(rates):.0f}" if rates else "-"
+        print(f"{kind:<10}{len(ms):>7}{rate:>18}{ms[0]:>9.0f}{statistics.median(ms):>9.0f}{ms[-1]:>9.0f}")
     if len(results) == 2:
-        r = statistics.median(results["zkd"]) / statistics.median(results["zk"])
+        r = statistics.median(results["zkd"][0]) / statistics.median(results["zk"][0])
         print(f"zkd/ZooKeeper median failover time: {r:.2f}")
     return 0
 
