@@ -11,6 +11,8 @@
 #   --ensemble   three members of each on loopback instead of one server;
 #                the load generator spreads its connections over them
 #   --run R      only this run, R = "WORKLOAD CONNS DEPTH SIZE" (repeatable)
+# Environment: KEEP=1 keeps the servers' data and logs; ZKD_BIN=PATH
+# benchmarks that zkd binary instead of the one just built (before/after).
 set -euo pipefail
 
 seconds=5
@@ -19,7 +21,7 @@ members=1
 only=()
 while (($#)); do
   case "$1" in
-    --help|-h) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --help|-h) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --ensemble) members=3 ;;
     --quick) quick=1; seconds=2 ;;
     --seconds) seconds="$2"; shift ;;
@@ -40,7 +42,7 @@ work=$(mktemp -d /var/tmp/zkbench.XXXXXX)
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill -9 -- "-$p" 2>/dev/null || kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$work"
+  if [[ -n "${KEEP:-}" ]]; then echo "bench.sh: data and logs kept in $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
@@ -145,4 +147,4 @@ rss_of() { # total RSS (KiB) of processes whose command line matches $1
   for p in $(pgrep -f "$1" || true); do total=$((total + $(ps -o rss= -p "$p" | tr -d ' '))); done
   echo "$total"
 }
-echo "RSS after the run (all members): zkd $(rss_of "zkd serve $work/zkd") KiB, ZooKeeper $(rss_of "$work/zk[0-9]/zoo.cfg") KiB"
+echo "RSS after the run (all members): zkd $(rss_of " serve $work/zkd") KiB, ZooKeeper $(rss_of "$work/zk[0-9]/zoo.cfg") KiB"

@@ -355,6 +355,10 @@ async fn drive(
     let reader = tokio::spawn(async move {
         let mut lat = Vec::with_capacity(1 << 16);
         let mut got = 0u64;
+        // A lost connection ends the run of this connection: closing the
+        // semaphore stops the sender, which would otherwise wait forever
+        // for replies that cannot come.
+        let _stop = CloseOnDrop(infl2.clone());
         loop {
             if got >= done2.load(Ordering::Acquire) {
                 break;
@@ -389,11 +393,9 @@ async fn drive(
     let mut n = 0u64;
     let mut batch = Vec::with_capacity(64 * 1024);
     while Instant::now() < deadline {
-        let permit = inflight
-            .clone()
-            .acquire_many_owned(1)
-            .await
-            .expect("semaphore open");
+        let Ok(permit) = inflight.clone().acquire_many_owned(1).await else {
+            break;
+        };
         permit.forget();
         let Some((op, body)) = op_for(&o, c, n, &data) else {
             break;
@@ -420,7 +422,20 @@ async fn drive(
     let _ = wr.write_all(&w.finish_frame()).await;
     let lat = reader.await.unwrap_or_default();
     let _ = wr.shutdown().await;
-    (lat, errors.load(Ordering::Relaxed))
+    // Requests sent and never answered: the connection was lost.
+    let lost = sent.lock().unwrap().len() as u64;
+    if lost > 0 {
+        eprintln!("zkbench: connection {c} lost with {lost} requests unanswered");
+    }
+    (lat, errors.load(Ordering::Relaxed) + lost)
+}
+
+struct CloseOnDrop(Arc<Semaphore>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 fn pct(sorted: &[u32], p: f64) -> u32 {

@@ -221,9 +221,18 @@ impl Store {
                 names.push(n);
             }
         }
-        let cfs = names
-            .iter()
-            .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        // The checkpoint is written, flushed and read back whole at start,
+        // never searched while it is in memory: a vector memtable (append,
+        // sorted once when flushed) instead of a skiplist (a search per
+        // put) takes the inserts off the thread that syncs the log.
+        opts.set_allow_concurrent_memtable_write(false);
+        let cfs = names.iter().map(|n| {
+            let mut o = Options::default();
+            if n == CF_NODES {
+                o.set_memtable_factory(rocksdb::MemtableFactory::Vector);
+            }
+            ColumnFamilyDescriptor::new(n, o)
+        });
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
         let base = read_u64(&db, KEY_LOG_BASE)?;
         let gen = read_u64(&db, KEY_LOG_GEN)?;
