@@ -117,8 +117,18 @@ for r in "${runs[@]}"; do
   for side in zkd zk; do
     hosts=$zkd_hosts; [[ $side == zk ]] && hosts=$zk_hosts
     keys=1000; [[ $w == delete ]] && keys=$((20000 / conns + 1))
-    line=$("$bench" --server "$hosts" --workload "$w" --conns "$conns" --depth "$depth" \
-      --size "$size" --seconds "$seconds" --keys "$keys" --prefix "/b$n$side")
+    # A member that drops connections while it settles (seen with
+    # ZooKeeper's ensemble right after start) fails the run; it is run
+    # again, under another prefix, and said so.
+    for try in 1 2 3; do
+      if line=$("$bench" --server "$hosts" --workload "$w" --conns "$conns" --depth "$depth" \
+        --size "$size" --seconds "$seconds" --keys "$keys" --prefix "/b$n$side$try"); then
+        break
+      fi
+      echo "bench.sh: $side $r failed (try $try)" >&2
+      ((try < 3)) || exit 1
+      sleep 2
+    done
     echo "{\"server\":\"$side\",${line#\{}" >> "$results"
   done
 done

@@ -268,48 +268,63 @@ fn op_for(o: &Opts, c: usize, n: u64, data: &[u8]) -> Option<(i32, Vec<u8>)> {
     })
 }
 
-async fn setup(o: &Opts, conns: &mut [Conn], data: &[u8]) -> std::io::Result<()> {
+/// Creates the namespace and the znodes a workload reads or changes. Each
+/// connection creates its own share at the same time as the others: done
+/// one connection after another, the idle ones outlived their session
+/// timeout on a slow ensemble (16,000 10 KiB creates at 4.5 ms each) and
+/// the server closed them before the run began.
+async fn setup(o: &Opts, mut conns: Vec<Conn>, data: &[u8]) -> std::io::Result<Vec<Conn>> {
     let c0 = &mut conns[0];
     c0.call(1, &create_body(&o.prefix, b"")).await?;
     for c in 0..o.conns {
         c0.call(1, &create_body(&format!("{}/c{c}", o.prefix), b""))
             .await?;
     }
-    if o.workload == "children10k" {
+    let wide = o.workload == "children10k";
+    if wide {
         c0.call(1, &create_body(&format!("{}/wide", o.prefix), b""))
             .await?;
-        for i in 0..10_000 {
-            c0.call(
-                1,
-                &create_body(&format!("{}/wide/child-{i:05}", o.prefix), b""),
-            )
-            .await?;
-        }
     }
-    if matches!(
+    let keyed = matches!(
         o.workload.as_str(),
         "set" | "get" | "exists" | "delete" | "multi10" | "mix"
-    ) {
-        for (c, conn) in conns.iter_mut().enumerate() {
-            for k in 0..o.keys {
-                conn.call(1, &create_body(&format!("{}/c{c}/k{k}", o.prefix), data))
-                    .await?;
-            }
-        }
+    );
+    let n = conns.len();
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(c, mut conn)| {
+            let (prefix, keys, data) = (o.prefix.clone(), o.keys, data.to_vec());
+            tokio::spawn(async move {
+                if wide {
+                    for i in (c..10_000).step_by(n) {
+                        let path = format!("{prefix}/wide/child-{i:05}");
+                        conn.call(1, &create_body(&path, b"")).await?;
+                    }
+                }
+                if keyed {
+                    for k in 0..keys {
+                        let path = format!("{prefix}/c{c}/k{k}");
+                        conn.call(1, &create_body(&path, &data)).await?;
+                    }
+                }
+                Ok::<_, std::io::Error>(conn)
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.map_err(std::io::Error::other)??);
     }
-    // On an ensemble each connection's server must have applied the setup
-    // before the timed run reads it.
-    for conn in conns.iter_mut() {
-        conn.call(
-            9,
-            &PathRequest {
-                path: o.prefix.clone(),
-            }
-            .encode(),
-        )
-        .await?;
+    // On an ensemble each connection's server must have applied all of the
+    // setup (children10k reads what the others created) before the run.
+    for conn in out.iter_mut() {
+        let sync = PathRequest {
+            path: o.prefix.clone(),
+        };
+        conn.call(9, &sync.encode()).await?;
     }
-    Ok(())
+    Ok(out)
 }
 
 fn cpu_seconds() -> f64 {
@@ -554,7 +569,7 @@ async fn run(o: Opts) -> std::io::Result<()> {
     for i in 0..o.conns {
         conns.push(Conn::open(servers[i % servers.len()]).await?);
     }
-    setup(&o, &mut conns, &data).await?;
+    let conns = setup(&o, conns, &data).await?;
     let o = Arc::new(o);
     let cpu0 = cpu_seconds();
     let start = Instant::now();
