@@ -80,7 +80,9 @@ done
 
 wait_up() {
   for _ in $(seq 1 300); do
-    if [[ "$( (exec 3<>/dev/tcp/127.0.0.1/"$1" && printf srvr >&3 && cat <&3) 2>/dev/null)" == *Mode:* ]]; then
+    # Bounded: a JVM still starting can accept the connection and not answer.
+    # shellcheck disable=SC2016 # $1 expands in the inner shell
+    if [[ "$(timeout 2 bash -c 'exec 3<>/dev/tcp/127.0.0.1/"$1" && printf srvr >&3 && cat <&3' _ "$1" 2>/dev/null)" == *Mode:* ]]; then
       return 0
     fi
     sleep 0.2
