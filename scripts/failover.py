@@ -146,11 +146,19 @@ def first_write_after(ens, survivors, t0, n):
         c.close()
 
 
+def commit_rate(port, secs):
+    """Writes/s the member at `port` commits over `secs`, from its zxid."""
+    z0, t0 = zxid_counter(port), time.monotonic()
+    time.sleep(secs)
+    z1, t1 = zxid_counter(port), time.monotonic()
+    return (z1 - z0) / (t1 - t0) if z0 is not None and z1 is not None else 0.0
+
+
 def start_load(ens, leader, n, sessions):
     """Starts zkbench writing through every member and returns it with the
-    leader's commit rate (writes/s over one second, from its zxid counter)
-    once the load is running. zkbench is killed after the round: its
-    sessions on the dead leader's ensemble go with it."""
+    leader's commit rate (over two seconds once the load runs). zkbench is
+    killed after the round: its sessions on the dead leader's ensemble go
+    with it."""
     hosts = ",".join(f"127.0.0.1:{ens.cport[i]}" for i in ens.ids)
     p = subprocess.Popen([ZKBENCH, "--server", hosts, "--workload", "set", "--conns", str(sessions),
                           "--depth", "16", "--keys", "10", "--seconds", "600",
@@ -158,16 +166,10 @@ def start_load(ens, leader, n, sessions):
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        z0, t0 = zxid_counter(ens.cport[leader]), time.monotonic()
-        time.sleep(1)
-        z1, t1 = zxid_counter(ens.cport[leader]), time.monotonic()
-        # Setup creates 10 znodes a session; the timed run is far faster.
-        if z0 is not None and z1 is not None and z1 - z0 > 20 * sessions:
-            # Running: the rate is taken over the next two seconds.
-            z0, t0 = zxid_counter(ens.cport[leader]), time.monotonic()
-            time.sleep(2)
-            z1, t1 = zxid_counter(ens.cport[leader]), time.monotonic()
-            return p, (z1 - z0) / (t1 - t0)
+        # Setup creates 10 znodes a session in all; the timed run is far
+        # faster than 20 a session per second.
+        if commit_rate(ens.cport[leader], 1) > 20 * sessions:
+            return p, commit_rate(ens.cport[leader], 2)
     p.kill()
     raise SystemExit(f"{ens.kind}: the write load did not start within 60 s")
 

@@ -3,10 +3,11 @@ for scripts/bench.sh, which compares with ZooKeeper in the same run)."""
 import json
 import os
 import subprocess
+import time
 
 import pytest
 
-from conftest import TARGET
+from conftest import TARGET, four_letter
 
 ZKBENCH = os.path.join(TARGET, "release", "zkbench")
 
@@ -27,3 +28,27 @@ def test_zkbench_runs_and_reports(zkd, workload):
 def test_zkbench_usage():
     out = subprocess.run([ZKBENCH, "--workload", "get"], capture_output=True, text=True)
     assert out.returncode == 2 and "--server" in out.stderr
+
+
+def test_zkbench_ends_when_the_server_goes_away(zkd):
+    """A server killed mid-run: zkbench stops (it used to wait forever for
+    replies that could not come) and counts the unanswered requests."""
+    p = subprocess.Popen(
+        [ZKBENCH, "--server", zkd.hosts, "--workload", "set", "--conns", "2", "--depth", "8",
+         "--seconds", "60", "--keys", "10", "--prefix", "/bench-lost"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        # Setup done (20 creates) and the timed run going: zxids climb.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            z = [line for line in four_letter(zkd.port, "srvr").splitlines() if line.startswith("Zxid:")]
+            if z and int(z[0].split()[1], 16) > 200:
+                break
+            time.sleep(0.05)
+        zkd.kill9()
+        out, err = p.communicate(timeout=20)
+    finally:
+        p.kill()
+    r = json.loads(out.strip().splitlines()[-1])
+    assert r["errors"] > 0 and "lost" in err

@@ -221,10 +221,11 @@ impl Store {
                 names.push(n);
             }
         }
-        // The checkpoint is written, flushed and read back whole at start,
-        // never searched while it is in memory: a vector memtable (append,
-        // sorted once when flushed) instead of a skiplist (a search per
-        // put) takes the inserts off the thread that syncs the log.
+        // The checkpoint is written and flushed; it is read only at start-up
+        // and when a learner is sent a snapshot (a vector memtable then
+        // sorts a copy). A vector memtable (append, sorted once when
+        // flushed) instead of a skiplist (a search per put) takes the
+        // inserts off the thread that syncs the log.
         opts.set_allow_concurrent_memtable_write(false);
         let cfs = names.iter().map(|n| {
             let mut o = Options::default();
