@@ -18,7 +18,7 @@ pub fn apply_tree(tree: &mut DataTree, hdr: &TxnHeader, txn: &Txn) -> bool {
         Txn::CreateSession { .. } | Txn::Check { .. } | Txn::Error(_) => true,
         Txn::CloseSession => {
             for p in tree.ephemerals_of(hdr.session) {
-                if tree.get(&p).is_some_and(|n| n.children.is_empty()) {
+                if tree.get(&p).is_some_and(|n| n.child_count == 0) {
                     tree.delete(&p, hdr.zxid);
                 }
             }
@@ -58,7 +58,7 @@ pub fn apply_tree(tree: &mut DataTree, hdr: &TxnHeader, txn: &Txn) -> bool {
             true
         }
         Txn::Delete { path } => {
-            if path == "/" || tree.get(path).is_none_or(|n| !n.children.is_empty()) {
+            if path == "/" || tree.get(path).is_none_or(|n| n.child_count > 0) {
                 return false;
             }
             tree.delete(path, hdr.zxid);

@@ -17,12 +17,12 @@
 //!   tree keeps a digest (`DataTree::digest`) so replicas can compare.
 //!
 //! Supporting modules: `path` (validation), `acl` (identities and checks),
-//! `children` (a node's child names, boxed and absent for leaves),
+//! `index` (the (parent, name) order that keeps a node's children adjacent),
 //! `session` (the session table and bucketed expiry).
 
 pub mod acl;
 pub mod apply;
-pub mod children;
+pub mod index;
 pub mod path;
 pub mod prep;
 pub mod quota;

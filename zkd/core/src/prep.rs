@@ -249,7 +249,7 @@ fn delete(tree: &mut DataTree, hdr: &TxnHeader, ids: &[Id], req: &DeleteRequest)
     allowed(tree, parent, perms::DELETE, ids)?;
     let n = tree.get(&req.path).ok_or(ErrorCode::NO_NODE)?;
     check_version(n.stat.version, req.version)?;
-    if !n.children.is_empty() {
+    if n.child_count > 0 {
         return Err(ErrorCode::NOT_EMPTY);
     }
     tree.delete(&req.path, hdr.zxid);

@@ -185,7 +185,7 @@ impl DataTree {
             if let Some(n) = self.get(&p) {
                 count += 1;
                 bytes += n.data.len() as i64;
-                stack.extend(n.children.iter().map(|c| path::join(&p, c)));
+                stack.extend(self.children(&p).map(|c| path::join(&p, c)));
             }
         }
         let sp = stat_path(target);

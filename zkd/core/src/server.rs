@@ -950,8 +950,8 @@ impl Server {
         }
         let n = self.tree.get(&r.path).ok_or(ErrorCode::NO_NODE)?;
         let mut w = Writer::new();
-        w.i32(n.children.len() as i32);
-        for c in &n.children {
+        w.i32(n.child_count as i32);
+        for c in self.tree.children(&r.path) {
             w.ustring(c);
         }
         if with_stat {
@@ -990,11 +990,9 @@ impl Server {
         let mut count = 0i32;
         let mut stack = vec![r.path.clone()];
         while let Some(p) = stack.pop() {
-            if let Some(n) = self.tree.get(&p) {
-                for c in &n.children {
-                    count += 1;
-                    stack.push(crate::path::join(&p, c));
-                }
+            for c in self.tree.children(&p) {
+                count += 1;
+                stack.push(crate::path::join(&p, c));
             }
         }
         let mut w = Writer::new();
@@ -1009,12 +1007,7 @@ impl Server {
             let res = match op {
                 MultiOp::GetChildren(p) => self
                     .check_acl(conn, &p.path, perms::READ)
-                    .map(|_| {
-                        self.tree
-                            .get(&p.path)
-                            .map(|n| n.children.iter().map(|c| c.to_string()).collect())
-                            .unwrap_or_default()
-                    })
+                    .map(|_| self.tree.children(&p.path).map(|c| c.to_string()).collect())
                     .map(MultiResult::GetChildren),
                 MultiOp::GetData(p) => self.check_acl(conn, &p.path, perms::READ).map(|_| {
                     let n = self.tree.get(&p.path).expect("checked by check_acl");

@@ -37,6 +37,22 @@ mod txnlog;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Hands memory freed after loading a tree back to the system. Loading
+/// stages every node in one vector before building the ordered map (full
+/// B-tree leaves); mimalloc purges freed memory only as later allocations
+/// pass by, so an idle server kept that vector's ~110 MB (per million
+/// znodes) resident. RocksDB's buffers from the scan go back via glibc.
+pub fn release_freed_memory() {
+    extern "C" {
+        fn mi_collect(force: bool);
+    }
+    // SAFETY: both only walk their allocator's own free lists.
+    unsafe {
+        mi_collect(true);
+        libc::malloc_trim(0);
+    }
+}
+
 fn main() {
     std::process::exit(cli::main(std::env::args().skip(1).collect()));
 }

@@ -194,6 +194,7 @@ impl TreeBuilder {
 
     pub fn finish(mut self) -> Result<DataTree, StoreError> {
         let orphans = self.0.link_children();
+        crate::release_freed_memory();
         if !orphans.is_empty() || self.0.get("/").is_none() {
             return Err(StoreError(format!(
                 "damaged tree: nodes without a parent: {orphans:?}"
@@ -378,9 +379,12 @@ impl Store {
             .unwrap_or(0);
         let mut tree = TreeBuilder::new(expected.min(1 << 28) as usize);
         let mut sessions = HashMap::new();
+        // Read once, whole: keep the blocks out of the block cache.
+        let mut once = rocksdb::ReadOptions::default();
+        once.fill_cache(false);
         for item in self
             .db
-            .iterator_cf(self.nodes(), rocksdb::IteratorMode::Start)
+            .iterator_cf_opt(self.nodes(), once, rocksdb::IteratorMode::Start)
         {
             let (k, v) = item?;
             match k.first() {
@@ -770,8 +774,8 @@ mod tests {
         let l = s.load().unwrap();
         assert_eq!(l.last_zxid, 1);
         assert_eq!(l.tree.get("/a").unwrap().data[..], b"v"[..]);
-        assert_eq!(l.tree.get("/a").unwrap().children.len(), 1);
-        assert_eq!(l.tree.get("/").unwrap().children.len(), 2);
+        assert_eq!(l.tree.get("/a").unwrap().child_count, 1);
+        assert_eq!(l.tree.get("/").unwrap().child_count, 2);
         assert_eq!(l.sessions.len(), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -136,7 +136,7 @@ mod tests {
         let l = load(&sample()).unwrap();
         assert_eq!(l.last_zxid, 2);
         assert_eq!(l.tree.get("/a/b").unwrap().data[..], b"y"[..]);
-        assert_eq!(l.tree.get("/a").unwrap().children.len(), 1);
+        assert_eq!(l.tree.get("/a").unwrap().child_count, 1);
         assert_eq!(l.sessions.len(), 1);
         assert_eq!(l.tree.digest(), l.tree.digest_recomputed());
     }

@@ -289,7 +289,8 @@ pub fn export(cfg: &Config, out: &Path) -> Result<(PathBuf, usize), String> {
             acl: (*n.acl).clone(),
             stat: n.stat,
         });
-        for c in n.children.iter().rev() {
+        let children: Vec<&str> = tree.children(&p).collect();
+        for c in children.into_iter().rev() {
             stack.push(zkd_core::path::join(&p, c));
         }
     }

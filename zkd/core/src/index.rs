@@ -1,0 +1,215 @@
+//! The order the tree keeps its nodes in: by parent, then by name. A node's
+//! children are then one contiguous run of the ordered map, found by a range
+//! query, so no node carries a set of child names and no hash table sits
+//! beside the map: a hash map of paths (2^21 slots of 24 bytes for a
+//! million znodes) plus a B-tree of names in every parent cost more than
+//! the ordered map's slots. Lookups compare keys instead of hashing once;
+//! the `get` rows of `scripts/bench.sh` measure what that costs.
+//!
+//! The order is the checkpoint's key order (`parent NUL name`, see
+//! `zkd_server::storage::node_key`), so a tree read back from disk arrives
+//! sorted and is built in one pass with full B-tree leaves.
+
+use std::cmp::Ordering;
+use std::ops::Bound;
+
+/// A znode path compared as (parent, name): `/` first, then the children of
+/// `/` by name, then `/a`'s children, and so on.
+#[repr(transparent)]
+#[derive(Debug, PartialEq, Eq)]
+pub struct PathKey(str);
+
+impl PathKey {
+    pub fn new(path: &str) -> &PathKey {
+        // SAFETY: PathKey is a transparent wrapper around str.
+        unsafe { &*(path as *const str as *const PathKey) }
+    }
+
+    pub fn boxed(path: Box<str>) -> Box<PathKey> {
+        // SAFETY: same layout as str (transparent), so the box is freed
+        // with the layout it was allocated with.
+        unsafe { Box::from_raw(Box::into_raw(path) as *mut PathKey) }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name after the last `/`.
+    pub fn name(&self) -> &str {
+        match self.0.rfind('/') {
+            Some(i) => &self.0[i + 1..],
+            None => &self.0,
+        }
+    }
+
+    /// Whether this key's parent part (before its last `/`) is `part`.
+    pub fn has_parent_part(&self, part: &[u8]) -> bool {
+        let b = self.0.as_bytes();
+        b.len() > part.len()
+            && b.starts_with(part)
+            && b[part.len()] == b'/'
+            && !b[part.len() + 1..].contains(&b'/')
+    }
+}
+
+impl Ord for PathKey {
+    /// Byte order of the strings with each one's last `/` read as NUL (the
+    /// checkpoint key), in one pass: after the common prefix, a string
+    /// whose parent part goes on (a `/` still ahead) sorts after one whose
+    /// does not; if both go on, the first differing byte decides, a last
+    /// `/` there counting as the least byte.
+    fn cmp(&self, other: &PathKey) -> Ordering {
+        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
+        let n = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+        let (ta, tb) = (&a[n..], &b[n..]);
+        let last_slash = |t: &[u8]| t.iter().rposition(|&c| c == b'/');
+        match (last_slash(ta), last_slash(tb)) {
+            (None, None) => ta.cmp(tb),
+            (Some(_), None) => Ordering::Greater,
+            (None, Some(_)) => Ordering::Less,
+            (Some(la), Some(lb)) => {
+                // Decided at the first byte, unless one is a NUL (only in
+                // a range bound) and the other a last `/`.
+                fn read(t: &[u8], last: usize) -> impl Iterator<Item = u8> + '_ {
+                    t.iter()
+                        .enumerate()
+                        .map(move |(i, &c)| if i == last { 0 } else { c })
+                }
+                read(ta, la).cmp(read(tb, lb))
+            }
+        }
+    }
+}
+
+impl PartialOrd for PathKey {
+    fn partial_cmp(&self, other: &PathKey) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Where `parent`'s children are: right after the key whose parts are
+/// (parent, "") (for `/`, the root's own key), for as long as keys have
+/// `parent` as their parent part.
+pub struct ChildRange {
+    low: String,
+    part_len: usize,
+}
+
+impl ChildRange {
+    pub fn new(parent: &str) -> ChildRange {
+        let part = if parent == "/" { "" } else { parent };
+        ChildRange {
+            low: format!("{part}/"),
+            part_len: part.len(),
+        }
+    }
+
+    pub fn start(&self) -> (Bound<&PathKey>, Bound<&PathKey>) {
+        (Bound::Excluded(PathKey::new(&self.low)), Bound::Unbounded)
+    }
+
+    /// Whether `key`, met going up from `start`, is still a child.
+    pub fn holds(&self, key: &PathKey) -> bool {
+        key.has_parent_part(&self.low.as_bytes()[..self.part_len])
+    }
+
+    /// The name in a key this range holds (it follows `part/`).
+    pub fn name<'k>(&self, key: &'k PathKey) -> &'k str {
+        &key.as_str()[self.part_len + 1..]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn checkpoint_key(p: &str) -> Vec<u8> {
+        // The store's key: parent NUL name, the root empty.
+        match crate::path::split(p) {
+            None => Vec::new(),
+            Some((parent, name)) => [parent.as_bytes(), b"\0", name.as_bytes()].concat(),
+        }
+    }
+
+    const PATHS: &[&str] = &[
+        "/",
+        "/a",
+        "/a/b",
+        "/a/b/c",
+        "/a/bb",
+        "/a/b0",
+        "/a-",
+        "/ab",
+        "/ab/x",
+        "/zookeeper",
+        "/zookeeper/quota",
+        "/zookeeper/config",
+        "/\u{e9}t\u{e9}",
+        "/\u{e9}t\u{e9}/x",
+        "/x/y/z/w",
+        "/x/y-/q",
+        "/x/y!/q",
+        "/x/y.",
+        "/x/y",
+        "/x/y/z",
+        "/x/y0/z",
+        "/x",
+    ];
+
+    #[test]
+    fn the_order_is_the_checkpoint_key_order() {
+        let mut by_key: Vec<&str> = PATHS.to_vec();
+        by_key.sort_by_key(|p| checkpoint_key(p));
+        let mut by_path: Vec<&str> = PATHS.to_vec();
+        by_path.sort_by(|a, b| PathKey::new(a).cmp(PathKey::new(b)));
+        assert_eq!(by_path, by_key);
+        assert_eq!(by_path[0], "/");
+        for a in PATHS {
+            for b in PATHS {
+                assert_eq!(
+                    PathKey::new(a).cmp(PathKey::new(b)),
+                    checkpoint_key(a).cmp(&checkpoint_key(b)),
+                    "{a} vs {b}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_range_holds_exactly_the_children_in_name_order() {
+        let map: BTreeMap<Box<PathKey>, ()> = PATHS
+            .iter()
+            .map(|p| (PathKey::boxed((*p).into()), ()))
+            .collect();
+        let children = |parent: &str| -> Vec<&str> {
+            let r = ChildRange::new(parent);
+            map.range::<PathKey, _>(r.start())
+                .take_while(|(k, _)| r.holds(k))
+                .map(|(k, _)| {
+                    assert_eq!(r.name(k), k.name());
+                    r.name(k)
+                })
+                .collect()
+        };
+        for parent in PATHS {
+            let mut want: Vec<&str> = PATHS
+                .iter()
+                .filter_map(|p| crate::path::split(p))
+                .filter(|(par, _)| par == parent)
+                .map(|(_, n)| n)
+                .collect();
+            want.sort();
+            assert_eq!(children(parent), want, "children of {parent}");
+        }
+        assert_eq!(
+            children("/"),
+            ["a", "a-", "ab", "x", "zookeeper", "\u{e9}t\u{e9}"]
+        );
+        assert_eq!(children("/missing"), Vec::<&str>::new());
+        // Not a child, though right after one in the order.
+        assert!(!ChildRange::new("/a").holds(PathKey::new("/a/b/c")));
+        assert!(!ChildRange::new("/").holds(PathKey::new("/a/b")));
+    }
+}
