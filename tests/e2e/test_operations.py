@@ -154,6 +154,24 @@ def test_multi_failure_rolls_back_with_per_op_errors(zk, base):
     assert zk.create(f"{base}/z", include_data=True)[1].czxid > before.mzxid
 
 
+def test_failed_multi_that_deleted_a_child_then_its_parent_restores_both(zk, base):
+    # zkd before e50ed5c restored the parent with no children listed.
+    zk.create(f"{base}/p/c", b"x", makepath=True)
+    zk.create(f"{base}/p/d")
+    before = zk.exists(f"{base}/p")
+    tx = zk.transaction()
+    tx.delete(f"{base}/p/c")
+    tx.delete(f"{base}/p/d")
+    tx.delete(f"{base}/p")
+    tx.check(base, 42)
+    assert [type(r) for r in tx.commit()][-1] is BadVersionError
+    assert sorted(zk.get_children(f"{base}/p")) == ["c", "d"]
+    assert zk.exists(f"{base}/p") == before
+    assert zk.get(f"{base}/p/c")[0] == b"x"
+    zk.delete(f"{base}/p", recursive=True)
+    assert zk.exists(f"{base}/p") is None
+
+
 def test_sync(zk, base):
     assert zk.sync(base) == base
 
