@@ -328,6 +328,13 @@ impl DataTree {
         orphans
     }
 
+    /// Rebuilds the ordered map with full leaves, as `link_children`
+    /// builds it; costs a copy of every slot, for after a bulk of inserts.
+    pub fn compact(&mut self) {
+        let nodes = std::mem::take(&mut self.nodes);
+        self.nodes = nodes.into_iter().collect();
+    }
+
     /// Sets a node's data without touching its stat (quota stats nodes).
     pub(crate) fn replace_data_in_place(&mut self, p: &str, data: Vec<u8>) {
         self.save(p);

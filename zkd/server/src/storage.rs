@@ -402,6 +402,18 @@ impl Store {
         let replay = std::mem::take(&mut self.replay);
         if !replay.is_empty() {
             last_zxid = self.redo(&mut tree, &mut sessions, last_zxid, &replay)?;
+            // Make the redone state the checkpoint (the next start need
+            // not redo it again, and RocksDB frees the memtable it sits
+            // in). Inserts split full leaves in two half-empty ones:
+            // rebuild the map as a load builds it. The log records are
+            // garbage now too. A flush that fails (a full disk) costs
+            // only memory: the log still holds the txns.
+            if let Err(e) = self.flush() {
+                log::warn!("could not flush the checkpoint after the redo: {e}");
+            }
+            tree.compact();
+            drop(replay);
+            crate::release_freed_memory();
         }
         let mut sessions: Vec<RestoredSession> = sessions.into_values().collect();
         sessions.sort_by_key(|s| s.id);
