@@ -12,6 +12,7 @@
 //! - `ensemble` — ensemble mode: ZAB's runtime side (peer transport, the
 //!   driver that carries out the pure peer's outputs).
 //! - `net`     — the client port: frames in, frames out, four-letter words.
+//! - `frames`  — a connection's frame reader (no buffer while idle).
 //! - `outbox`  — a connection's outgoing queue and its byte limit.
 //! - `fourlw`  — the four-letter-word answers.
 //! - `cli`     — `zkd serve`, `zkd status`, `--help`.
@@ -21,6 +22,7 @@ mod config;
 mod disk;
 mod ensemble;
 mod fourlw;
+mod frames;
 mod metrics;
 mod migrate;
 mod net;

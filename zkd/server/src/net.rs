@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
@@ -16,6 +16,7 @@ use zk_proto::frame::{check_len, four_letter_word};
 use zk_proto::records::{ConnectRequest, Record};
 
 use crate::config::Config;
+use crate::frames::{Frames, WaitReadable};
 use crate::outbox::{Gauge, Out, Outbox};
 use crate::runtime::{next_conn_id, Msg};
 
@@ -114,15 +115,13 @@ pub async fn serve(
     }
 }
 
-async fn read_frame<R: AsyncRead + Unpin>(
-    rd: &mut BufReader<R>,
+async fn read_frame<R: WaitReadable>(
+    rd: &mut Frames<R>,
     head: [u8; 4],
     max: usize,
 ) -> Result<Vec<u8>, String> {
     let len = check_len(head, max).map_err(|e| e.to_string())?;
-    let mut body = vec![0u8; len];
-    rd.read_exact(&mut body).await.map_err(|e| e.to_string())?;
-    Ok(body)
+    rd.body(len).await.map_err(|e| e.to_string())
 }
 
 async fn connection<R, W>(
@@ -132,16 +131,13 @@ async fn connection<R, W>(
     cfg: Arc<Config>,
     core: mpsc::Sender<Msg>,
 ) where
-    R: AsyncRead + Unpin,
+    R: WaitReadable,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    // Small: a session that sends little (most of 10,000 watchers) should
-    // cost little; big frames are read into their own buffer anyway.
-    let mut rd = BufReader::with_capacity(8 * 1024, rd);
-    let mut head = [0u8; 4];
-    if rd.read_exact(&mut head).await.is_err() {
+    let mut rd = Frames::new(rd);
+    let Ok(head) = rd.head().await else {
         return;
-    }
+    };
     if let Some(word) = four_letter_word(head) {
         let text = if cfg.four_letter_word_allowed(word) {
             let (tx, rx) = oneshot::channel();
@@ -204,14 +200,13 @@ async fn connection<R, W>(
             _ = gauge.wait_requests_below(cfg.connection_outstanding_requests_max) => {}
             _ = &mut closed_rx => break,
         }
-        let mut head = [0u8; 4];
-        let read = tokio::select! {
-            r = rd.read_exact(&mut head) => r.map(|_| ()),
+        let head = tokio::select! {
+            r = rd.head() => match r {
+                Ok(h) => h,
+                Err(_) => break,
+            },
             _ = &mut closed_rx => break,
         };
-        if read.is_err() {
-            break;
-        }
         match read_frame(&mut rd, head, cfg.frame_bytes_max).await {
             Ok(body) => {
                 gauge.request_read();
