@@ -228,6 +228,13 @@ impl Store {
         // flushed) instead of a skiplist (a search per put) takes the
         // inserts off the thread that syncs the log.
         opts.set_allow_concurrent_memtable_write(false);
+        // Checkpoint files are written back to disk a MiB at a time while
+        // they are written, not all at their end: a burst of writeback
+        // (a flush of 64 MB of 10 KiB nodes) made the log's fdatasync
+        // wait behind it. A/B, standalone, 16x32 10 KiB, 3 alternations:
+        // delete 37.7k/39.3k/31.9k -> 41.7k/43.3k/32.8k ops/s, create
+        // 16.7k/15.8k/16.7k -> 16.8k/16.2k/18.8k.
+        opts.set_bytes_per_sync(1 << 20);
         let cfs = names.iter().map(|n| {
             let mut o = Options::default();
             if n == CF_NODES {
@@ -712,6 +719,15 @@ impl Store {
         self.zablog.drop_older()?;
         self.written_zxid = upto as i64;
         self.pending_base = self.pending_base.filter(|b| *b > upto);
+        // The whole state now sits in one memtable (hundreds of MB at a
+        // million znodes) until a flush: start one now, in the background,
+        // rather than when the next writes fill a memtable.
+        if self.flushing.is_none() {
+            let mut fo = FlushOptions::default();
+            fo.set_wait(false);
+            self.db.flush_cf_opt(self.nodes(), &fo)?;
+            self.flushing = Some(self.written_zxid);
+        }
         Ok(())
     }
 

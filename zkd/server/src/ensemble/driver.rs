@@ -341,6 +341,8 @@ impl Core {
         self.server.set_role(Role::Learner, 0, now);
         let _ = self.server.take_effects();
         self.durable = upto as i64;
+        // The decoded state's staging is garbage now.
+        crate::release_freed_memory();
         log::info!(
             "event=snapshot_installed zxid=0x{upto:x} bytes={bytes} log_txns={txns} took_ms={}",
             started.elapsed().as_millis()
