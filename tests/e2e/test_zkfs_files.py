@@ -90,7 +90,10 @@ def test_directories_do_not_flip(mnt, tree):
     # A znode with data and children: a directory whose data is `.data`.
     zk.create(root + "/both", b"parent-data")
     zk.create(root + "/both/kid", b"k")
-    assert os.path.isdir(mnt.p("both"))
+    # Another session's write: zkfs hears of the child through its watch and
+    # invalidates the kernel's entry. Its own inotify reflection may have
+    # looked `both` up as a file in between, so this is not instant.
+    wait_until(lambda: os.path.isdir(mnt.p("both")), 10, what="both to become a directory")
     assert open(mnt.p("both/.data"), "rb").read() == b"parent-data"
     assert sorted(os.listdir(mnt.p("both"))) == [".data", "kid"]
     sh(f"echo new > {mnt.p('both/.data')}")
