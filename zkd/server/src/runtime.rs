@@ -272,6 +272,8 @@ fn spawn_storage(
                             if !flush(alone, &mut store) {
                                 return;
                             }
+                            // The state it carried (the whole tree) is freed.
+                            crate::release_freed_memory();
                         }
                         job => group.add(job),
                     }

@@ -311,6 +311,9 @@ impl Core {
         *state = bytes;
         let z = self.zab.as_ref().expect("ensemble mode");
         z.transport.send(to, &Frame::Zab(env));
+        // The state (the whole tree, encoded) was copied into the frame;
+        // an idle leader would keep this copy resident.
+        crate::release_freed_memory();
     }
 
     /// Learner: install the leader's state in place of ours, on disk (one

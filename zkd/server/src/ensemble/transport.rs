@@ -46,6 +46,8 @@ pub struct Transport {
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const REDIAL_PAUSE: Duration = Duration::from_millis(200);
+/// Frames this big are snapshots; their memory is handed back once sent.
+const BIG_FRAME: usize = 16 << 20;
 
 impl Transport {
     /// Starts dialling every peer; events arrive on `events`. Outgoing
@@ -143,6 +145,12 @@ async fn dial(
                 w.flush().await
             };
             ok = matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())));
+            if first.len() >= BIG_FRAME {
+                // A snapshot: hand its memory back now, not when later
+                // allocations happen to make mimalloc purge.
+                drop(first);
+                crate::release_freed_memory();
+            }
         }
         log::info!("lost connection to server.{peer} ({ch:?}), redialling");
         if ch == Channel::Quorum {
