@@ -35,7 +35,8 @@ impl PathKey {
         &self.0
     }
 
-    /// The name after the last `/`.
+    /// The name after the last `/` (what `ChildRange::name` must agree with).
+    #[cfg(test)]
     pub fn name(&self) -> &str {
         match self.0.rfind('/') {
             Some(i) => &self.0[i + 1..],

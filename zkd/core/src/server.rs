@@ -951,7 +951,7 @@ impl Server {
         let n = self.tree.get(&r.path).ok_or(ErrorCode::NO_NODE)?;
         let mut w = Writer::new();
         w.i32(n.child_count as i32);
-        for c in self.tree.children(&r.path) {
+        for c in self.tree.children_of(&r.path, n.child_count) {
             w.ustring(c);
         }
         if with_stat {

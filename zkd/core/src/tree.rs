@@ -360,12 +360,18 @@ impl DataTree {
     /// The names of `path`'s children, in name (byte) order; none for a
     /// missing node.
     pub fn children<'a>(&'a self, path: &str) -> impl Iterator<Item = &'a str> + 'a {
+        let count = self.get(path).map_or(0, |n| n.child_count);
+        self.children_of(path, count)
+    }
+
+    /// The names of the children of `path`, whose node (already looked
+    /// up by the caller) says it has `count`.
+    pub fn children_of<'a>(&'a self, path: &str, count: u32) -> impl Iterator<Item = &'a str> + 'a {
         // The count says where the run ends: no per-key check (that cost
         // ~15 ns a child, a third more time to list 10,000 of them).
-        let count = self.get(path).map_or(0, |n| n.child_count as usize);
         let r = ChildRange::new(path);
         let range = self.nodes.range::<PathKey, _>(r.start());
-        range.take(count).map(move |(k, _)| {
+        range.take(count as usize).map(move |(k, _)| {
             debug_assert!(r.holds(k), "{k:?}: child count out of step");
             r.name(k)
         })

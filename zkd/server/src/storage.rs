@@ -194,7 +194,6 @@ impl TreeBuilder {
 
     pub fn finish(mut self) -> Result<DataTree, StoreError> {
         let orphans = self.0.link_children();
-        crate::release_freed_memory();
         if !orphans.is_empty() || self.0.get("/").is_none() {
             return Err(StoreError(format!(
                 "damaged tree: nodes without a parent: {orphans:?}"
@@ -412,16 +411,16 @@ impl Store {
             // Make the redone state the checkpoint (the next start need
             // not redo it again, and RocksDB frees the memtable it sits
             // in). Inserts split full leaves in two half-empty ones:
-            // rebuild the map as a load builds it. The log records are
-            // garbage now too. A flush that fails (a full disk) costs
-            // only memory: the log still holds the txns.
+            // rebuild the map as a load builds it. A flush that fails (a
+            // full disk) costs only memory: the log still holds the txns.
             if let Err(e) = self.flush() {
                 log::warn!("could not flush the checkpoint after the redo: {e}");
             }
             tree.compact();
-            drop(replay);
-            crate::release_freed_memory();
         }
+        // The load's staging (and the redo's log records) are garbage now.
+        drop(replay);
+        crate::release_freed_memory();
         let mut sessions: Vec<RestoredSession> = sessions.into_values().collect();
         sessions.sort_by_key(|s| s.id);
         Ok(Loaded {
@@ -571,10 +570,7 @@ impl Store {
             }
         }
         if self.flushing.is_none() && (self.txlog.files() > 1 || self.pending_base.is_some()) {
-            let mut fo = FlushOptions::default();
-            fo.set_wait(false);
-            self.db.flush_cf_opt(self.nodes(), &fo)?;
-            self.flushing = Some(self.written_zxid);
+            self.start_flush()?;
         }
         Ok(())
     }
@@ -723,11 +719,18 @@ impl Store {
         // million znodes) until a flush: start one now, in the background,
         // rather than when the next writes fill a memtable.
         if self.flushing.is_none() {
-            let mut fo = FlushOptions::default();
-            fo.set_wait(false);
-            self.db.flush_cf_opt(self.nodes(), &fo)?;
-            self.flushing = Some(self.written_zxid);
+            self.start_flush()?;
         }
+        Ok(())
+    }
+
+    /// Asks RocksDB for a flush of the checkpoint in the background;
+    /// `maintain` frees what it covers once it is done.
+    fn start_flush(&mut self) -> Result<(), StoreError> {
+        let mut fo = FlushOptions::default();
+        fo.set_wait(false);
+        self.db.flush_cf_opt(self.nodes(), &fo)?;
+        self.flushing = Some(self.written_zxid);
         Ok(())
     }
 
