@@ -12,7 +12,8 @@
 #                the load generator spreads its connections over them
 #   --run R      only this run, R = "WORKLOAD CONNS DEPTH SIZE" (repeatable)
 # Environment: KEEP=1 keeps the servers' data and logs; ZKD_BIN=PATH
-# benchmarks that zkd binary instead of the one just built (before/after).
+# benchmarks that zkd binary instead of the one just built (before/after);
+# SETTLE=0 starts each run at once instead of on a quiet machine.
 set -euo pipefail
 
 seconds=5
@@ -21,7 +22,7 @@ members=1
 only=()
 while (($#)); do
   case "$1" in
-    --help|-h) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --help|-h) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --ensemble) members=3 ;;
     --quick) quick=1; seconds=2 ;;
     --seconds) seconds="$2"; shift ;;
@@ -111,12 +112,43 @@ else
   runs+=("children10k 1 1 100" "children10k 8 8 100")
 fi
 
+# Each run starts on a quiet machine: the previous run's background work
+# (ZooKeeper writing a snapshot, RocksDB flushing or compacting, dirty
+# pages of either) is waited out, at most 30 s, so it is not billed to
+# whichever server runs next. Quiet: after a sync, for 0.5 s the disks
+# wrote under 1 MiB, the CPUs were 90% idle and under 8 MiB of pages were
+# dirty.
+# SETTLE=0 turns this off.
+disk_sectors_written() { awk '$3 !~ /^(loop|ram|zram)/ {s += $10} END {print s + 0}' /proc/diskstats; }
+cpu_busy_idle() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $5 + $6}' /proc/stat; }
+settle_waits=0 settled_s=0
+settle() {
+  [[ "${SETTLE:-1}" == 0 ]] && return 0
+  local start=$SECONDS w0 w1 b0 i0 b1 i1 dirty
+  settle_waits=$((settle_waits + 1))
+  while ((SECONDS - start < 30)); do
+    # Dirty pages would otherwise wait up to 30 s for the kernel's writeback.
+    sync
+    w0=$(disk_sectors_written); read -r b0 i0 < <(cpu_busy_idle)
+    sleep 0.5
+    w1=$(disk_sectors_written); read -r b1 i1 < <(cpu_busy_idle)
+    dirty=$(awk '/^(Dirty|Writeback):/ {s += $2} END {print s + 0}' /proc/meminfo)
+    if ((w1 - w0 < 2048 && (b1 - b0) * 10 < (b1 - b0 + i1 - i0) && dirty < 8192)); then
+      settled_s=$((settled_s + SECONDS - start))
+      return 0
+    fi
+  done
+  settled_s=$((settled_s + SECONDS - start))
+  echo "bench.sh: the machine did not settle in 30 s before $1; running anyway" >&2
+}
+
 results="$work/results.jsonl"
 n=0
 for r in "${runs[@]}"; do
   read -r w conns depth size <<< "$r"
   n=$((n + 1))
   for side in zkd zk; do
+    settle "$side $r"
     hosts=$zkd_hosts; [[ $side == zk ]] && hosts=$zk_hosts
     keys=1000; [[ $w == delete ]] && keys=$((20000 / conns + 1))
     # A member that drops connections while it settles (seen with
@@ -159,4 +191,7 @@ rss_of() { # total RSS (KiB) of processes whose command line matches $1
   for p in $(pgrep -f "$1" || true); do total=$((total + $(ps -o rss= -p "$p" | tr -d ' '))); done
   echo "$total"
 }
+if [[ "${SETTLE:-1}" != 0 ]]; then
+  echo "Waited ${settled_s} s in all, over $settle_waits runs, for a quiet machine before each run."
+fi
 echo "RSS after the run (all members): zkd $(rss_of " serve $work/zkd") KiB, ZooKeeper $(rss_of "$work/zk[0-9]/zoo.cfg") KiB"
