@@ -54,6 +54,28 @@ impl PathKey {
     }
 }
 
+/// How many leading bytes `a` and `b` share, compared 8 at a time: keys
+/// met in one lookup share long prefixes (`/app/config/...`), and this
+/// comparison is most of a lookup's cost.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    while i + 8 <= n {
+        let x = u64::from_le_bytes(a[i..i + 8].try_into().expect("8 bytes"));
+        let y = u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        if x != y {
+            // Little-endian: the lowest differing bit is in the first
+            // differing byte.
+            return i + ((x ^ y).trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < n && a[i] == b[i] {
+        i += 1;
+    }
+    i
+}
+
 impl Ord for PathKey {
     /// Byte order of the strings with each one's last `/` read as NUL (the
     /// checkpoint key), in one pass: after the common prefix, a string
@@ -62,22 +84,32 @@ impl Ord for PathKey {
     /// `/` there counting as the least byte.
     fn cmp(&self, other: &PathKey) -> Ordering {
         let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
-        let n = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+        let n = common_prefix(a, b);
         let (ta, tb) = (&a[n..], &b[n..]);
-        let last_slash = |t: &[u8]| t.iter().rposition(|&c| c == b'/');
-        match (last_slash(ta), last_slash(tb)) {
-            (None, None) => ta.cmp(tb),
-            (Some(_), None) => Ordering::Greater,
-            (None, Some(_)) => Ordering::Less,
-            (Some(la), Some(lb)) => {
-                // Decided at the first byte, unless one is a NUL (only in
-                // a range bound) and the other a last `/`.
-                fn read(t: &[u8], last: usize) -> impl Iterator<Item = u8> + '_ {
-                    t.iter()
-                        .enumerate()
-                        .map(move |(i, &c)| if i == last { 0 } else { c })
+        match (ta.contains(&b'/'), tb.contains(&b'/')) {
+            (false, false) => ta.cmp(tb),
+            (true, false) => Ordering::Greater,
+            (false, true) => Ordering::Less,
+            (true, true) => {
+                // Both tails are non-empty and differ at their first byte.
+                let first = |t: &[u8]| match t[0] {
+                    b'/' if !t[1..].contains(&b'/') => 0,
+                    c => c,
+                };
+                match first(ta).cmp(&first(tb)) {
+                    // One is a NUL (only in a range bound), the other a
+                    // last `/`: the rest decides.
+                    Ordering::Equal => {
+                        let last_slash = |t: &[u8]| t.iter().rposition(|&c| c == b'/');
+                        fn read(t: &[u8], last: Option<usize>) -> impl Iterator<Item = u8> + '_ {
+                            t.iter()
+                                .enumerate()
+                                .map(move |(i, &c)| if Some(i) == last { 0 } else { c })
+                        }
+                        read(ta, last_slash(ta)).cmp(read(tb, last_slash(tb)))
+                    }
+                    o => o,
                 }
-                read(ta, la).cmp(read(tb, lb))
             }
         }
     }
@@ -169,6 +201,44 @@ mod tests {
         assert_eq!(by_path[0], "/");
         for a in PATHS {
             for b in PATHS {
+                assert_eq!(
+                    PathKey::new(a).cmp(PathKey::new(b)),
+                    checkpoint_key(a).cmp(&checkpoint_key(b)),
+                    "{a} vs {b}"
+                );
+            }
+        }
+    }
+
+    /// Paths long enough to be compared 8 bytes at a time, differing
+    /// anywhere: the order still equals the checkpoint key order.
+    #[test]
+    fn long_generated_paths_order_as_checkpoint_keys() {
+        let alphabet: &[&str] = &["/", "a", "b", "-", ".", "0", "\u{e9}", "/", "abcdefgh"];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut paths: Vec<String> = Vec::new();
+        for _ in 0..400 {
+            let mut p = String::from("/common/prefix");
+            for _ in 0..(next() % 12) {
+                p.push_str(alphabet[(next() % alphabet.len() as u64) as usize]);
+            }
+            // A valid path: no empty name, no trailing slash.
+            while p.contains("//") {
+                p = p.replace("//", "/x/");
+            }
+            if p.ends_with('/') {
+                p.push('z');
+            }
+            paths.push(p);
+        }
+        for a in &paths {
+            for b in &paths {
                 assert_eq!(
                     PathKey::new(a).cmp(PathKey::new(b)),
                     checkpoint_key(a).cmp(&checkpoint_key(b)),

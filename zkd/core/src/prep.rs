@@ -11,7 +11,7 @@ use zk_proto::{CreateMode, ErrorCode, OpCode};
 use crate::acl;
 use crate::path;
 use crate::quota;
-use crate::tree::{is_special_path, ttl_owner, DataTree, CONTAINER_OWNER, TTL_MAX_MS};
+use crate::tree::{is_special_path, ttl_owner, DataTree, Node, CONTAINER_OWNER, TTL_MAX_MS};
 use crate::txn::{Txn, TxnHeader};
 
 /// Server-wide switches that change how writes are checked.
@@ -122,10 +122,11 @@ fn check_version(current: i32, expected: i32) -> Res<i32> {
     Ok(if next == -1 { 0 } else { next })
 }
 
-fn allowed(tree: &DataTree, p: &str, perm: i32, ids: &[Id]) -> Res<()> {
+/// The node at `p` if `ids` may do `perm` on it (NoNode, then NoAuth).
+fn allowed<'t>(tree: &'t DataTree, p: &str, perm: i32, ids: &[Id]) -> Res<&'t Node> {
     let n = tree.get(p).ok_or(ErrorCode::NO_NODE)?;
     if acl::allows(&n.acl, perm, ids) {
-        Ok(())
+        Ok(n)
     } else {
         Err(ErrorCode::NO_AUTH)
     }
@@ -231,7 +232,7 @@ fn create(
         ephemeral_owner: owner,
         parent_cversion: new_cversion,
     };
-    tree.create(
+    let stat = tree.create(
         &full,
         req.data.clone(),
         acl,
@@ -240,7 +241,6 @@ fn create(
         hdr.zxid,
         hdr.time,
     );
-    let stat = tree.get(&full).expect("just created").stat();
     Ok((txn, full, stat))
 }
 
@@ -266,9 +266,8 @@ fn set_data(
     req: &SetDataRequest,
 ) -> Res<(Txn, Stat)> {
     valid_path(&req.path)?;
-    allowed(tree, &req.path, perms::WRITE, ids)?;
+    let n = allowed(tree, &req.path, perms::WRITE, ids)?;
     valid_quota_data(&req.path, &req.data)?;
-    let n = tree.get(&req.path).ok_or(ErrorCode::NO_NODE)?;
     if rules.enforce_quota {
         quota::check(
             tree,
@@ -292,8 +291,7 @@ fn set_data(
 fn set_acl(tree: &mut DataTree, ids: &[Id], req: &SetAclRequest) -> Res<(Txn, Stat)> {
     valid_path(&req.path)?;
     let acl = acl::fixup(&req.acl, ids).ok_or(ErrorCode::INVALID_ACL)?;
-    allowed(tree, &req.path, perms::ADMIN, ids)?;
-    let n = tree.get(&req.path).ok_or(ErrorCode::NO_NODE)?;
+    let n = allowed(tree, &req.path, perms::ADMIN, ids)?;
     let version = check_version(n.stat.aversion, req.version)?;
     let stat = tree.set_acl(&req.path, acl.clone(), version);
     Ok((
@@ -308,8 +306,7 @@ fn set_acl(tree: &mut DataTree, ids: &[Id], req: &SetAclRequest) -> Res<(Txn, St
 
 fn check(tree: &DataTree, ids: &[Id], req: &CheckVersionRequest) -> Res<Txn> {
     valid_path(&req.path)?;
-    allowed(tree, &req.path, perms::READ, ids)?;
-    let n = tree.get(&req.path).ok_or(ErrorCode::NO_NODE)?;
+    let n = allowed(tree, &req.path, perms::READ, ids)?;
     check_version(n.stat.version, req.version)?;
     Ok(Txn::Check {
         path: req.path.clone(),

@@ -1111,10 +1111,7 @@ impl Server {
             }),
             Role::Learner => {}
         }
-        for p in changes.paths {
-            let v = self.tree.get(&p).map(|n| n.encode());
-            self.persist.nodes.push((p, v));
-        }
+        self.persist.nodes.extend(changes.records);
         for ev in changes.events {
             // Most nodes are world-readable: decide that once per event, not
             // once per watcher (building each connection's identities).

@@ -135,11 +135,34 @@ struct Journal {
     events: Vec<Event>,
 }
 
+/// The node at `path`, to change, saved in `journal` first (one lookup
+/// for both). Free-standing so the tree's other fields stay usable.
+fn saved_mut<'n>(
+    nodes: &'n mut BTreeMap<Box<PathKey>, Node>,
+    journal: &mut Journal,
+    path: &str,
+) -> Option<&'n mut Node> {
+    let node = nodes.get_mut(PathKey::new(path))?;
+    journal.save(path, Some(node));
+    Some(node)
+}
+
+impl Journal {
+    /// Keeps what `path` looked like before this transaction first touched it.
+    fn save(&mut self, path: &str, node: Option<&Node>) {
+        if self.touched.insert(path.to_owned()) {
+            let saved = node.map(|n| (n.data.clone(), n.acl.clone(), n.stat));
+            self.saved.push((path.to_owned(), saved));
+        }
+    }
+}
+
 /// What a committed transaction changed.
 #[derive(Debug, Default)]
 pub struct Changes {
-    /// Every path whose record changed (created, deleted or updated).
-    pub paths: Vec<String>,
+    /// Every path whose record changed (created, deleted or updated), with
+    /// its record now (`Node::encode`; `None`: deleted).
+    pub records: Vec<(String, Option<Vec<u8>>)>,
     /// Watch events in the order the reference fires them.
     pub events: Vec<Event>,
 }
@@ -410,17 +433,12 @@ impl DataTree {
     // ---- journaled mutations -------------------------------------------
 
     fn save(&mut self, path: &str) {
-        if self.journal.touched.insert(path.to_owned()) {
-            let saved = self
-                .nodes
-                .get(PathKey::new(path))
-                .map(|n| (n.data.clone(), n.acl.clone(), n.stat));
-            self.journal.saved.push((path.to_owned(), saved));
-        }
+        let node = self.nodes.get(PathKey::new(path));
+        self.journal.save(path, node);
     }
 
-    /// Creates `path` under an existing parent. The caller (request
-    /// preparation) has checked every precondition.
+    /// Creates `path` under an existing parent; returns its stat. The
+    /// caller (request preparation) has checked every precondition.
     #[allow(clippy::too_many_arguments)]
     pub fn create(
         &mut self,
@@ -431,16 +449,14 @@ impl DataTree {
         parent_cversion: i32,
         zxid: i64,
         time: i64,
-    ) {
+    ) -> Stat {
         let (parent, _) = path::split(path).expect("create of the root");
         let data_len = data.len();
-        self.save(parent);
-        self.save(path);
         let acl = self.intern_acl(acl);
-        let p = self
-            .nodes
-            .get_mut(PathKey::new(parent))
+        let p = saved_mut(&mut self.nodes, &mut self.journal, parent)
             .expect("create under a missing parent");
+        // The caller checked that there is no node at `path`.
+        self.journal.save(path, None);
         p.child_count += 1;
         p.stat.cversion = parent_cversion;
         p.stat.pzxid = zxid;
@@ -466,24 +482,25 @@ impl DataTree {
             path: parent.to_owned(),
             acl: parent_acl,
         });
-        self.nodes
-            .insert(PathKey::boxed(path.into()), Node::new(data, acl, stat));
+        let node = Node::new(data, acl, stat);
+        let reply = node.stat();
+        self.nodes.insert(PathKey::boxed(path.into()), node);
         self.quota_after_create(path, data_len);
+        reply
     }
 
     pub fn delete(&mut self, path: &str, zxid: i64) {
         let (parent, _) = path::split(path).expect("delete of the root");
-        self.save(parent);
-        self.save(path);
         let node = self
             .nodes
             .remove(PathKey::new(path))
             .expect("delete of a missing node");
+        self.journal.save(path, Some(&node));
         let deleted_len = node.data.len();
         self.data_bytes -= node.data.len() as u64 + path.len() as u64;
         self.unindex_ephemeral(path, node.stat.ephemeral_owner);
         let mut parent_acl = Arc::new(Vec::new());
-        if let Some(p) = self.nodes.get_mut(PathKey::new(parent)) {
+        if let Some(p) = saved_mut(&mut self.nodes, &mut self.journal, parent) {
             p.child_count -= 1;
             // A replayed delete must not move pzxid backwards past a later create.
             if zxid > p.stat.pzxid {
@@ -512,11 +529,8 @@ impl DataTree {
         zxid: i64,
         time: i64,
     ) -> Stat {
-        self.save(path);
-        let n = self
-            .nodes
-            .get_mut(PathKey::new(path))
-            .expect("setData of a missing node");
+        let n =
+            saved_mut(&mut self.nodes, &mut self.journal, path).expect("setData of a missing node");
         let (old_len, new_len) = (n.data.len(), data.len());
         self.data_bytes = self.data_bytes - n.data.len() as u64 + data.len() as u64;
         n.data = data.into_boxed_slice();
@@ -535,12 +549,9 @@ impl DataTree {
     }
 
     pub fn set_acl(&mut self, path: &str, acl: Vec<Acl>, aversion: i32) -> Stat {
-        self.save(path);
         let acl = self.intern_acl(acl);
-        let n = self
-            .nodes
-            .get_mut(PathKey::new(path))
-            .expect("setACL of a missing node");
+        let n =
+            saved_mut(&mut self.nodes, &mut self.journal, path).expect("setACL of a missing node");
         n.acl = acl;
         n.stat.aversion = aversion;
         n.stat()
@@ -621,18 +632,21 @@ impl DataTree {
     /// Ends the transaction, keeping its changes.
     pub fn commit(&mut self) -> Changes {
         let j = std::mem::take(&mut self.journal);
-        for (path, saved) in &j.saved {
-            if let Some((data, acl, stat)) = saved {
-                self.digest = self.digest.wrapping_sub(node_hash(path, data, acl, stat));
+        let mut records = Vec::with_capacity(j.saved.len());
+        for (path, saved) in j.saved {
+            if let Some((data, acl, stat)) = &saved {
+                self.digest = self.digest.wrapping_sub(node_hash(&path, data, acl, stat));
             }
-            if let Some(n) = self.nodes.get(PathKey::new(path)) {
+            let now = self.nodes.get(PathKey::new(&path)).map(|n| {
                 self.digest = self
                     .digest
-                    .wrapping_add(node_hash(path, &n.data, &n.acl, &n.stat));
-            }
+                    .wrapping_add(node_hash(&path, &n.data, &n.acl, &n.stat));
+                n.encode()
+            });
+            records.push((path, now));
         }
         Changes {
-            paths: j.saved.into_iter().map(|(p, _)| p).collect(),
+            records,
             events: j.events,
         }
     }
@@ -776,7 +790,8 @@ mod tests {
         t.begin();
         t.create("/a/b", b"x".to_vec(), Acl::open_unsafe(), 7, 1, 20, 5);
         let ch = t.commit();
-        assert_eq!(ch.paths, vec!["/a".to_string(), "/a/b".to_string()]);
+        let paths: Vec<&str> = ch.records.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["/a", "/a/b"]);
         assert_eq!(
             (ch.events[0].typ, ch.events[0].path.as_str()),
             (EventType::NodeCreated, "/a/b")

@@ -439,7 +439,8 @@ impl Store {
         from: i64,
         records: &[(u64, Vec<u8>)],
     ) -> Result<i64, StoreError> {
-        let mut paths = std::collections::BTreeSet::new();
+        // The last record of every path the txns changed.
+        let mut nodes = std::collections::BTreeMap::new();
         let mut touched = std::collections::BTreeSet::new();
         let mut last = from;
         for (zxid, rec) in records {
@@ -458,7 +459,7 @@ impl Store {
                     "logged txn 0x{zxid:x} does not apply to the checkpoint at 0x{last:x}"
                 )));
             }
-            paths.extend(tree.commit().paths);
+            nodes.extend(tree.commit().records);
             match &txn {
                 Txn::CreateSession { timeout_ms, passwd } => {
                     sessions.insert(
@@ -480,9 +481,9 @@ impl Store {
             last = hdr.zxid;
         }
         let mut batch = WriteBatch::default();
-        for p in &paths {
-            match tree.get(p) {
-                Some(n) => batch.put_cf(self.nodes(), node_key(p), n.encode()),
+        for (p, v) in &nodes {
+            match v {
+                Some(v) => batch.put_cf(self.nodes(), node_key(p), v),
                 None => batch.delete_cf(self.nodes(), node_key(p)),
             }
         }
@@ -791,11 +792,7 @@ mod tests {
             let p = Persist {
                 last_zxid: 1,
                 log: vec![(1, Txn::encode_entry(&hdr, &Txn::Error(0)))],
-                nodes: ch
-                    .paths
-                    .iter()
-                    .map(|p| (p.clone(), l.tree.get(p).map(|n| n.encode())))
-                    .collect(),
+                nodes: ch.records,
                 sessions: vec![(7, Some(zkd_core::server::encode_session(4000, &[1; 16])))],
             };
             assert_eq!(s.commit(&[p]).unwrap(), 1);
