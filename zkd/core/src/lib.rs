@@ -14,7 +14,8 @@
 //!   describes state that could still be lost.
 //!
 //! - Replicas apply txns prepared elsewhere with `apply::apply_tree`; the
-//!   tree keeps a digest (`DataTree::digest`) so replicas can compare.
+//!   tree keeps a digest (`DataTree::digest`, summed from
+//!   `digest::node_hash`) so replicas can compare.
 //!
 //! Supporting modules: `path` (validation), `acl` (identities and checks),
 //! `index` (the (parent, name) order that keeps a node's children adjacent),
@@ -22,6 +23,7 @@
 
 pub mod acl;
 pub mod apply;
+pub mod digest;
 pub mod index;
 pub mod path;
 pub mod prep;

@@ -1107,7 +1107,7 @@ impl Server {
                 origin: self.cfg.server_id as u64,
                 err: 0,
                 reply: None,
-                digest: self.tree.digest(),
+                digest: Some(self.tree.digest()),
             }),
             Role::Learner => {}
         }

@@ -14,6 +14,7 @@ use zk_proto::jute::{Reader, Result as DecodeResult, Writer};
 use zk_proto::records::{Acl, Record, Stat};
 use zk_proto::EventType;
 
+use crate::digest::node_hash;
 use crate::index::{ChildRange, PathKey};
 use crate::path;
 
@@ -188,43 +189,6 @@ pub struct DataTree {
     /// `link_children` (a B-tree built from sorted input has full leaves;
     /// one filled by inserts in order is about half empty).
     loading: Vec<(Box<PathKey>, Node)>,
-}
-
-/// FNV-1a over a node's path, data, stat and ACL: stable across builds and
-/// platforms, so replicas running different builds agree.
-fn node_hash(path: &str, data: &[u8], acl: &[Acl], s: &NodeStat) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |b: &[u8]| {
-        for x in b {
-            h ^= *x as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    eat(path.as_bytes());
-    eat(&[0]);
-    eat(&(data.len() as u64).to_be_bytes());
-    eat(data);
-    for v in [
-        s.czxid,
-        s.mzxid,
-        s.ctime,
-        s.mtime,
-        s.ephemeral_owner,
-        s.pzxid,
-    ] {
-        eat(&v.to_be_bytes());
-    }
-    for v in [s.version, s.cversion, s.aversion] {
-        eat(&v.to_be_bytes());
-    }
-    for a in acl {
-        eat(&a.perms.to_be_bytes());
-        eat(a.id.scheme.as_bytes());
-        eat(&[0]);
-        eat(a.id.id.as_bytes());
-        eat(&[0]);
-    }
-    h
 }
 
 /// Reserved nodes that can never be deleted (`DataTree.isSpecialPath`).

@@ -68,15 +68,25 @@ pub struct Proposal {
     pub origin: u64,
     pub err: i32,
     pub reply: Option<Vec<u8>>,
-    /// The leader's tree digest after this txn.
-    pub digest: u64,
+    /// The leader's tree digest after this txn; `None` when it was
+    /// computed with another scheme than ours (`digest::DIGEST_SCHEME`), by
+    /// an earlier zkd: not comparable, so not checked.
+    pub digest: Option<u64>,
 }
+
+/// The scheme of a proposal's digest rides in the top byte of its origin
+/// (server ids are below 2^56); an earlier zkd wrote 0 there.
+const ORIGIN_BITS: u32 = 56;
 
 impl Proposal {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
-        w.i64(self.origin as i64)
-            .i64(self.digest as i64)
+        let scheme = match self.digest {
+            Some(_) => crate::digest::DIGEST_SCHEME as u64,
+            None => 0,
+        };
+        w.i64((self.origin | scheme << ORIGIN_BITS) as i64)
+            .i64(self.digest.unwrap_or(0) as i64)
             .i32(self.err);
         match &self.reply {
             Some(b) => w.buffer(b),
@@ -88,8 +98,10 @@ impl Proposal {
 
     pub fn decode(b: &[u8]) -> JResult<Proposal> {
         let mut r = Reader::new(b);
-        let origin = r.i64()? as u64;
-        let digest = r.i64()? as u64;
+        let tagged = r.i64()? as u64;
+        let origin = tagged & ((1 << ORIGIN_BITS) - 1);
+        let scheme = (tagged >> ORIGIN_BITS) as u8;
+        let digest = Some(r.i64()? as u64).filter(|_| scheme == crate::digest::DIGEST_SCHEME);
         let err = r.i32()?;
         let reply = r.buffer_opt()?.map(|b| b.to_vec());
         let (hdr, txn) = Txn::decode_entry(r.rest())?;
@@ -388,11 +400,11 @@ impl Server {
         }
         let changes = self.tree.commit();
         self.record(hdr, &p.txn, changes);
-        if self.tree.digest() != p.digest {
+        if let Some(leaders) = p.digest.filter(|d| *d != self.tree.digest()) {
             return Err(Divergence::Digest {
                 zxid: hdr.zxid,
                 ours: self.tree.digest(),
-                leaders: p.digest,
+                leaders,
             });
         }
         let mine = p.origin == self.cfg.server_id as u64;
@@ -597,11 +609,26 @@ mod tests {
             origin: 2,
             err: 0,
             reply: Some(b"/a".to_vec()),
-            digest: 0xdead_beef_0000_0001,
+            digest: Some(0xdead_beef_0000_0001),
         };
         assert_eq!(Proposal::decode(&p.encode()).unwrap(), p);
         let q = Proposal { reply: None, ..p };
         assert_eq!(Proposal::decode(&q.encode()).unwrap(), q);
+        // As an earlier zkd wrote it (a digest of scheme 1, no tag): read
+        // with the same origin and no digest to check.
+        let mut w = Writer::new();
+        w.i64(2).i64(0x1234).i32(0);
+        w.null();
+        w.bytes(&Txn::encode_entry(&q.hdr, &q.txn));
+        let old = Proposal::decode(&w.buf).unwrap();
+        assert_eq!((old.origin, old.digest), (2, None));
+        assert_eq!(
+            Proposal {
+                digest: None,
+                ..q.clone()
+            },
+            old
+        );
         for kind in [
             ForwardKind::Op {
                 op: 1,
