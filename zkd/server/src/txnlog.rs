@@ -41,8 +41,11 @@ const RECORD_HEADER: usize = 20;
 /// A file takes records until it holds this many bytes (one bigger record
 /// gets a file of its own size).
 pub const SEGMENT_BYTES: u64 = 64 << 20;
-/// Zeros are written this far ahead of the records.
-const CHUNK: u64 = 1 << 20;
+/// Zeros are written this far ahead of the records. The write that runs
+/// past them pays for the zeros in its own sync: with 1 MiB, one 10 KiB
+/// setData in a hundred waited for a MiB (set 1x1 10 KiB p99 2.3-2.5 ms;
+/// with 64 KiB, 0.59-0.65 ms, 3 alternations; ZooKeeper's 0.69 ms).
+const CHUNK: u64 = 64 << 10;
 /// Freed files kept for reuse.
 const SPARES: usize = 2;
 
