@@ -222,6 +222,34 @@ pub fn decode_session(id: i64, bytes: &[u8]) -> Option<RestoredSession> {
     })
 }
 
+/// Bytes before a reply's body: the frame length and `ReplyHeader`
+/// (xid, zxid, err).
+const REPLY_HEAD: usize = 4 + 4 + 8 + 4;
+
+/// A writer for a big reply body (data, a list of children), written after
+/// room for the frame head so the frame is built in place, not copied.
+fn reply_writer(capacity: usize) -> Writer {
+    let mut buf = Vec::with_capacity(REPLY_HEAD + capacity);
+    buf.resize(REPLY_HEAD, 0);
+    Writer { buf }
+}
+
+/// Fills in the head `reply_writer` left room for.
+fn finish_reply(w: Writer, xid: i32, zxid: i64, err: ErrorCode) -> Vec<u8> {
+    let mut head = Writer::framed();
+    ReplyHeader {
+        xid,
+        zxid,
+        err: err.0,
+    }
+    .write(&mut head);
+    let mut buf = w.buf;
+    buf[4..REPLY_HEAD].copy_from_slice(&head.buf[4..]);
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    buf
+}
+
 fn frame(xid: i32, zxid: i64, err: ErrorCode, body: Option<&[u8]>) -> Vec<u8> {
     let mut w = Writer::framed();
     ReplyHeader {
@@ -691,9 +719,14 @@ impl Server {
                 return;
             }
             OpCode::Exists => self.exists(conn, body),
-            OpCode::GetData => self.get_data(conn, body),
-            OpCode::GetChildren => self.get_children(conn, body, false),
-            OpCode::GetChildren2 => self.get_children(conn, body, true),
+            OpCode::GetData => {
+                let r = self.get_data(conn, body);
+                return self.reply_built(conn, hdr.xid, r);
+            }
+            OpCode::GetChildren | OpCode::GetChildren2 => {
+                let r = self.get_children(conn, body, op == OpCode::GetChildren2);
+                return self.reply_built(conn, hdr.xid, r);
+            }
             OpCode::GetAcl => self.get_acl(conn, body),
             OpCode::Sync => PathRequest::decode(body)
                 .map_err(|_| ErrorCode::MARSHALLING_ERROR)
@@ -727,13 +760,30 @@ impl Server {
     }
 
     fn reply(&mut self, conn: ConnId, xid: i32, err: ErrorCode, body: Option<&[u8]>) {
+        let z = self.replied(conn);
+        self.send(conn, frame(xid, z, err, body));
+    }
+
+    /// `reply` for a body built by `reply_writer`.
+    fn reply_built(&mut self, conn: ConnId, xid: i32, body: Result<Writer, ErrorCode>) {
+        match body {
+            Ok(w) => {
+                let z = self.replied(conn);
+                self.send(conn, finish_reply(w, xid, z, ErrorCode::OK));
+            }
+            Err(e) => self.reply(conn, xid, e, None),
+        }
+    }
+
+    /// Notes a reply to `conn` (for `cons`); the zxid it carries.
+    fn replied(&mut self, conn: ConnId) -> i64 {
         let z = self.last_zxid;
         let t = self.now.wall_ms;
         if let Some(c) = self.conns.get_mut(&conn) {
             c.last_zxid = z;
             c.last_response_ms = t;
         }
-        self.send(conn, frame(xid, z, err, body));
+        z
     }
 
     fn auth(&mut self, conn: ConnId, session: i64, body: &[u8]) {
@@ -924,17 +974,18 @@ impl Server {
         Ok(StatResponse { stat: n.stat() }.encode())
     }
 
-    fn get_data(&mut self, conn: ConnId, body: &[u8]) -> Result<Vec<u8>, ErrorCode> {
+    fn get_data(&mut self, conn: ConnId, body: &[u8]) -> Result<Writer, ErrorCode> {
         let r = Self::read_path_watch(body)?;
         self.check_acl(conn, &r.path, perms::READ)?;
         if r.watch {
             self.watches.add(Kind::Data, &r.path, conn);
         }
         let n = self.tree.get(&r.path).ok_or(ErrorCode::NO_NODE)?;
-        let mut w = Writer::new();
+        // Data, its length and the stat (68 bytes).
+        let mut w = reply_writer(n.data.len() + 4 + 68);
         w.buffer(&n.data);
         n.stat().write(&mut w);
-        Ok(w.buf)
+        Ok(w)
     }
 
     fn get_children(
@@ -942,14 +993,15 @@ impl Server {
         conn: ConnId,
         body: &[u8],
         with_stat: bool,
-    ) -> Result<Vec<u8>, ErrorCode> {
+    ) -> Result<Writer, ErrorCode> {
         let r = Self::read_path_watch(body)?;
         self.check_acl(conn, &r.path, perms::READ)?;
         if r.watch {
             self.watches.add(Kind::Child, &r.path, conn);
         }
         let n = self.tree.get(&r.path).ok_or(ErrorCode::NO_NODE)?;
-        let mut w = Writer::new();
+        // A guess at the names' length (a length and ~12 bytes each).
+        let mut w = reply_writer(4 + n.child_count as usize * 16 + 68);
         w.i32(n.child_count as i32);
         for c in self.tree.children_of(&r.path, n.child_count) {
             w.ustring(c);
@@ -957,7 +1009,7 @@ impl Server {
         if with_stat {
             n.stat().write(&mut w);
         }
-        Ok(w.buf)
+        Ok(w)
     }
 
     fn get_acl(&mut self, conn: ConnId, body: &[u8]) -> Result<Vec<u8>, ErrorCode> {

@@ -232,21 +232,44 @@ async fn writer<W: AsyncWrite + Unpin>(
     // Grows with what is queued, and gives back a big burst's memory.
     let mut buf: Vec<u8> = Vec::new();
     let mut closing = false;
-    while let Some(first) = rx.recv().await {
+    // Taken off the queue but not yet in `buf` (it was full).
+    let mut pending: Option<Out> = None;
+    loop {
+        let first = match pending.take() {
+            Some(o) => o,
+            None => match rx.recv().await {
+                Some(o) => o,
+                None => break,
+            },
+        };
         let mut next = Some(first);
-        // Coalesce whatever is queued into one write.
+        let mut failed = false;
+        // Coalesce whatever is queued into one write; a frame alone (one
+        // request's reply, a big read) goes out as it is, not copied.
         while let Some(o) = next.take() {
             match o {
-                Out::Frame(b) => buf.extend_from_slice(&b),
+                Out::Frame(b) => {
+                    let more = rx.try_recv().ok();
+                    if buf.is_empty() && more.is_none() {
+                        failed = wr.write_all(&b).await.is_err();
+                        gauge.written(b.len());
+                        break;
+                    }
+                    buf.extend_from_slice(&b);
+                    if buf.len() > 1 << 20 {
+                        pending = more;
+                        break;
+                    }
+                    next = more;
+                }
                 Out::Close => {
                     closing = true;
                     break;
                 }
             }
-            if buf.len() > 1 << 20 {
-                break;
-            }
-            next = rx.try_recv().ok();
+        }
+        if failed {
+            break;
         }
         if !buf.is_empty() {
             if wr.write_all(&buf).await.is_err() {
