@@ -234,34 +234,24 @@ fn reply_writer(capacity: usize) -> Writer {
     Writer { buf }
 }
 
-/// Fills in the head `reply_writer` left room for.
+/// Fills in the head `reply_writer` left room for: the frame length, then
+/// `ReplyHeader` (xid, zxid, err), big-endian.
 fn finish_reply(w: Writer, xid: i32, zxid: i64, err: ErrorCode) -> Vec<u8> {
-    let mut head = Writer::framed();
-    ReplyHeader {
-        xid,
-        zxid,
-        err: err.0,
-    }
-    .write(&mut head);
     let mut buf = w.buf;
-    buf[4..REPLY_HEAD].copy_from_slice(&head.buf[4..]);
     let len = (buf.len() - 4) as i32;
     buf[..4].copy_from_slice(&len.to_be_bytes());
+    buf[4..8].copy_from_slice(&xid.to_be_bytes());
+    buf[8..16].copy_from_slice(&zxid.to_be_bytes());
+    buf[16..REPLY_HEAD].copy_from_slice(&err.0.to_be_bytes());
     buf
 }
 
 fn frame(xid: i32, zxid: i64, err: ErrorCode, body: Option<&[u8]>) -> Vec<u8> {
-    let mut w = Writer::framed();
-    ReplyHeader {
-        xid,
-        zxid,
-        err: err.0,
-    }
-    .write(&mut w);
+    let mut w = reply_writer(body.map_or(0, <[u8]>::len));
     if let Some(b) = body {
         w.bytes(b);
     }
-    w.finish_frame()
+    finish_reply(w, xid, zxid, err)
 }
 
 impl Server {
@@ -1199,6 +1189,33 @@ impl Applied {
                 }
                 .encode(),
             ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replies are built in place (`reply_writer`, `finish_reply`): the
+    /// result must be exactly the frame of a `ReplyHeader` and the body.
+    #[test]
+    fn a_reply_frame_is_its_length_header_and_body() {
+        for body in [None, Some(&b""[..]), Some(&b"xy"[..])] {
+            let mut w = Writer::framed();
+            ReplyHeader {
+                xid: 7,
+                zxid: 0x1_0000_0009,
+                err: -101,
+            }
+            .write(&mut w);
+            if let Some(b) = body {
+                w.bytes(b);
+            }
+            assert_eq!(
+                frame(7, 0x1_0000_0009, ErrorCode(-101), body),
+                w.finish_frame()
+            );
         }
     }
 }
