@@ -7,7 +7,7 @@ import tempfile
 import pytest
 
 from conftest import wait_until
-from zkfs_mount import ZKFS, Mount, sh, tree  # noqa: F401
+from zkfs_mount import ZKFS, Mount, mounted, sh, tree  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def zkfs_server(zkd_module):
 def mp():
     d = tempfile.mkdtemp(prefix="zkfs-mp-")
     yield d
-    if os.path.ismount(d):
+    if mounted(d):
         subprocess.run(["umount", "-l", d])
     os.rmdir(d)
 
@@ -70,6 +70,34 @@ def test_mount_t_fuse_zkfs_as_from_fstab(tree, zkfs_server, mp):
     assert r.returncode == 0, r.stderr
     assert open(os.path.join(mp, "f")).read() == "via mount(8)"
     sh(f"umount {mp}")
+
+
+def test_sigterm_unmounts_a_busy_mount(tree, zkfs_server):
+    """A process sitting in the mount makes plain umount fail with EBUSY;
+    SIGTERM must still take the mount away (lazily, as libfuse does), keep the
+    open directory usable, and end zkfs once the last user leaves."""
+    zk, root = tree
+    zk.create(root + "/kept", b"v")
+    m = Mount(zkfs_server.hosts, root)
+    holder = subprocess.Popen(["bash", "-c", "read line; cat kept; echo; read line"], cwd=m.dir,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        m.proc.terminate()
+        wait_until(lambda: not mounted(m.dir), 10, what="busy mount detached after SIGTERM")
+        assert m.proc.poll() is None  # still serving the holder's working directory
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline() == "v\n"
+        holder.stdin.write("done\n")
+        holder.stdin.flush()
+        holder.wait(10)
+        m.proc.wait(10)
+        assert "was busy: detached" in m.logtext()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(5)
+        m.close()
 
 
 def test_read_only_mount(tree, zkfs_server):

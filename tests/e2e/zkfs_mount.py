@@ -13,6 +13,15 @@ from conftest import TARGET, client, wait_until
 ZKFS = os.environ.get("ZKFS_BIN", os.path.join(TARGET, "release", "zkfs"))
 
 
+def mounted(path):
+    """Whether `path` is a mount point, from /proc/self/mounts: unlike
+    os.path.ismount this also sees a mount whose zkfs died (stat fails with
+    ENOTCONN there)."""
+    want = os.path.realpath(path).replace("\\", "\\134").replace(" ", "\\040")
+    with open("/proc/self/mounts") as f:
+        return any(line.split(" ")[1] == want for line in f)
+
+
 class Mount:
     def __init__(self, hosts, chroot="", opts="timeout=4000"):
         self.dir = tempfile.mkdtemp(prefix="zkfs-mnt-")
@@ -45,7 +54,7 @@ class Mount:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-        if os.path.ismount(self.dir):
+        if mounted(self.dir):
             subprocess.run(["umount", "-l", self.dir], stderr=subprocess.DEVNULL)
         try:
             os.rmdir(self.dir)

@@ -11,8 +11,10 @@
 //! - `xattr`   — Stat, ACL, session and lock token as extended attributes.
 //! - `errno`   — the ZooKeeper error → errno table.
 //! - `wait`    — `zkfs wait PATH`.
+//! - `detach`  — lazy unmount when a signal finds the mount busy.
 
 mod client;
+mod detach;
 mod errno;
 mod events;
 mod fs;
@@ -272,6 +274,17 @@ fn mount_main(o: options::Options) -> i32 {
                 libc::sigwait(&set, &mut sig);
                 log::info!("signal {sig}: unmounting {}", mnt.display());
                 let _ = unmounter.unmount();
+                // Busy (a process has a file open or its cwd below): detach
+                // now, serve the open files until they close, then exit.
+                if detach::is_fuse_mount(&mnt) {
+                    match detach::lazily(&mnt) {
+                        Ok(()) => log::warn!(
+                            "{} was busy: detached; zkfs exits when its open files are closed",
+                            mnt.display()
+                        ),
+                        Err(e) => log::error!("cannot unmount {}: {e}", mnt.display()),
+                    }
+                }
             })
             .unwrap();
     }
