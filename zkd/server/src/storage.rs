@@ -245,9 +245,10 @@ impl Store {
                 // with either style (a level is one sorted run) and every
                 // block records its codec: checked by hand, 107,842 10 KiB
                 // nodes written by the leveled+Snappy zkd read back by this
-                // one, and 209,382 back by that one. A/B, standalone, one server
+                // one, and 209,382 back by that one. Two A/Bs (Snappy vs
+                // LZ4, then leveled vs universal), standalone, one server
                 // through 16x32 10 KiB create, set, create, set, multi10,
-                // then mix, delete, get, 2 alternations, ops/s:
+                // then mix, delete, get, 2 alternations each, ops/s:
                 //   Snappy+leveled -> LZ4+leveled -> LZ4+universal
                 //   2nd create 14.0k/13.2k -> 20.1k/22.1k -> 25.2k/26.6k
                 //   mix        50.6k/48.7k -> 50.6k/46.4k -> 80.0k/62.3k
