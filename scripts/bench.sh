@@ -150,7 +150,15 @@ for r in "${runs[@]}"; do
   for side in zkd zk; do
     settle "$side $r"
     hosts=$zkd_hosts; [[ $side == zk ]] && hosts=$zk_hosts
-    keys=1000; [[ $w == delete ]] && keys=$((20000 / conns + 1))
+    # A delete run ends when its znodes are gone: enough of them that a
+    # many-connection run lasts a second or more (setup creates them one
+    # request at a time per connection, not timed).
+    keys=1000
+    if [[ $w == delete ]]; then
+      total=20000
+      ((conns > 1)) && total=$((size > 1000 ? 60000 : 200000))
+      keys=$((total / conns + 1))
+    fi
     # A member that drops connections while it settles (seen with
     # ZooKeeper's ensemble right after start) fails the run; it is run
     # again, under another prefix, and said so.

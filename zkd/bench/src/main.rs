@@ -407,25 +407,49 @@ async fn drive(
     });
     let mut n = 0u64;
     let mut batch = Vec::with_capacity(64 * 1024);
-    while Instant::now() < deadline {
+    // Every request the window has room for goes out in one write: one
+    // syscall per request made this process, not the server, the limit of
+    // the 16x32 read runs (99% of its one thread at ~150k ops/s).
+    let mut ended = false;
+    while !ended && Instant::now() < deadline {
         let Ok(permit) = inflight.clone().acquire_many_owned(1).await else {
             break;
         };
         permit.forget();
-        let Some((op, body)) = op_for(&o, c, n, &data) else {
-            break;
-        };
-        xid += 1;
-        let mut w = Writer::framed();
-        RequestHeader { xid, op }.write(&mut w);
-        w.bytes(&body);
         batch.clear();
-        batch.extend_from_slice(&w.finish_frame());
-        sent.lock().unwrap().push_back(Instant::now());
+        let mut queued = 0;
+        loop {
+            let Some((op, body)) = op_for(&o, c, n + queued, &data) else {
+                ended = true;
+                break;
+            };
+            xid += 1;
+            let mut w = Writer::framed();
+            RequestHeader { xid, op }.write(&mut w);
+            w.bytes(&body);
+            batch.extend_from_slice(&w.finish_frame());
+            queued += 1;
+            match inflight.clone().try_acquire_many_owned(1) {
+                Ok(p) if batch.len() < 64 * 1024 => p.forget(),
+                Ok(p) => {
+                    drop(p);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        if queued == 0 {
+            break;
+        }
+        {
+            let now = Instant::now();
+            let mut q = sent.lock().unwrap();
+            q.extend(std::iter::repeat_n(now, queued as usize));
+        }
         if wr.write_all(&batch).await.is_err() {
             break;
         }
-        n += 1;
+        n += queued;
     }
     done_sending.store(n, Ordering::Release);
     // Wake the reader if it already has everything: a ping's reply (xid -2)
