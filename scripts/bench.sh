@@ -72,7 +72,7 @@ for side in zkd zk; do
 done
 
 for ((i = 1; i <= members; i++)); do
-  RUST_LOG=warn setsid "$ZKD_BIN" serve "$work/zkd$i/zoo.cfg" 2> "$work/zkd$i.log" &
+  RUST_LOG=info setsid "$ZKD_BIN" serve "$work/zkd$i/zoo.cfg" 2> "$work/zkd$i.log" &
   pids+=($!); disown
   ZOOCFGDIR="$work/zk$i" ZOO_LOG_DIR="$work/zk$i" setsid /usr/share/zookeeper/bin/zkServer.sh start-foreground \
     "$work/zk$i/zoo.cfg" > "$work/zk$i.log" 2>&1 &
@@ -168,6 +168,12 @@ for r in "${runs[@]}"; do
         break
       fi
       echo "bench.sh: $side $r failed (try $try)" >&2
+      # What the members said about it (elections, expiries, closed clients).
+      if [[ $side == zkd ]]; then
+        for ((i = 1; i <= members; i++)); do
+          grep -E 'WARN|ERROR|event=election|closing' "$work/zkd$i.log" | tail -5 | sed "s/^/  zkd$i: /" >&2 || true
+        done
+      fi
       ((try < 3)) || exit 1
       sleep 2
     done

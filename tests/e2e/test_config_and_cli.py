@@ -114,9 +114,20 @@ def test_max_client_cnxns_per_address(tmpdir_path):
                 f"4lw.commands.whitelist=*\nmaxClientCnxns=3\n")
     s.start()
     try:
-        conns = [rawzk.Raw(s.port) for _ in range(3)]
-        for c in conns:
-            assert c.handshake() is not None
+        # The ruok probe of start() holds a slot until the server has seen
+        # it close, which can be just after the probe returned: retry.
+        conns = []
+
+        def open_one():
+            c = rawzk.Raw(s.port)
+            if c.handshake() is None:
+                c.close()
+                return False
+            conns.append(c)
+            return True
+
+        for _ in range(3):
+            wait_until(open_one, 5, what="a connection within maxClientCnxns")
         extra = rawzk.Raw(s.port)
         assert extra.handshake() is None  # closed at once
         conns[0].close()

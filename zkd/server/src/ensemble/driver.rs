@@ -449,7 +449,9 @@ impl Core {
         }
         let delivered = z.peer.delivered_zxid() as i64;
         if was_serving {
-            log::info!(
+            // Warn: the member's clients are disconnected and writes stop
+            // until a leader is elected again.
+            log::warn!(
                 "event=election state=looking id={} was={:?} zxid=0x{:x} reason=\"{why}\" last_frame_ms={} last_tick_ms={}",
                 z.peer.id(),
                 self.server.role(),
