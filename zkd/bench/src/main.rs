@@ -429,23 +429,21 @@ async fn drive(
             w.bytes(&body);
             batch.extend_from_slice(&w.finish_frame());
             queued += 1;
-            match inflight.clone().try_acquire_many_owned(1) {
-                Ok(p) if batch.len() < 64 * 1024 => p.forget(),
-                Ok(p) => {
-                    drop(p);
-                    break;
-                }
+            if batch.len() >= 64 * 1024 {
+                break;
+            }
+            match inflight.try_acquire() {
+                Ok(p) => p.forget(),
                 Err(_) => break,
             }
         }
         if queued == 0 {
             break;
         }
-        {
-            let now = Instant::now();
-            let mut q = sent.lock().unwrap();
-            q.extend(std::iter::repeat_n(now, queued as usize));
-        }
+        let now = Instant::now();
+        sent.lock()
+            .unwrap()
+            .extend(std::iter::repeat_n(now, queued as usize));
         if wr.write_all(&batch).await.is_err() {
             break;
         }
