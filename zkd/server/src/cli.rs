@@ -184,7 +184,11 @@ fn serve(cfg_path: PathBuf) -> i32 {
         );
     }
     let cfg = Arc::new(cfg);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = cfg.worker_threads_for(cores);
+    log::info!("event=start cores={cores} worker_threads={workers}");
     let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
     {

@@ -73,6 +73,9 @@ pub struct Config {
     /// `slowRequestThresholdMs` (default 1000; 0 logs every request): a request answered
     /// later than this is logged as `event=slow_request`.
     pub slow_request_ms: u64,
+    /// `workerThreads`: threads that serve sockets and run the core.
+    /// `None` (the default) lets `worker_threads()` decide.
+    pub worker_threads: Option<usize>,
     /// `secureClientPort`: a TLS client port (with `ssl.keyStore.location`).
     pub secure_client_port: Option<u16>,
     /// TLS material and policy for the secure client port.
@@ -200,6 +203,44 @@ fn invalid(key: &str, value: &str, why: impl Into<String>) -> ConfigError {
         key: key.into(),
         value: value.into(),
         why: why.into(),
+    }
+}
+
+impl Config {
+    /// How many threads serve sockets and run the core, on a machine with
+    /// `cores` cores: `workerThreads` if set; otherwise one per core,
+    /// shared out among the ensemble members this config places on this
+    /// machine's loopback addresses (a test or development ensemble).
+    ///
+    /// Why: three members with a thread per core each, on 2 cores, woke
+    /// each other's idle threads for every message (a thread handing work
+    /// to its sibling), and each extra wake-up had to wait for a core. With
+    /// one thread each, measured with zkbench on a 3-member loopback
+    /// ensemble (2 rounds, alternated): setData 1x1 +10%, 16x32 +14%,
+    /// getData 16x32 +9%. A standalone server keeps both: getData 16x32
+    /// fell 30% with one.
+    pub fn worker_threads_for(&self, cores: usize) -> usize {
+        if let Some(n) = self.worker_threads {
+            return n;
+        }
+        let cores = cores.max(1);
+        let loopback = |host: &str| {
+            host.eq_ignore_ascii_case("localhost")
+                || host
+                    .trim_matches(|c| c == '[' || c == ']')
+                    .parse::<IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        };
+        let me_local = self
+            .servers
+            .iter()
+            .any(|s| s.id == self.my_id && loopback(&s.host));
+        let local = self.servers.iter().filter(|s| loopback(&s.host)).count();
+        if me_local && local > 1 {
+            (cores / local).max(1)
+        } else {
+            cores
+        }
     }
 }
 
@@ -476,6 +517,16 @@ impl Config {
             Some(v) => int("slowRequestThresholdMs", v)?,
             None => 1000,
         };
+        let worker_threads: Option<usize> = match get("workerThreads") {
+            None => None,
+            Some(v) => {
+                let n: usize = int("workerThreads", v)?;
+                if !(1..=1024).contains(&n) {
+                    return Err(invalid("workerThreads", v, "expected 1 to 1024"));
+                }
+                Some(n)
+            }
+        };
         let secure_client_port: Option<u16> = match get("secureClientPort") {
             Some(v) => Some(int("secureClientPort", v)?),
             None => None,
@@ -550,6 +601,7 @@ impl Config {
             "metricsProvider.httpPort",
             "fsync.warningthresholdms",
             "slowRequestThresholdMs",
+            "workerThreads",
             "secureClientPort",
             "ssl.keyStore.location",
             "ssl.keyStore.type",
@@ -582,6 +634,7 @@ impl Config {
             metrics_addr,
             fsync_warning_ms,
             slow_request_ms,
+            worker_threads,
             secure_client_port,
             tls,
             servers,
@@ -679,4 +732,29 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("nope"));
     }
+
+    #[test]
+    fn worker_threads_are_shared_by_members_on_loopback() {
+        let members = |hosts: &[&str], me: u64| {
+            let mut text = String::from("tickTime=2000\ndataDir=/tmp/x\nclientPort=2181\n");
+            for (i, h) in hosts.iter().enumerate() {
+                text.push_str(&format!("server.{}={h}:2888:3888\n", i + 1));
+            }
+            let mut cfg = Config::parse(&text).expect("valid");
+            cfg.my_id = me;
+            cfg
+        };
+        let three_local = members(&["127.0.0.1", "127.0.0.2", "localhost"], 1);
+        assert_eq!(three_local.worker_threads_for(2), 1);
+        assert_eq!(three_local.worker_threads_for(8), 2);
+        let spread = members(&["10.0.0.1", "10.0.0.2", "10.0.0.3"], 2);
+        assert_eq!(spread.worker_threads_for(8), 8);
+        let standalone = members(&[], 0);
+        assert_eq!(standalone.worker_threads_for(2), 2);
+        let mut set = three_local.clone();
+        set.worker_threads = Some(3);
+        assert_eq!(set.worker_threads_for(2), 3);
+        assert!(Config::parse("dataDir=/tmp/x\nclientPort=2181\nworkerThreads=0\n").is_err());
+    }
+
 }
