@@ -756,5 +756,4 @@ mod tests {
         assert_eq!(set.worker_threads_for(2), 3);
         assert!(Config::parse("dataDir=/tmp/x\nclientPort=2181\nworkerThreads=0\n").is_err());
     }
-
 }
