@@ -162,10 +162,32 @@ impl Txn {
 
     /// Header and txn as one log record.
     pub fn encode_entry(hdr: &TxnHeader, txn: &Txn) -> Vec<u8> {
-        let mut w = Writer::new();
-        w.i64(hdr.session).i32(hdr.cxid).i64(hdr.zxid).i64(hdr.time);
-        txn.write(&mut w);
+        let mut w = Writer::with_capacity(txn.len_hint());
+        Txn::write_entry(hdr, txn, &mut w);
         w.buf
+    }
+
+    /// `encode_entry`, appended to `w`.
+    pub fn write_entry(hdr: &TxnHeader, txn: &Txn, w: &mut Writer) {
+        w.i64(hdr.session).i32(hdr.cxid).i64(hdr.zxid).i64(hdr.time);
+        txn.write(w);
+    }
+
+    /// About how many bytes the entry takes (at least that many, give or
+    /// take ACL strings), to size buffers once.
+    pub fn len_hint(&self) -> usize {
+        let acl = |a: &[Acl]| a.len() * 32;
+        28 + match self {
+            Txn::Create {
+                path, data, acl: a, ..
+            } => 24 + path.len() + data.len() + acl(a),
+            Txn::SetData { path, data, .. } => 16 + path.len() + data.len(),
+            Txn::Delete { path } | Txn::Check { path, .. } => 12 + path.len(),
+            Txn::SetAcl { path, acl: a, .. } => 16 + path.len() + acl(a),
+            Txn::Multi(ops) => 8 + ops.iter().map(|t| 12 + t.len_hint()).sum::<usize>(),
+            Txn::CreateSession { .. } => 28,
+            Txn::CloseSession | Txn::Error(_) => 8,
+        }
     }
 
     pub fn decode_entry(bytes: &[u8]) -> Result<(TxnHeader, Txn)> {

@@ -166,6 +166,14 @@ impl Writer {
         }
     }
 
+    /// A writer with room for `n` bytes: a big record (10 KiB of znode
+    /// data) written into a small buffer is copied again at each doubling.
+    pub fn with_capacity(n: usize) -> Self {
+        Writer {
+            buf: Vec::with_capacity(n),
+        }
+    }
+
     /// A writer whose first 4 bytes are reserved for the frame length, filled
     /// in by `finish_frame`.
     pub fn framed() -> Self {

@@ -45,7 +45,26 @@ fn get_txns(r: &mut Reader) -> Result<Vec<Txn>, DecodeError> {
 }
 
 pub fn encode(env: &Envelope) -> Vec<u8> {
-    let mut w = Writer::framed();
+    let mut w = Writer::with_capacity(4 + len_hint(env));
+    w.i32(0);
+    write(env, &mut w);
+    w.finish_frame()
+}
+
+/// About how many bytes an envelope's body takes, to size buffers once
+/// (a proposal carries up to a MiB of znode data).
+pub fn len_hint(env: &Envelope) -> usize {
+    let txns = |t: &[Txn]| t.iter().map(|x| 12 + x.data.len()).sum::<usize>();
+    64 + match &env.msg {
+        Msg::Proposal(t) | Msg::Inform(t) => t.data.len(),
+        Msg::Sync(Sync::Diff(t)) => txns(t),
+        Msg::Sync(Sync::Snap { state, log, .. }) => state.len() + txns(log),
+        _ => 0,
+    }
+}
+
+/// An envelope's body (no length prefix), appended to `w`.
+pub fn write(env: &Envelope, w: &mut Writer) {
     w.i64(env.conn as i64).i64(env.seq as i64);
     match &env.msg {
         Msg::Vote(v) => {
@@ -77,11 +96,11 @@ pub fn encode(env: &Envelope) -> Vec<u8> {
         }
         Msg::Sync(Sync::Diff(t)) => {
             w.i32(5);
-            put_txns(&mut w, t);
+            put_txns(w, t);
         }
         Msg::Sync(Sync::Snap { upto, state, log }) => {
             w.i32(6).i64(*upto as i64).buffer(state);
-            put_txns(&mut w, log);
+            put_txns(w, log);
         }
         Msg::NewLeader { epoch } => {
             w.i32(7).i64(*epoch as i64);
@@ -111,7 +130,6 @@ pub fn encode(env: &Envelope) -> Vec<u8> {
             w.i32(15);
         }
     }
-    w.finish_frame()
 }
 
 /// Decodes one frame body (without its length prefix).

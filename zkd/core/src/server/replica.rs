@@ -80,7 +80,8 @@ const ORIGIN_BITS: u32 = 56;
 
 impl Proposal {
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::new();
+        let reply = self.reply.as_ref().map_or(0, |r| r.len());
+        let mut w = Writer::with_capacity(24 + reply + self.txn.len_hint());
         let scheme = match self.digest {
             Some(_) => crate::digest::DIGEST_SCHEME as u64,
             None => 0,
@@ -92,7 +93,7 @@ impl Proposal {
             Some(b) => w.buffer(b),
             None => w.null(),
         };
-        w.bytes(&Txn::encode_entry(&self.hdr, &self.txn));
+        Txn::write_entry(&self.hdr, &self.txn, &mut w);
         w.buf
     }
 
@@ -119,6 +120,12 @@ impl Proposal {
 impl Forward {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
+        self.write(&mut w);
+        w.buf
+    }
+
+    /// `encode`, appended to `w`.
+    pub fn write(&self, w: &mut Writer) {
         w.i64(self.origin as i64).i64(self.session).i32(self.cxid);
         match &self.kind {
             ForwardKind::Op { op, body, ids } => {
@@ -137,7 +144,14 @@ impl Forward {
                 w.i32(3);
             }
         }
-        w.buf
+    }
+
+    /// About how many bytes `encode` gives.
+    pub fn len_hint(&self) -> usize {
+        match &self.kind {
+            ForwardKind::Op { body, ids, .. } => 40 + body.len() + ids.len() * 32,
+            _ => 64,
+        }
     }
 
     pub fn decode(b: &[u8]) -> JResult<Forward> {
