@@ -286,7 +286,7 @@ impl Store {
             if zxid > base {
                 zab_records.push(zkd_zab::types::Txn {
                     zxid,
-                    data: d.to_vec(),
+                    data: d.to_vec().into(),
                 });
             }
             Ok(())
@@ -348,7 +348,7 @@ impl Store {
                     self.zablog.append(zxid, &v)?;
                     self.zab_records.push(zkd_zab::types::Txn {
                         zxid,
-                        data: v.to_vec(),
+                        data: v.to_vec().into(),
                     });
                     moved += 1;
                 }
@@ -949,7 +949,7 @@ mod tests {
             assert_eq!(
                 z.log
                     .iter()
-                    .map(|t| (t.zxid, t.data.clone()))
+                    .map(|t| (t.zxid, t.data.to_vec()))
                     .collect::<Vec<_>>(),
                 vec![(5, vec![5]), (6, vec![6])]
             );

@@ -39,7 +39,7 @@ fn get_txns(r: &mut Reader) -> Result<Vec<Txn>, DecodeError> {
     r.vec(12, |r| {
         Ok(Txn {
             zxid: r.i64()? as u64,
-            data: r.buffer()?,
+            data: r.buffer()?.into(),
         })
     })
 }
@@ -169,13 +169,13 @@ pub fn decode(body: &[u8]) -> Result<Envelope, DecodeError> {
         },
         10 => Msg::Proposal(Txn {
             zxid: u(&mut r)?,
-            data: r.buffer()?,
+            data: r.buffer()?.into(),
         }),
         11 => Msg::Ack { zxid: u(&mut r)? },
         12 => Msg::Commit { zxid: u(&mut r)? },
         13 => Msg::Inform(Txn {
             zxid: u(&mut r)?,
-            data: r.buffer()?,
+            data: r.buffer()?.into(),
         }),
         14 => Msg::Ping {
             committed: u(&mut r)?,
@@ -200,7 +200,7 @@ mod tests {
     fn every_message_round_trips() {
         let t = Txn {
             zxid: zxid(3, 4),
-            data: b"data".to_vec(),
+            data: b"data".to_vec().into(),
         };
         let msgs = vec![
             Msg::Vote(Vote {

@@ -908,7 +908,7 @@ impl Peer {
         l.counter += 1;
         let txn = Txn {
             zxid: zxid(l.epoch, l.counter),
-            data,
+            data: data.into(),
         };
         let mut acked = BTreeSet::new();
         acked.insert(self.cfg.id);

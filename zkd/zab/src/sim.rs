@@ -419,7 +419,7 @@ impl Sim {
 
     fn check_deliver(&mut self, id: Id, t: Txn) -> Result<(), String> {
         let pos = self.delivered[&id];
-        if !t.data.is_empty() && !self.proposed.contains(&t.data) {
+        if !t.data.is_empty() && !self.proposed.contains(&*t.data) {
             return Err(format!("peer {id} delivered a txn nobody proposed: {t:?}"));
         }
         if pos < self.global.len() {
@@ -447,7 +447,7 @@ impl Sim {
         }
         self.delivered.insert(id, pos + 1);
         if self.peers.get(&id).is_some_and(|p| p.is_active_leader()) {
-            self.acked.push(t.data);
+            self.acked.push(t.data.to_vec());
         }
         Ok(())
     }
@@ -683,7 +683,7 @@ impl Sim {
         {
             return Err(ctx("after healing, no leader".into()));
         }
-        let have: BTreeSet<&Vec<u8>> = self.global.iter().map(|t| &t.data).collect();
+        let have: BTreeSet<&Vec<u8>> = self.global.iter().map(|t| &*t.data).collect();
         if let Some(lost) = self.acked.iter().find(|a| !have.contains(a)) {
             return Err(ctx(format!(
                 "acknowledged write {:?} lost",

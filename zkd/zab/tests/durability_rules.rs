@@ -106,11 +106,11 @@ fn zookeeper_3911_and_4394_diff_durable_then_current_epoch_then_ack_newleader() 
     let txns = vec![
         Txn {
             zxid: zxid(9, 1),
-            data: b"a".to_vec(),
+            data: b"a".to_vec().into(),
         },
         Txn {
             zxid: zxid(9, 2),
-            data: b"b".to_vec(),
+            data: b"b".to_vec().into(),
         },
     ];
     let mut outs = from_leader(&mut p, conn, 2, Msg::Sync(Sync::Diff(txns.clone())));
@@ -148,7 +148,7 @@ fn zookeeper_2678_snap_durable_before_ack_newleader() {
     from_leader(&mut p, conn, 1, Msg::LeaderInfo { epoch: 10 });
     let log = vec![Txn {
         zxid: zxid(9, 2),
-        data: b"a".to_vec(),
+        data: b"a".to_vec().into(),
     }];
     let snap = Msg::Sync(Sync::Snap {
         upto: zxid(9, 1),
@@ -191,7 +191,7 @@ fn proposal_durable_before_its_ack() {
     from_leader(&mut p, conn, 4, Msg::UpToDate { committed: 0 });
     let t = Txn {
         zxid: zxid(10, 1),
-        data: b"x".to_vec(),
+        data: b"x".to_vec().into(),
     };
     let outs = from_leader(&mut p, conn, 5, Msg::Proposal(t.clone()));
     let append = pos(&outs, |o| {
@@ -223,7 +223,7 @@ fn proposal_durable_before_its_ack() {
 fn follower_that_delivered_one_txn() -> (Peer, u64, Txn) {
     let delivered = Txn {
         zxid: zxid(5, 1),
-        data: b"kept".to_vec(),
+        data: b"kept".to_vec().into(),
     };
     let d = Durable {
         accepted_epoch: 5,
@@ -247,7 +247,7 @@ fn zookeeper_1154_a_snap_never_cuts_below_what_was_delivered() {
         state: vec![],
         log: vec![Txn {
             zxid: delivered.zxid,
-            data: b"different".to_vec(),
+            data: b"different".to_vec().into(),
         }],
     });
     let outs = from_leader(&mut p, conn, 2, other);
@@ -363,7 +363,7 @@ fn compaction_keeps_the_newest_delivered_txns_and_moves_the_base() {
         current_epoch: e,
         log: vec![Txn {
             zxid: zxid(e, 22),
-            data: vec![],
+            data: Vec::new().into(),
         }],
         applied: zxid(e, 22),
         base: zxid(e, 21),
