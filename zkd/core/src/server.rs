@@ -8,6 +8,7 @@
 //! calls is durable. That one rule makes every reply and every watch event
 //! describe only durable state, and keeps each connection's output in order.
 
+mod children_cache;
 mod replica;
 
 use std::collections::{HashMap, VecDeque};
@@ -162,6 +163,8 @@ pub struct Counters {
 pub struct Server {
     cfg: Config,
     tree: DataTree,
+    /// Encoded child lists of big parents (see `children_cache`).
+    children_cache: children_cache::ChildrenCache,
     sessions: SessionTable,
     watches: WatchTable,
     conns: HashMap<ConnId, Conn>,
@@ -278,6 +281,7 @@ impl Server {
         Server {
             cfg,
             tree,
+            children_cache: Default::default(),
             sessions: table,
             watches: WatchTable::default(),
             conns: HashMap::new(),
@@ -990,12 +994,43 @@ impl Server {
             self.watches.add(Kind::Child, &r.path, conn);
         }
         let n = self.tree.get(&r.path).ok_or(ErrorCode::NO_NODE)?;
-        // A guess at the names' length (a length and ~12 bytes each).
-        let mut w = reply_writer(4 + n.child_count as usize * 16 + 68);
-        w.i32(n.child_count as i32);
-        for c in self.tree.children_of(&r.path, n.child_count) {
-            w.ustring(c);
-        }
+        let list = |tree: &DataTree, w: &mut Writer| {
+            w.i32(n.child_count as i32);
+            for c in tree.children_of(&r.path, n.child_count) {
+                w.ustring(c);
+            }
+        };
+        let mut w = if n.child_count < children_cache::MIN_CHILDREN {
+            // A guess at the names' length (a length and ~12 bytes each).
+            let mut w = reply_writer(4 + n.child_count as usize * 16 + 68);
+            list(&self.tree, &mut w);
+            w
+        } else {
+            let version = children_cache::Version {
+                czxid: n.stat.czxid,
+                pzxid: n.stat.pzxid,
+                cversion: n.stat.cversion,
+                count: n.child_count,
+            };
+            if self.children_cache.get(&r.path, version).is_none() {
+                let mut names = Writer::with_capacity(4 + n.child_count as usize * 16);
+                list(&self.tree, &mut names);
+                self.children_cache.put(&r.path, version, names.buf);
+            }
+            match self.children_cache.get(&r.path, version) {
+                Some(names) => {
+                    let mut w = reply_writer(names.len() + 68);
+                    w.bytes(names);
+                    w
+                }
+                // Too big to keep.
+                None => {
+                    let mut w = reply_writer(4 + n.child_count as usize * 16 + 68);
+                    list(&self.tree, &mut w);
+                    w
+                }
+            }
+        };
         if with_stat {
             n.stat().write(&mut w);
         }

@@ -298,3 +298,70 @@ fn containers_and_ttl_nodes_are_reaped_on_the_clock_passed_in() {
     s.tick(at(6100));
     assert!(s.tree().get("/t").is_none(), "TTL node outlived its TTL");
 }
+
+/// Big child lists are served from a cache (see `children_cache`): every
+/// create and delete under the parent must show in the next listing.
+#[test]
+fn big_child_lists_follow_creates_and_deletes() {
+    let mut s = server();
+    connect(&mut s, 1, at(0), 2000);
+    let create = |path: &str| {
+        CreateRequest {
+            path: path.into(),
+            data: vec![],
+            acl: Acl::open_unsafe(),
+            flags: 0,
+        }
+        .encode()
+    };
+    let mut xid = 0;
+    let mut call = |s: &mut Server, op: i32, body: Vec<u8>| {
+        xid += 1;
+        s.packet(at(10), 1, &request(op, xid, &body));
+        let f = frames(&s.take_effects());
+        let _ = s.take_persist();
+        assert_eq!(f.len(), 1, "one reply");
+        assert_eq!(f[0].1.err, 0, "op {op} failed");
+        f[0].2.clone()
+    };
+    call(&mut s, 1, create("/p"));
+    for i in 0..300 {
+        call(&mut s, 1, create(&format!("/p/c{i:03}")));
+    }
+    let list = |s: &mut Server, call: &mut dyn FnMut(&mut Server, i32, Vec<u8>) -> Vec<u8>| {
+        let body = GetChildrenRequest {
+            path: "/p".into(),
+            watch: false,
+        }
+        .encode();
+        let mut names = GetChildrenResponse::decode(&call(s, 8, body.clone()))
+            .unwrap()
+            .children;
+        let mut again = GetChildren2Response::decode(&call(s, 12, body)).unwrap();
+        names.sort();
+        again.children.sort();
+        assert_eq!(names, again.children, "getChildren and getChildren2 agree");
+        assert_eq!(again.stat.num_children as usize, names.len());
+        names
+    };
+    let first = list(&mut s, &mut call);
+    assert_eq!(first.len(), 300);
+    assert_eq!(list(&mut s, &mut call), first, "a repeated listing");
+    call(&mut s, 1, create("/p/new"));
+    let after_create = list(&mut s, &mut call);
+    assert_eq!(after_create.len(), 301);
+    assert!(after_create.contains(&"new".to_string()));
+    call(
+        &mut s,
+        2,
+        DeleteRequest {
+            path: "/p/c007".into(),
+            version: -1,
+        }
+        .encode(),
+    );
+    let after_delete = list(&mut s, &mut call);
+    assert_eq!(after_delete.len(), 300);
+    assert!(!after_delete.contains(&"c007".to_string()));
+    assert!(after_delete.contains(&"new".to_string()));
+}
