@@ -328,7 +328,8 @@ fn big_child_lists_follow_creates_and_deletes() {
     for i in 0..300 {
         call(&mut s, 1, create(&format!("/p/c{i:03}")));
     }
-    let list = |s: &mut Server, call: &mut dyn FnMut(&mut Server, i32, Vec<u8>) -> Vec<u8>| {
+    type Call<'a> = dyn FnMut(&mut Server, i32, Vec<u8>) -> Vec<u8> + 'a;
+    let list = |s: &mut Server, call: &mut Call| {
         let body = GetChildrenRequest {
             path: "/p".into(),
             watch: false,
