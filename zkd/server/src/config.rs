@@ -216,9 +216,10 @@ impl Config {
     /// each other's idle threads for every message (a thread handing work
     /// to its sibling), and each extra wake-up had to wait for a core. With
     /// one thread each, measured with zkbench on a 3-member loopback
-    /// ensemble (2 rounds, alternated): setData 1x1 +10%, 16x32 +14%,
-    /// getData 16x32 +9%. A standalone server keeps both: getData 16x32
-    /// fell 30% with one.
+    /// ensemble (2 rounds, alternated): delete 1x1 +8%, create 16x32
+    /// 10 KiB 8.1k -> 14.8k ops/s, getData 16x32 and setData 16x32 within
+    /// noise. A standalone server keeps both: getData 16x32 fell 30% with
+    /// one.
     pub fn worker_threads_for(&self, cores: usize) -> usize {
         if let Some(n) = self.worker_threads {
             return n;
