@@ -1012,23 +1012,17 @@ impl Server {
                 cversion: n.stat.cversion,
                 count: n.child_count,
             };
-            if self.children_cache.get(&r.path, version).is_none() {
-                let mut names = Writer::with_capacity(4 + n.child_count as usize * 16);
-                list(&self.tree, &mut names);
-                self.children_cache.put(&r.path, version, names.buf);
-            }
-            match self.children_cache.get(&r.path, version) {
-                Some(names) => {
-                    let mut w = reply_writer(names.len() + 68);
-                    w.bytes(names);
-                    w
-                }
-                // Too big to keep.
-                None => {
-                    let mut w = reply_writer(4 + n.child_count as usize * 16 + 68);
-                    list(&self.tree, &mut w);
-                    w
-                }
+            if let Some(names) = self.children_cache.get(&r.path, version) {
+                let mut w = reply_writer(names.len() + 68);
+                w.bytes(names);
+                w
+            } else {
+                let mut w = reply_writer(4 + n.child_count as usize * 16 + 68);
+                let start = w.buf.len();
+                list(&self.tree, &mut w);
+                let names = w.buf[start..].to_vec();
+                self.children_cache.put(&r.path, version, names);
+                w
             }
         };
         if with_stat {

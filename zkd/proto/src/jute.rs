@@ -180,6 +180,13 @@ impl Writer {
         Writer { buf: vec![0; 4] }
     }
 
+    /// `framed`, with room for a body of `n` bytes.
+    pub fn framed_with_capacity(n: usize) -> Self {
+        let mut w = Writer::with_capacity(4 + n);
+        w.buf.extend_from_slice(&[0; 4]);
+        w
+    }
+
     pub fn finish_frame(mut self) -> Vec<u8> {
         let n = (self.buf.len() - 4) as i32;
         self.buf[..4].copy_from_slice(&n.to_be_bytes());

@@ -45,8 +45,7 @@ fn get_txns(r: &mut Reader) -> Result<Vec<Txn>, DecodeError> {
 }
 
 pub fn encode(env: &Envelope) -> Vec<u8> {
-    let mut w = Writer::with_capacity(4 + len_hint(env));
-    w.i32(0);
+    let mut w = Writer::framed_with_capacity(len_hint(env));
     write(env, &mut w);
     w.finish_frame()
 }

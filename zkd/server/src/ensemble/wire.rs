@@ -48,8 +48,7 @@ impl Frame {
             Frame::Forward(f) => f.len_hint(),
             _ => 64,
         };
-        let mut out = Writer::with_capacity(5 + hint);
-        out.i32(0);
+        let mut out = Writer::framed_with_capacity(1 + hint);
         match self {
             Frame::Zab(env) => {
                 out.buf.push(0);
@@ -75,10 +74,7 @@ impl Frame {
                 out.i64(*session).i32(*cxid).i64(*upto);
             }
         }
-        let mut out = out.buf;
-        let n = (out.len() - 4) as u32;
-        out[..4].copy_from_slice(&n.to_be_bytes());
-        out
+        out.finish_frame()
     }
 
     /// Decodes a frame body (after the length prefix).
