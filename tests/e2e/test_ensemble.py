@@ -227,6 +227,10 @@ def test_session_moves_to_another_member_with_its_watches(ens3):
         c.create("/mine", b"", ephemeral=True)
         w.create("/watched", b"0")
         fired = threading.Event()
+        # Another client's write, read through another member: ZooKeeper
+        # promises it only after a sync (the follower may not have applied
+        # the commit yet when w's reply arrives; failed 1 run in 12).
+        c.sync("/watched")
         c.get("/watched", watch=lambda ev: fired.set())
         e.kill(f)
         wait_until(lambda: c.connected and c.client_id[0] == sid, timeout=20, what="reconnect elsewhere")
