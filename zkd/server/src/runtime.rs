@@ -178,11 +178,20 @@ impl Group {
         }
     }
 
-    /// Writes the group; returns what to report (durable zxid or ticket).
+    /// Writes the group, calling `report` with what it made durable (a
+    /// zxid, standalone; the ticket, ensemble) as soon as the log is
+    /// synced, before the tree's records go to RocksDB: nothing answered
+    /// reads RocksDB, and a crash redoes those records from the log. Returns
+    /// `report`'s answer (false: nobody listens any more).
     /// A storage error is fatal (fail-stop): the tree in memory is ahead of
     /// the disk and nothing in this group was acknowledged; a restart
     /// recovers from what is durable.
-    fn write(self, store: &mut Store, fsync_warning_ms: u64) -> Option<i64> {
+    fn write(
+        self,
+        store: &mut Store,
+        fsync_warning_ms: u64,
+        report: impl FnOnce(i64) -> bool,
+    ) -> bool {
         let t = Instant::now();
         let txns = self.standalone.iter().map(|p| p.log.len()).sum::<usize>()
             + self
@@ -193,14 +202,24 @@ impl Group {
                     _ => 0,
                 })
                 .sum::<usize>();
+        let mut listening = true;
         let result = if !self.standalone.is_empty() {
-            store.commit(&self.standalone).map(Some)
+            store.commit_log(&self.standalone).and_then(|last| {
+                listening = report(last);
+                store.commit_tree(&self.standalone, last)
+            })
         } else if let Some(ticket) = self.ticket {
             store
-                .commit_ensemble(&self.tree, &self.zab, self.sync)
-                .map(|_| Some(ticket))
+                .commit_ensemble_log(&self.tree, &self.zab, self.sync)
+                .and_then(|rest| {
+                    listening = report(ticket);
+                    match rest {
+                        Some(applied) => store.commit_ensemble_tree(&self.tree, applied),
+                        None => Ok(()),
+                    }
+                })
         } else {
-            Ok(None)
+            Ok(())
         };
         let ms = t.elapsed().as_millis() as u64;
         if ms >= fsync_warning_ms {
@@ -208,10 +227,11 @@ impl Group {
                 "event=slow_fsync duration_ms={ms} txns={txns} threshold_ms={fsync_warning_ms}"
             );
         }
-        result.unwrap_or_else(|e| {
+        if let Err(e) = result {
             log::error!("cannot make transactions durable, stopping: {e}");
             crate::disk::exit_now(70)
-        })
+        }
+        listening
     }
 }
 
@@ -245,10 +265,8 @@ fn spawn_storage(
     let handle = std::thread::Builder::new()
         .name("zkd-storage".into())
         .spawn(move || {
-            let flush = |group: Group, store: &mut Store| match group.write(store, fsync_warning_ms)
-            {
-                Some(z) => durable_tx.send(z).is_ok(),
-                None => true,
+            let flush = |group: Group, store: &mut Store| {
+                group.write(store, fsync_warning_ms, |z| durable_tx.send(z).is_ok())
             };
             while let Some(first) = next_job(&rx) {
                 let mut group = Group::default();

@@ -545,6 +545,16 @@ impl Store {
     /// Makes a group of persists durable: their txns in one synced log
     /// write, then their tree records (rule 1).
     pub fn commit(&mut self, group: &[Persist]) -> Result<i64, StoreError> {
+        let last = self.commit_log(group)?;
+        self.commit_tree(group, last)?;
+        Ok(last)
+    }
+
+    /// The durable half of `commit`: the group's txns, synced. Returns the
+    /// zxid now durable; the caller may answer for it before `commit_tree`
+    /// (reads are served from memory, and a crash redoes the tree from the
+    /// log).
+    pub fn commit_log(&mut self, group: &[Persist]) -> Result<i64, StoreError> {
         let mut last = self.written_zxid;
         for p in group {
             for (zxid, rec) in &p.log {
@@ -553,6 +563,12 @@ impl Store {
             last = last.max(p.last_zxid);
         }
         self.txlog.sync()?;
+        Ok(last)
+    }
+
+    /// The checkpoint half of `commit`: the group's tree records, unlogged,
+    /// after `commit_log` returned `last` for the same group.
+    pub fn commit_tree(&mut self, group: &[Persist], last: i64) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         for p in group {
             self.put_tree(&mut batch, p);
@@ -560,8 +576,7 @@ impl Store {
         batch.put_cf(self.nodes(), META_LAST_ZXID, last.to_be_bytes());
         self.db.write_opt(batch, &unlogged())?;
         self.written_zxid = last;
-        self.maintain()?;
-        Ok(last)
+        self.maintain()
     }
 
     /// Makes the whole checkpoint durable now (an import; a clean stop).
@@ -646,15 +661,17 @@ impl Store {
         Ok((zxid, w.finish()))
     }
 
-    /// Writes ZAB's persists and the tree changes of delivered txns: the
-    /// log appends (synced with `sync`, and always before tree records:
-    /// rule 1), epochs through RocksDB's WAL, the tree unlogged.
-    pub fn commit_ensemble(
+    /// The durable half of writing ZAB's persists and the tree changes of
+    /// delivered txns: ZAB's persists (the log synced when `sync` or when
+    /// tree records follow: rule 1), epochs through RocksDB's WAL. Returns
+    /// what `commit_ensemble_tree` needs, or `None` when nothing follows (a
+    /// snapshot was installed, which writes its tree itself).
+    pub fn commit_ensemble_log(
         &mut self,
         tree: &[Persist],
         zab: &[zkd_zab::peer::Persist],
         sync: bool,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<Option<i64>>, StoreError> {
         use zkd_zab::peer::Persist as Z;
         let mut applied = None;
         for p in zab {
@@ -681,21 +698,32 @@ impl Store {
                 Z::Snapshot { upto, state, log } => {
                     // Its job comes alone (see the storage thread) and the
                     // tree changes with it are older than the state.
-                    return self.install(*upto, state, log);
+                    self.install(*upto, state, log)?;
+                    return Ok(None);
                 }
             }
         }
+        if sync || !tree.is_empty() || applied.is_some() {
+            self.zablog.sync()?;
+        } else {
+            self.zablog.write()?;
+        }
+        Ok(Some(applied))
+    }
+
+    /// The checkpoint half: the tree records of delivered txns, unlogged,
+    /// after `commit_ensemble_log` (rule 1).
+    pub fn commit_ensemble_tree(
+        &mut self,
+        tree: &[Persist],
+        applied: Option<i64>,
+    ) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         for p in tree {
             self.put_tree(&mut batch, p);
         }
         if let Some(z) = applied {
             batch.put_cf(self.nodes(), META_LAST_ZXID, z.to_be_bytes());
-        }
-        if sync || !batch.is_empty() {
-            self.zablog.sync()?;
-        } else {
-            self.zablog.write()?;
         }
         if !batch.is_empty() {
             self.db.write_opt(batch, &unlogged())?;
