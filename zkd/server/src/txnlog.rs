@@ -21,6 +21,10 @@
 //! freed files are kept as spares and reused, so in steady state the zeros
 //! are not written again.
 //!
+//! A standalone server's log is written with O_DIRECT where the file
+//! system allows it (see `Direct`): the block the records end in is written
+//! again, from memory, with the next ones.
+//!
 //! Reading stops at the first record that is zeros, torn or fails its
 //! checksum in the *last* file: the tail of a write that was never
 //! acknowledged. The same in an earlier file means acknowledged records are
@@ -79,6 +83,67 @@ struct Open {
     allocated: u64,
     /// Records not yet written to the file.
     buf: Vec<u8>,
+    /// The same file opened with O_DIRECT, when the file system allows it.
+    direct: Option<Direct>,
+}
+
+/// Appends that bypass the page cache: whole aligned blocks, the block
+/// the records end in written again (from `tail`) with the next ones.
+/// On the build machine (`/tmp/exp/fsb.c`, 20,000 150-byte appends, each
+/// made durable): pwrite + fdatasync 89.7-95.6 µs mean; 4 KiB O_DIRECT
+/// pwrite + fdatasync 75.0-85.1 µs. The sync then has only the device's
+/// cache to flush, and no page-cache copy is made.
+struct Direct {
+    file: File,
+    /// The file's bytes from the block `pos` is in up to `pos`.
+    tail: Vec<u8>,
+    /// Staging for one write, over-allocated to align it.
+    stage: Vec<u8>,
+}
+
+/// O_DIRECT's alignment of memory, offsets and lengths (the largest
+/// logical block size in use).
+const BLOCK: usize = 4096;
+
+impl Direct {
+    /// `path` opened for direct writes, `pos` being where the next record
+    /// goes and `tail` the bytes before it in its block; `None` where the
+    /// file system refuses O_DIRECT (tmpfs).
+    fn open(path: &Path, pos: u64, tail: &[u8]) -> Option<Direct> {
+        use std::os::unix::fs::OpenOptionsExt;
+        debug_assert_eq!(tail.len() as u64, pos % BLOCK as u64);
+        let file = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+            .ok()?;
+        Some(Direct {
+            file,
+            tail: tail.to_vec(),
+            stage: Vec::new(),
+        })
+    }
+
+    /// Writes `records` at `pos` (the tail's block rewritten first, zeros
+    /// after the records up to the block's end: what the file holds past
+    /// the records is the end of the log either way). Returns the end of
+    /// the last block written.
+    fn write(&mut self, pos: u64, records: &[u8]) -> std::io::Result<u64> {
+        let start = pos - self.tail.len() as u64;
+        let used = self.tail.len() + records.len();
+        let len = used.div_ceil(BLOCK) * BLOCK;
+        self.stage.clear();
+        self.stage.resize(len + BLOCK, 0);
+        let at = self.stage.as_ptr().align_offset(BLOCK);
+        let out = &mut self.stage[at..at + len];
+        out[..self.tail.len()].copy_from_slice(&self.tail);
+        out[self.tail.len()..used].copy_from_slice(records);
+        self.file.write_all_at(out, start)?;
+        let keep = used % BLOCK;
+        self.tail.clear();
+        self.tail.extend_from_slice(&out[used - keep..used]);
+        Ok(start + len as u64)
+    }
 }
 
 pub struct TxnLog {
@@ -94,6 +159,8 @@ pub struct TxnLog {
     old: Vec<PathBuf>,
     /// SEGMENT_BYTES, smaller in tests.
     segment_bytes: u64,
+    /// Open files for direct writes (see `Direct`).
+    direct: bool,
 }
 
 fn crc(salt: u64, zxid: u64, data: &[u8]) -> u32 {
@@ -139,10 +206,12 @@ fn segment_name(gen: u64, first: u64) -> String {
 impl TxnLog {
     /// Opens generation `gen` in `dir` (created if missing), calling `each`
     /// with every record in order. Files of other generations are freed:
-    /// the caller's store says which generation is current.
+    /// the caller's store says which generation is current. With `direct`,
+    /// appends bypass the page cache where the file system allows it.
     pub fn open(
         dir: &Path,
         gen: u64,
+        direct: bool,
         mut each: impl FnMut(u64, &[u8]) -> Result<(), LogError>,
     ) -> Result<TxnLog, LogError> {
         std::fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
@@ -157,6 +226,7 @@ impl TxnLog {
             dirty: false,
             old: Vec::new(),
             segment_bytes: SEGMENT_BYTES,
+            direct,
         };
         let entries = std::fs::read_dir(dir).map_err(|e| io("cannot list", dir, e))?;
         for e in entries {
@@ -228,6 +298,7 @@ impl TxnLog {
                     .write(true)
                     .open(&path)
                     .map_err(|e| io("cannot open", &path, e))?;
+                let tail = &bytes[pos - pos % BLOCK..pos];
                 log.open = Some(Open {
                     file,
                     path: path.clone(),
@@ -235,6 +306,9 @@ impl TxnLog {
                     pos: pos as u64,
                     allocated: bytes.len() as u64,
                     buf: Vec::new(),
+                    direct: direct
+                        .then(|| Direct::open(&path, pos as u64, tail))
+                        .flatten(),
                 });
             }
             log.segments.push(Segment { path, last });
@@ -264,6 +338,15 @@ impl TxnLog {
     /// Files of the current generation.
     pub fn files(&self) -> usize {
         self.segments.len()
+    }
+
+    /// Writes through the page cache from now on.
+    #[cfg(test)]
+    fn without_direct(&mut self) {
+        self.direct = false;
+        if let Some(o) = self.open.as_mut() {
+            o.direct = None;
+        }
     }
 
     /// Hands what is queued to the file without waiting for the disk.
@@ -324,19 +407,41 @@ impl TxnLog {
             return Ok(());
         }
         let end = o.pos + o.buf.len() as u64;
-        if end > o.allocated {
+        // A direct write ends on a block boundary.
+        let written_end = if o.direct.is_some() {
+            end.div_ceil(BLOCK as u64) * BLOCK as u64
+        } else {
+            end
+        };
+        if written_end > o.allocated {
             // Zeros past the records, so later synced appends change no
             // metadata. The sync that follows makes the new size durable.
-            let target = (end + CHUNK).min(segment_bytes.max(end));
+            let target = (written_end + CHUNK).min(segment_bytes.max(written_end));
             let zeros = vec![0u8; (target - o.allocated) as usize];
             o.file
                 .write_all_at(&zeros, o.allocated)
                 .map_err(|e| io("cannot extend", &o.path, e))?;
             o.allocated = target;
         }
-        o.file
-            .write_all_at(&o.buf, o.pos)
-            .map_err(|e| io("cannot write", &o.path, e))?;
+        let direct = match o.direct.as_mut().map(|d| d.write(o.pos, &o.buf)) {
+            Some(Ok(_)) => true,
+            Some(Err(e)) => {
+                // A file system that took O_DIRECT at open but refuses
+                // the write: the page cache from now on.
+                log::warn!(
+                    "{}: direct write failed ({e}); writing through the page cache",
+                    o.path.display()
+                );
+                o.direct = None;
+                false
+            }
+            None => false,
+        };
+        if !direct {
+            o.file
+                .write_all_at(&o.buf, o.pos)
+                .map_err(|e| io("cannot write", &o.path, e))?;
+        }
         o.pos = end;
         o.buf.clear();
         self.dirty = true;
@@ -389,7 +494,8 @@ impl TxnLog {
                 (f, 0)
             }
         };
-        file.write_all_at(&header(self.gen, first, salt), 0)
+        let head = header(self.gen, first, salt);
+        file.write_all_at(&head, 0)
             .map_err(|e| io("cannot write", &path, e))?;
         file.sync_data().map_err(|e| io("cannot sync", &path, e))?;
         sync_dir(&self.dir)?;
@@ -400,6 +506,10 @@ impl TxnLog {
             pos: HEADER,
             allocated: allocated.max(HEADER),
             buf: Vec::new(),
+            direct: self
+                .direct
+                .then(|| Direct::open(&path, HEADER, &head))
+                .flatten(),
         });
         self.segments.push(Segment { path, last: 0 });
         Ok(())
@@ -545,7 +655,7 @@ mod tests {
 
     fn read(d: &Path, gen: u64) -> Result<(TxnLog, Records), LogError> {
         let mut out = Vec::new();
-        let log = TxnLog::open(d, gen, |z, b| {
+        let log = TxnLog::open(d, gen, true, |z, b| {
             out.push((z, b.to_vec()));
             Ok(())
         })?;
@@ -571,9 +681,22 @@ mod tests {
 
     #[test]
     fn records_come_back_in_order_across_files_and_reopens() {
-        let d = dir("order");
+        in_order_across_files_and_reopens(true);
+    }
+
+    /// The same through the page cache (file systems without O_DIRECT).
+    #[test]
+    fn records_come_back_in_order_without_direct_writes() {
+        in_order_across_files_and_reopens(false);
+    }
+
+    fn in_order_across_files_and_reopens(direct: bool) {
+        let d = dir(if direct { "order" } else { "order-cached" });
         let (mut log, got) = read(&d, 0).unwrap();
         assert!(got.is_empty() && log.is_empty());
+        if !direct {
+            log.without_direct();
+        }
         log.segment_bytes = 2048;
         for z in 1..=40 {
             log.append(z, &rec(z)).unwrap();
@@ -588,11 +711,32 @@ mod tests {
         let (mut log, got) = read(&d, 0).unwrap();
         assert_eq!(got, (1..=40).map(|z| (z, rec(z))).collect::<Vec<_>>());
         assert_eq!(log.last_zxid(), 40);
-        log.append(41, &rec(41)).unwrap();
-        log.sync().unwrap();
+        if !direct {
+            log.without_direct();
+        }
+        // Appends continue in the last file, in the middle of a block.
+        for z in 41..=45 {
+            log.append(z, &rec(z)).unwrap();
+            log.sync().unwrap();
+        }
+        assert_eq!(
+            log.open.as_ref().unwrap().direct.is_some(),
+            direct && direct_writes_work(&d)
+        );
         let (_, got) = read(&d, 0).unwrap();
-        assert_eq!(got.len(), 41);
+        assert_eq!(got, (1..=45).map(|z| (z, rec(z))).collect::<Vec<_>>());
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// Whether the file system under `d` takes O_DIRECT writes.
+    fn direct_writes_work(d: &Path) -> bool {
+        let p = d.join("probe");
+        std::fs::write(&p, [0u8; BLOCK]).unwrap();
+        let ok = Direct::open(&p, 0, &[])
+            .map(|mut w| w.write(0, b"x").is_ok())
+            .unwrap_or(false);
+        std::fs::remove_file(&p).unwrap();
+        ok
     }
 
     /// A log of small files holding txns `1..=n`, each synced.
