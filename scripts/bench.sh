@@ -119,8 +119,10 @@ fi
 # wrote under 1 MiB, the CPUs were 90% idle and under 8 MiB of pages were
 # dirty.
 # SETTLE=0 turns this off.
-disk_sectors_written() { awk '$3 !~ /^(loop|ram|zram)/ {s += $10} END {print s + 0}' /proc/diskstats; }
-cpu_busy_idle() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $5 + $6}' /proc/stat; }
+# printf "%.0f": Debian's awk (mawk) prints sums past 2^31 as 2.15979e+09,
+# which bash arithmetic refuses (every run then waited the full 30 s).
+disk_sectors_written() { awk '$3 !~ /^(loop|ram|zram)/ {s += $10} END {printf "%.0f\n", s}' /proc/diskstats; }
+cpu_busy_idle() { awk '/^cpu / {printf "%.0f %.0f\n", $2 + $3 + $4 + $7 + $8, $5 + $6}' /proc/stat; }
 settle_waits=0 settled_s=0
 settle() {
   [[ "${SETTLE:-1}" == 0 ]] && return 0
@@ -132,7 +134,7 @@ settle() {
     w0=$(disk_sectors_written); read -r b0 i0 < <(cpu_busy_idle)
     sleep 0.5
     w1=$(disk_sectors_written); read -r b1 i1 < <(cpu_busy_idle)
-    dirty=$(awk '/^(Dirty|Writeback):/ {s += $2} END {print s + 0}' /proc/meminfo)
+    dirty=$(awk '/^(Dirty|Writeback):/ {s += $2} END {printf "%.0f\n", s}' /proc/meminfo)
     if ((w1 - w0 < 2048 && (b1 - b0) * 10 < (b1 - b0 + i1 - i0) && dirty < 8192)); then
       settled_s=$((settled_s + SECONDS - start))
       return 0
