@@ -266,7 +266,9 @@ fn set_data(
     req: &SetDataRequest,
 ) -> Res<(Txn, Stat)> {
     valid_path(&req.path)?;
-    let stat = if rules.enforce_quota && tree.max_quota_prefix(&req.path).is_some() {
+    if rules.enforce_quota && tree.max_quota_prefix(&req.path).is_some() {
+        // The quota check reads other nodes, so it runs first, on a lookup
+        // of its own, after the checks that precede it.
         let n = allowed(tree, &req.path, perms::WRITE, ids)?;
         valid_quota_data(&req.path, &req.data)?;
         quota::check(
@@ -275,19 +277,18 @@ fn set_data(
             req.data.len() as i64 - n.data.len() as i64,
             0,
         )?;
-        let version = check_version(n.stat.version, req.version)?;
-        tree.set_data(&req.path, req.data.clone(), version, hdr.zxid, hdr.time)
-    } else {
-        // The same checks in the same order, on one lookup of the node.
-        tree.set_data_checked(&req.path, req.data.clone(), hdr.zxid, hdr.time, |n| {
+    }
+    // NoNode, NoAuth, a bad quota record, then the version, on the one
+    // lookup of the node that also changes it.
+    let stat = tree
+        .set_data_checked(&req.path, req.data.clone(), hdr.zxid, hdr.time, |n| {
             if !acl::allows(&n.acl, perms::WRITE, ids) {
                 return Err(ErrorCode::NO_AUTH);
             }
             valid_quota_data(&req.path, &req.data)?;
             check_version(n.stat.version, req.version)
         })
-        .ok_or(ErrorCode::NO_NODE)??
-    };
+        .ok_or(ErrorCode::NO_NODE)??;
     let version = stat.version;
     Ok((
         Txn::SetData {

@@ -1000,28 +1000,33 @@ impl Server {
                 w.ustring(c);
             }
         };
-        let mut w = if n.child_count < children_cache::MIN_CHILDREN {
-            // A guess at the names' length (a length and ~12 bytes each).
-            let mut w = reply_writer(4 + n.child_count as usize * 16 + 68);
-            list(&self.tree, &mut w);
-            w
+        let big = n.child_count >= children_cache::MIN_CHILDREN;
+        let version = children_cache::Version {
+            czxid: n.stat.czxid,
+            pzxid: n.stat.pzxid,
+            cversion: n.stat.cversion,
+            count: n.child_count,
+        };
+        let cached = if big {
+            self.children_cache.get(&r.path, version)
         } else {
-            let version = children_cache::Version {
-                czxid: n.stat.czxid,
-                pzxid: n.stat.pzxid,
-                cversion: n.stat.cversion,
-                count: n.child_count,
-            };
-            if let Some(names) = self.children_cache.get(&r.path, version) {
+            None
+        };
+        let mut w = match cached {
+            Some(names) => {
                 let mut w = reply_writer(names.len() + 68);
                 w.bytes(names);
                 w
-            } else {
+            }
+            None => {
+                // A guess at the names' length (a length and ~12 bytes each).
                 let mut w = reply_writer(4 + n.child_count as usize * 16 + 68);
                 let start = w.buf.len();
                 list(&self.tree, &mut w);
-                let names = w.buf[start..].to_vec();
-                self.children_cache.put(&r.path, version, names);
+                if big {
+                    let names = w.buf[start..].to_vec();
+                    self.children_cache.put(&r.path, version, names);
+                }
                 w
             }
         };

@@ -211,11 +211,12 @@ impl Group {
         } else if let Some(ticket) = self.ticket {
             store
                 .commit_ensemble_log(&self.tree, &self.zab, self.sync)
-                .and_then(|rest| {
+                .and_then(|tree_follows| {
                     listening = report(ticket);
-                    match rest {
-                        Some(applied) => store.commit_ensemble_tree(&self.tree, applied),
-                        None => Ok(()),
+                    if tree_follows {
+                        store.commit_ensemble_tree(&self.tree, &self.zab)
+                    } else {
+                        Ok(())
                     }
                 })
         } else {

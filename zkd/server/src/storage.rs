@@ -104,6 +104,14 @@ impl From<crate::txnlog::LogError> for StoreError {
     }
 }
 
+/// The last txn ZAB reports as applied among `zab`'s persists.
+fn applied(zab: &[zkd_zab::peer::Persist]) -> Option<i64> {
+    zab.iter().rev().find_map(|p| match p {
+        zkd_zab::peer::Persist::Applied(z) => Some(*z as i64),
+        _ => None,
+    })
+}
+
 fn session_key(id: i64) -> [u8; 9] {
     let mut k = [SESSION_PREFIX; 9];
     k[1..].copy_from_slice(&id.to_be_bytes());
@@ -668,17 +676,16 @@ impl Store {
 
     /// The durable half of writing ZAB's persists and the tree changes of
     /// delivered txns: ZAB's persists (the log synced when `sync` or when
-    /// tree records follow: rule 1), epochs through RocksDB's WAL. Returns
-    /// what `commit_ensemble_tree` needs, or `None` when nothing follows (a
-    /// snapshot was installed, which writes its tree itself).
+    /// tree records follow: rule 1), epochs through RocksDB's WAL. False
+    /// when a snapshot was installed (it writes its tree itself, and
+    /// `commit_ensemble_tree` must not follow).
     pub fn commit_ensemble_log(
         &mut self,
         tree: &[Persist],
         zab: &[zkd_zab::peer::Persist],
         sync: bool,
-    ) -> Result<Option<Option<i64>>, StoreError> {
+    ) -> Result<bool, StoreError> {
         use zkd_zab::peer::Persist as Z;
-        let mut applied = None;
         for p in zab {
             match p {
                 Z::AcceptedEpoch(e) | Z::CurrentEpoch(e) => {
@@ -696,7 +703,7 @@ impl Store {
                         self.zablog.append(t.zxid, &t.data)?;
                     }
                 }
-                Z::Applied(z) => applied = Some(*z as i64),
+                Z::Applied(_) => {}
                 Z::Compact(base) => {
                     self.pending_base = Some(self.pending_base.unwrap_or(0).max(*base))
                 }
@@ -704,25 +711,26 @@ impl Store {
                     // Its job comes alone (see the storage thread) and the
                     // tree changes with it are older than the state.
                     self.install(*upto, state, log)?;
-                    return Ok(None);
+                    return Ok(false);
                 }
             }
         }
-        if sync || !tree.is_empty() || applied.is_some() {
+        if sync || !tree.is_empty() || applied(zab).is_some() {
             self.zablog.sync()?;
         } else {
             self.zablog.write()?;
         }
-        Ok(Some(applied))
+        Ok(true)
     }
 
-    /// The checkpoint half: the tree records of delivered txns, unlogged,
-    /// after `commit_ensemble_log` (rule 1).
+    /// The checkpoint half: the tree records of delivered txns and the
+    /// zxid they reach, unlogged, after `commit_ensemble_log` (rule 1).
     pub fn commit_ensemble_tree(
         &mut self,
         tree: &[Persist],
-        applied: Option<i64>,
+        zab: &[zkd_zab::peer::Persist],
     ) -> Result<(), StoreError> {
+        let applied = applied(zab);
         let mut batch = WriteBatch::default();
         for p in tree {
             self.put_tree(&mut batch, p);

@@ -124,11 +124,15 @@ impl Direct {
         })
     }
 
+    /// Where a write of records ending at `end` ends: a block boundary.
+    fn written_end(end: u64) -> u64 {
+        end.div_ceil(BLOCK as u64) * BLOCK as u64
+    }
+
     /// Writes `records` at `pos` (the tail's block rewritten first, zeros
     /// after the records up to the block's end: what the file holds past
-    /// the records is the end of the log either way). Returns the end of
-    /// the last block written.
-    fn write(&mut self, pos: u64, records: &[u8]) -> std::io::Result<u64> {
+    /// the records is the end of the log either way).
+    fn write(&mut self, pos: u64, records: &[u8]) -> std::io::Result<()> {
         let start = pos - self.tail.len() as u64;
         let used = self.tail.len() + records.len();
         let len = used.div_ceil(BLOCK) * BLOCK;
@@ -142,7 +146,7 @@ impl Direct {
         let keep = used % BLOCK;
         self.tail.clear();
         self.tail.extend_from_slice(&out[used - keep..used]);
-        Ok(start + len as u64)
+        Ok(())
     }
 }
 
@@ -340,15 +344,6 @@ impl TxnLog {
         self.segments.len()
     }
 
-    /// Writes through the page cache from now on.
-    #[cfg(test)]
-    fn without_direct(&mut self) {
-        self.direct = false;
-        if let Some(o) = self.open.as_mut() {
-            o.direct = None;
-        }
-    }
-
     /// Hands what is queued to the file without waiting for the disk.
     pub fn write(&mut self) -> Result<(), LogError> {
         self.write_buffer()
@@ -407,11 +402,9 @@ impl TxnLog {
             return Ok(());
         }
         let end = o.pos + o.buf.len() as u64;
-        // A direct write ends on a block boundary.
-        let written_end = if o.direct.is_some() {
-            end.div_ceil(BLOCK as u64) * BLOCK as u64
-        } else {
-            end
+        let written_end = match o.direct {
+            Some(_) => Direct::written_end(end),
+            None => end,
         };
         if written_end > o.allocated {
             // Zeros past the records, so later synced appends change no
@@ -424,7 +417,7 @@ impl TxnLog {
             o.allocated = target;
         }
         let direct = match o.direct.as_mut().map(|d| d.write(o.pos, &o.buf)) {
-            Some(Ok(_)) => true,
+            Some(Ok(())) => true,
             Some(Err(e)) => {
                 // A file system that took O_DIRECT at open but refuses
                 // the write: the page cache from now on.
@@ -654,8 +647,12 @@ mod tests {
     type Records = Vec<(u64, Vec<u8>)>;
 
     fn read(d: &Path, gen: u64) -> Result<(TxnLog, Records), LogError> {
+        read_with(d, gen, true)
+    }
+
+    fn read_with(d: &Path, gen: u64, direct: bool) -> Result<(TxnLog, Records), LogError> {
         let mut out = Vec::new();
-        let log = TxnLog::open(d, gen, true, |z, b| {
+        let log = TxnLog::open(d, gen, direct, |z, b| {
             out.push((z, b.to_vec()));
             Ok(())
         })?;
@@ -692,11 +689,8 @@ mod tests {
 
     fn in_order_across_files_and_reopens(direct: bool) {
         let d = dir(if direct { "order" } else { "order-cached" });
-        let (mut log, got) = read(&d, 0).unwrap();
+        let (mut log, got) = read_with(&d, 0, direct).unwrap();
         assert!(got.is_empty() && log.is_empty());
-        if !direct {
-            log.without_direct();
-        }
         log.segment_bytes = 2048;
         for z in 1..=40 {
             log.append(z, &rec(z)).unwrap();
@@ -708,12 +702,9 @@ mod tests {
         assert!(log.files() > 3, "small files roll: {}", log.files());
         assert!(log.append(40, b"again").is_err(), "zxids only grow");
         drop(log);
-        let (mut log, got) = read(&d, 0).unwrap();
+        let (mut log, got) = read_with(&d, 0, direct).unwrap();
         assert_eq!(got, (1..=40).map(|z| (z, rec(z))).collect::<Vec<_>>());
         assert_eq!(log.last_zxid(), 40);
-        if !direct {
-            log.without_direct();
-        }
         // Appends continue in the last file, in the middle of a block.
         for z in 41..=45 {
             log.append(z, &rec(z)).unwrap();
