@@ -5,11 +5,14 @@
 # (zkbench) is pipelined; its own CPU share is printed so a reader can see it
 # measured the servers, not itself.
 #
-# Usage: scripts/bench.sh [--help] [--quick] [--seconds S] [--ensemble] [--run R]...
+# Usage: scripts/bench.sh [--help] [--quick] [--seconds S] [--ensemble] [--repeat N] [--run R]...
 #   --quick      fewer workloads and shorter runs (a smoke test of the bench)
 #   --seconds S  seconds per workload (default 5)
 #   --ensemble   three members of each on loopback instead of one server;
 #                the load generator spreads its connections over them
+#   --repeat N   N passes over the runs, the servers taking turns to go first;
+#                the table shows each server's median and the range of the
+#                per-pass ratios (default 1)
 #   --run R      only this run, R = "WORKLOAD CONNS DEPTH SIZE" (repeatable)
 # Environment: KEEP=1 keeps the servers' data and logs; ZKD_BIN=PATH
 # benchmarks that zkd binary instead of the one just built (before/after);
@@ -17,16 +20,21 @@
 set -euo pipefail
 
 seconds=5
+repeat=1
 quick=0
 members=1
 only=()
 while (($#)); do
   case "$1" in
-    --help|-h) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --help|-h) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --ensemble) members=3 ;;
     --quick) quick=1; seconds=2 ;;
     --seconds) seconds="$2"; shift ;;
     --run) only+=("$2"); shift ;;
+    --repeat)
+      repeat="$2"; shift
+      [[ "$repeat" =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: --repeat takes a count of 1 or more" >&2; exit 2; }
+      ;;
     *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -145,62 +153,81 @@ settle() {
 }
 
 results="$work/results.jsonl"
-n=0
-for r in "${runs[@]}"; do
-  read -r w conns depth size <<< "$r"
-  n=$((n + 1))
-  for side in zkd zk; do
-    settle "$side $r"
-    hosts=$zkd_hosts; [[ $side == zk ]] && hosts=$zk_hosts
-    # A delete run ends when its znodes are gone: enough of them that a
-    # many-connection run lasts a second or more (setup creates them one
-    # request at a time per connection, not timed).
-    keys=1000
-    if [[ $w == delete ]]; then
-      total=20000
-      ((conns > 1)) && total=$((size > 1000 ? 60000 : 200000))
-      keys=$((total / conns + 1))
-    fi
-    # A member that drops connections while it settles (seen with
-    # ZooKeeper's ensemble right after start) fails the run; it is run
-    # again, under another prefix, and said so.
-    for try in 1 2 3; do
-      if line=$("$bench" --server "$hosts" --workload "$w" --conns "$conns" --depth "$depth" \
-        --size "$size" --seconds "$seconds" --keys "$keys" --prefix "/b$n$side$try"); then
-        break
+for ((pass = 1; pass <= repeat; pass++)); do
+  n=0
+  # The server that goes second may inherit the first one's leftovers (a
+  # warmer page cache, a cooler CPU): with --repeat they take turns.
+  sides="zkd zk"; ((pass % 2 == 0)) && sides="zk zkd"
+  for r in "${runs[@]}"; do
+    read -r w conns depth size <<< "$r"
+    n=$((n + 1))
+    for side in $sides; do
+      settle "$side $r"
+      hosts=$zkd_hosts; [[ $side == zk ]] && hosts=$zk_hosts
+      # A delete run ends when its znodes are gone: enough of them that a
+      # many-connection run lasts a second or more (setup creates them one
+      # request at a time per connection, not timed).
+      keys=1000
+      if [[ $w == delete ]]; then
+        total=20000
+        ((conns > 1)) && total=$((size > 1000 ? 60000 : 200000))
+        keys=$((total / conns + 1))
       fi
-      echo "bench.sh: $side $r failed (try $try)" >&2
-      # What the members said about it (elections, expiries, closed clients).
-      if [[ $side == zkd ]]; then
-        for ((i = 1; i <= members; i++)); do
-          grep -E 'WARN|ERROR|event=election|closing' "$work/zkd$i.log" | tail -5 | sed "s/^/  zkd$i: /" >&2 || true
-        done
-      fi
-      ((try < 3)) || exit 1
-      sleep 2
+      # A member that drops connections while it settles (seen with
+      # ZooKeeper's ensemble right after start) fails the run; it is run
+      # again, under another prefix, and said so.
+      for try in 1 2 3; do
+        if line=$("$bench" --server "$hosts" --workload "$w" --conns "$conns" --depth "$depth" \
+          --size "$size" --seconds "$seconds" --keys "$keys" --prefix "/b${pass}_$n$side$try"); then
+          break
+        fi
+        echo "bench.sh: $side $r failed (pass $pass, try $try)" >&2
+        # What the members said about it (elections, expiries, closed clients).
+        if [[ $side == zkd ]]; then
+          for ((i = 1; i <= members; i++)); do
+            grep -E 'WARN|ERROR|event=election|closing' "$work/zkd$i.log" | tail -5 | sed "s/^/  zkd$i: /" >&2 || true
+          done
+        fi
+        ((try < 3)) || exit 1
+        sleep 2
+      done
+      echo "{\"server\":\"$side\",\"pass\":$pass,${line#\{}" >> "$results"
     done
-    echo "{\"server\":\"$side\",${line#\{}" >> "$results"
   done
 done
 
-python3 - "$results" <<'PY'
-import json, sys
+python3 - "$results" "$repeat" <<'PY'
+import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
+repeat = int(sys.argv[2])
 key = lambda r: (r["workload"], r["conns"], r["depth"], r["size"])
 by = {}
 for r in rows:
-    by.setdefault(key(r), {})[r["server"]] = r
+    by.setdefault(key(r), {}).setdefault(r["server"], []).append(r)
+# One pass: its numbers. Several: each server's median of each number, and
+# the lowest and highest of the ratios the passes gave one by one.
+med = lambda rs, f: statistics.median(r[f] for r in rs)
+lat = lambda rs: "/".join(f"{med(rs, f):.0f}" for f in ("p50_us", "p99_us", "p999_us"))
+if repeat > 1:
+    print(f"Medians of {repeat} passes; 'pass ratios' is the range of zkd/ZK over the passes.")
 print(f"{'workload':<12}{'conns':>6}{'depth':>6}{'size':>7} | {'zkd ops/s':>10}{'ZK ops/s':>10}{'ratio':>7} |"
-      f" {'zkd p50/p99/p99.9 us':>22} {'ZK p50/p99/p99.9 us':>22} | bench cpu%")
+      f" {'zkd p50/p99/p99.9 us':>22} {'ZK p50/p99/p99.9 us':>22} | bench cpu%"
+      + (" | pass ratios" if repeat > 1 else ""))
 for k, v in by.items():
     a, b = v["zkd"], v["zk"]
-    ratio = a["ops_per_s"] / b["ops_per_s"] if b["ops_per_s"] else float("inf")
-    lat = lambda r: f"{r['p50_us']}/{r['p99_us']}/{r['p999_us']}"
-    print(f"{k[0]:<12}{k[1]:>6}{k[2]:>6}{k[3]:>7} | {a['ops_per_s']:>10.0f}{b['ops_per_s']:>10.0f}{ratio:>7.2f} |"
-          f" {lat(a):>22} {lat(b):>22} | {a['bench_cpu_pct']:.0f}/{b['bench_cpu_pct']:.0f}")
+    ao, bo = med(a, "ops_per_s"), med(b, "ops_per_s")
+    ratio = ao / bo if bo else float("inf")
+    line = (f"{k[0]:<12}{k[1]:>6}{k[2]:>6}{k[3]:>7} | {ao:>10.0f}{bo:>10.0f}{ratio:>7.2f} |"
+            f" {lat(a):>22} {lat(b):>22} | {med(a, 'bench_cpu_pct'):.0f}/{med(b, 'bench_cpu_pct'):.0f}")
+    if repeat > 1:
+        zk = {r["pass"]: r["ops_per_s"] for r in b}
+        rs = [r["ops_per_s"] / zk[r["pass"]] for r in a if zk.get(r["pass"])]
+        if rs:
+            line += f" | {min(rs):.2f}-{max(rs):.2f}"
+    print(line)
 errs = [r for r in rows if r["errors"]]
 if errs:
-    print("runs with errors:", [(r["server"], r["workload"], r["errors"]) for r in errs])
+    print("runs with errors:", [(r["server"], r["pass"], r["workload"], r["errors"]) for r in errs])
 PY
 rss_of() { # total RSS (KiB) of processes whose command line matches $1
   local total=0 p
