@@ -62,30 +62,49 @@ syncLimit=5
 clientPortAddress=127.0.0.1
 maxClientCnxns=0
 4lw.commands.whitelist=*"
-servers=""
 declare -A cport
-for side in zkd zk; do
-  for ((i = 1; i <= members; i++)); do
-    cport[$side$i]=$(port)
-    if ((members > 1)); then servers+="server.$i=127.0.0.1:$(port):$(port)"$'\n'; fi
+# Each pass runs against a fresh pair of servers in $work/p<pass>, like a
+# run of its own: one pair through three passes held three passes' znodes,
+# and ZooKeeper ran out of heap (connection refused) in the third.
+start_servers() {
+  pdir="$work/p$1"
+  local side i d servers=""
+  for side in zkd zk; do
+    for ((i = 1; i <= members; i++)); do
+      cport[$side$i]=$(port)
+      if ((members > 1)); then servers+="server.$i=127.0.0.1:$(port):$(port)"$'\n'; fi
+    done
+    for ((i = 1; i <= members; i++)); do
+      d="$pdir/$side$i"
+      mkdir -p "$d/data"
+      echo "$i" > "$d/data/myid"
+      printf '%s\ndataDir=%s\nclientPort=%s\nadmin.enableServer=false\n%s' "$common" "$d/data" \
+        "${cport[$side$i]}" "$servers" > "$d/zoo.cfg"
+    done
+    servers=""
   done
+  pass_pids=()
   for ((i = 1; i <= members; i++)); do
-    d="$work/$side$i"
-    mkdir -p "$d/data"
-    echo "$i" > "$d/data/myid"
-    printf '%s\ndataDir=%s\nclientPort=%s\nadmin.enableServer=false\n%s' "$common" "$d/data" \
-      "${cport[$side$i]}" "$servers" > "$d/zoo.cfg"
+    RUST_LOG=info setsid "$ZKD_BIN" serve "$pdir/zkd$i/zoo.cfg" 2> "$pdir/zkd$i.log" &
+    pass_pids+=($!); disown
+    ZOOCFGDIR="$pdir/zk$i" ZOO_LOG_DIR="$pdir/zk$i" setsid /usr/share/zookeeper/bin/zkServer.sh start-foreground \
+      "$pdir/zk$i/zoo.cfg" > "$pdir/zk$i.log" 2>&1 &
+    pass_pids+=($!); disown
   done
-  servers=""
-done
-
-for ((i = 1; i <= members; i++)); do
-  RUST_LOG=info setsid "$ZKD_BIN" serve "$work/zkd$i/zoo.cfg" 2> "$work/zkd$i.log" &
-  pids+=($!); disown
-  ZOOCFGDIR="$work/zk$i" ZOO_LOG_DIR="$work/zk$i" setsid /usr/share/zookeeper/bin/zkServer.sh start-foreground \
-    "$work/zk$i/zoo.cfg" > "$work/zk$i.log" 2>&1 &
-  pids+=($!); disown
-done
+  pids+=("${pass_pids[@]}")
+  zkd_hosts=""; zk_hosts=""
+  for ((i = 1; i <= members; i++)); do
+    wait_up "${cport[zkd$i]}"; wait_up "${cport[zk$i]}"
+    zkd_hosts+="${zkd_hosts:+,}127.0.0.1:${cport[zkd$i]}"
+    zk_hosts+="${zk_hosts:+,}127.0.0.1:${cport[zk$i]}"
+  done
+  echo "pass $1: zkd $zkd_hosts   ZooKeeper $zk_hosts   ($members member(s) each, fsync on, tickTime 2000)"
+}
+stop_servers() {
+  local p
+  for p in "${pass_pids[@]}"; do kill -9 -- "-$p" 2>/dev/null || kill -9 "$p" 2>/dev/null || true; done
+  [[ -n "${KEEP:-}" ]] || rm -rf "$pdir"
+}
 
 wait_up() {
   for _ in $(seq 1 300); do
@@ -98,13 +117,6 @@ wait_up() {
   done
   echo "bench.sh: server on port $1 did not come up" >&2; exit 1
 }
-zkd_hosts=""; zk_hosts=""
-for ((i = 1; i <= members; i++)); do
-  wait_up "${cport[zkd$i]}"; wait_up "${cport[zk$i]}"
-  zkd_hosts+="${zkd_hosts:+,}127.0.0.1:${cport[zkd$i]}"
-  zk_hosts+="${zk_hosts:+,}127.0.0.1:${cport[zk$i]}"
-done
-echo "zkd: $zkd_hosts   ZooKeeper: $zk_hosts   ($members member(s) each, fsync on, tickTime 2000)"
 
 if ((${#only[@]})); then
   runs=("${only[@]}")
@@ -154,6 +166,7 @@ settle() {
 
 results="$work/results.jsonl"
 for ((pass = 1; pass <= repeat; pass++)); do
+  start_servers "$pass"
   n=0
   # The server that goes second may inherit the first one's leftovers (a
   # warmer page cache, a cooler CPU): with --repeat they take turns.
@@ -185,7 +198,7 @@ for ((pass = 1; pass <= repeat; pass++)); do
         # What the members said about it (elections, expiries, closed clients).
         if [[ $side == zkd ]]; then
           for ((i = 1; i <= members; i++)); do
-            grep -E 'WARN|ERROR|event=election|closing' "$work/zkd$i.log" | tail -5 | sed "s/^/  zkd$i: /" >&2 || true
+            grep -E 'WARN|ERROR|event=election|closing' "$pdir/zkd$i.log" | tail -5 | sed "s/^/  zkd$i: /" >&2 || true
           done
         fi
         ((try < 3)) || exit 1
@@ -194,6 +207,8 @@ for ((pass = 1; pass <= repeat; pass++)); do
       echo "{\"server\":\"$side\",\"pass\":$pass,${line#\{}" >> "$results"
     done
   done
+  # The last pair stays up for the RSS below; the exit trap stops it.
+  ((pass == repeat)) || stop_servers
 done
 
 python3 - "$results" "$repeat" <<'PY'
@@ -237,4 +252,4 @@ rss_of() { # total RSS (KiB) of processes whose command line matches $1
 if [[ "${SETTLE:-1}" != 0 ]]; then
   echo "Waited ${settled_s} s in all, over $settle_waits runs, for a quiet machine before each run."
 fi
-echo "RSS after the run (all members): zkd $(rss_of " serve $work/zkd") KiB, ZooKeeper $(rss_of "$work/zk[0-9]/zoo.cfg") KiB"
+echo "RSS after the last pass (all members): zkd $(rss_of " serve $pdir/zkd") KiB, ZooKeeper $(rss_of "$pdir/zk[0-9]/zoo.cfg") KiB"
