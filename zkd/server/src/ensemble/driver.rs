@@ -2,10 +2,9 @@
 //!
 //! The one rule: an `Output::Sync` is a barrier. Everything persisted before
 //! it goes to the storage thread as one synced write, and nothing after it
-//! happens until the storage thread answers that write's ticket. While it
-//! waits, appends further down the queue join that write (moving a log
-//! append earlier never breaks an ordering rule; moving anything else
-//! could), so a burst of proposals costs one fsync.
+//! happens until the storage thread answers that write's ticket. Appends
+//! queued after it join that write (`pending`), so a burst of proposals
+//! costs one fsync.
 
 use std::time::Instant;
 
@@ -16,6 +15,12 @@ use zkd_zab::types::PeerState;
 use super::transport::PeerEvent;
 use super::wire::Frame;
 use crate::runtime::{Core, Job};
+
+impl super::Zab {
+    pub(crate) fn enqueue(&mut self, outs: Vec<Output>) {
+        self.pending.push(outs);
+    }
+}
 
 impl Core {
     fn zab_now(&self) -> u64 {
@@ -56,7 +61,7 @@ impl Core {
                     crate::disk::exit_now(70);
                 }
                 let outs = z.peer.step(Input::Write(data));
-                z.queue.extend(outs);
+                z.enqueue(outs);
             }
         } else {
             self.send_forwards();
@@ -100,12 +105,12 @@ impl Core {
                 // The peer's clock advances on ticks only: a tick here
                 // would also send pings, answered by more messages.
                 let outs = z.peer.step(Input::Msg(from, env));
-                z.queue.extend(outs);
+                z.enqueue(outs);
                 self.drain();
             }
             PeerEvent::Disconnected(p) => {
                 let outs = z.peer.step(Input::Disconnected(p));
-                z.queue.extend(outs);
+                z.enqueue(outs);
                 self.drain();
             }
             PeerEvent::Frame(_, Frame::Forward(f)) => {
@@ -162,7 +167,7 @@ impl Core {
         let z = self.zab.as_mut().expect("ensemble mode");
         z.last_tick = Some(Instant::now());
         let outs = z.peer.step(Input::Tick(now_ms));
-        z.queue.extend(outs);
+        z.enqueue(outs);
         let touch_every = (self.cfg.tick_time_ms as u64 / 2).max(10);
         if z.serving
             && self.server.role() == Role::Learner
@@ -203,7 +208,7 @@ impl Core {
             if z.waiting.is_some() {
                 return;
             }
-            let Some(o) = z.queue.pop_front() else {
+            let Some(o) = z.pending.pop() else {
                 break;
             };
             match o {
@@ -225,21 +230,7 @@ impl Core {
                         continue;
                     }
                     // Group commit: later appends join this write.
-                    let mut rest = std::collections::VecDeque::with_capacity(z.queue.len());
-                    let mut hoisting = true;
-                    for o in z.queue.drain(..) {
-                        match o {
-                            Output::Persist(ZPersist::Append(t)) if hoisting => {
-                                z.job_zab.push(ZPersist::Append(t))
-                            }
-                            Output::Persist(p) => {
-                                hoisting = false;
-                                rest.push_back(Output::Persist(p));
-                            }
-                            other => rest.push_back(other),
-                        }
-                    }
-                    z.queue = rest;
+                    z.pending.take_appends(&mut z.job_zab);
                     z.unsynced = false;
                     let t = self.send_job(true);
                     self.zab.as_mut().expect("ensemble mode").waiting = Some(t);

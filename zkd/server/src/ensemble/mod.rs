@@ -8,10 +8,13 @@
 //! - `transport` — TCP links to every peer, with loss reported.
 //! - `driver`    — feeds the peer messages, ticks and client writes, and
 //!   executes its outputs in order: sends, persists with sync barriers (on
-//!   the storage thread; later appends ride along, which is group commit),
-//!   deliveries (applied to the tree, releasing held replies), role changes.
+//!   the storage thread), deliveries (applied to the tree, releasing held
+//!   replies), role changes.
+//! - `pending`   — the outputs waiting behind a barrier; a sync takes the
+//!   appends queued after it into its write (group commit).
 
 pub mod driver;
+pub mod pending;
 pub mod state;
 pub mod transport;
 pub mod wire;
@@ -21,7 +24,7 @@ use std::net::ToSocketAddrs;
 
 use tokio::sync::mpsc;
 use zkd_core::server::{Forward, Persist};
-use zkd_zab::peer::{Config as ZabConfig, Durable, Output, Peer};
+use zkd_zab::peer::{Config as ZabConfig, Durable, Peer};
 
 use crate::runtime::Core;
 use crate::storage::{Loaded, Store};
@@ -40,7 +43,7 @@ pub struct Zab {
     /// Taken by the core loop.
     pub(crate) events: Option<mpsc::UnboundedReceiver<PeerEvent>>,
     /// Peer outputs not yet carried out (waiting behind a sync barrier).
-    pub(crate) queue: VecDeque<Output>,
+    pub(crate) pending: pending::Pending,
     pub(crate) job_tree: Vec<Persist>,
     pub(crate) job_zab: Vec<zkd_zab::peer::Persist>,
     /// Something was written without sync since the last synced write.
@@ -218,7 +221,7 @@ pub fn start(core: &mut Core, durable: Durable) -> Result<(), String> {
         peer,
         transport,
         events: Some(ev_rx),
-        queue: first.into(),
+        pending: pending::Pending::default(),
         job_tree: Vec::new(),
         job_zab: Vec::new(),
         unsynced: false,
@@ -234,5 +237,6 @@ pub fn start(core: &mut Core, durable: Durable) -> Result<(), String> {
         last_tick: None,
         looking_since: Some(clock_base),
     });
+    core.zab.as_mut().expect("just set").enqueue(first);
     Ok(())
 }
