@@ -308,9 +308,6 @@ fn spawn_storage(
     (tx, handle)
 }
 
-/// Messages of one queue a wake-up of the core handles beyond the first.
-const PER_WAKE: usize = 256;
-
 pub struct Core {
     pub server: Server,
     pub cfg: Arc<Config>,
@@ -558,17 +555,6 @@ impl Core {
         self.after_step(started);
     }
 
-    /// Handles the client messages already queued, at most `PER_WAKE`:
-    /// a burst then shares one durability wait.
-    fn handle_queued(&mut self, rx: &mut mpsc::Receiver<Msg>) {
-        for _ in 0..PER_WAKE {
-            match rx.try_recv() {
-                Ok(m) => self.handle(m),
-                Err(_) => break,
-            }
-        }
-    }
-
     /// The core loop: requests, durability reports and the expiry tick.
     /// Runs until `stop` fires or every sender is gone, then hands back the
     /// storage thread: it finishes what was queued (syncing it) once the
@@ -621,30 +607,18 @@ impl Core {
                         Some(r) => r.recv().await,
                         None => std::future::pending().await,
                     }
-                } => {
-                    self.on_peer_event(ev);
-                    // The branches above win every race: under a steady
-                    // stream of peer frames (acks, and writes forwarded by
-                    // followers) a leader's own clients were reached only
-                    // when the stream paused, and their requests waited in
-                    // the channel for up to 1.7 s (3 members, 16x32 set with
-                    // connections on every member; srvr's latency, which
-                    // starts when the core takes a request, said 64 ms). So
-                    // each wake-up serves both queues.
-                    if let Some(r) = peer_rx.as_mut() {
-                        for _ in 0..PER_WAKE {
-                            match r.try_recv() {
-                                Ok(ev) => self.on_peer_event(ev),
-                                Err(_) => break,
-                            }
-                        }
-                    }
-                    self.handle_queued(&mut rx);
-                }
+                } => self.on_peer_event(ev),
                 msg = rx.recv() => match msg {
                     Some(m) => {
                         self.handle(m);
-                        self.handle_queued(&mut rx);
+                        // Drain what is already queued before yielding, so a
+                        // burst shares one durability wait.
+                        for _ in 0..256 {
+                            match rx.try_recv() {
+                                Ok(m) => self.handle(m),
+                                Err(_) => break,
+                            }
+                        }
                     }
                     None => break,
                 },
