@@ -16,12 +16,6 @@ use super::transport::PeerEvent;
 use super::wire::Frame;
 use crate::runtime::{Core, Job};
 
-impl super::Zab {
-    pub(crate) fn enqueue(&mut self, outs: Vec<Output>) {
-        self.pending.push(outs);
-    }
-}
-
 impl Core {
     fn zab_now(&self) -> u64 {
         let z = self.zab.as_ref().expect("ensemble mode");
@@ -61,7 +55,7 @@ impl Core {
                     crate::disk::exit_now(70);
                 }
                 let outs = z.peer.step(Input::Write(data));
-                z.enqueue(outs);
+                z.pending.push(outs);
             }
         } else {
             self.send_forwards();
@@ -105,12 +99,12 @@ impl Core {
                 // The peer's clock advances on ticks only: a tick here
                 // would also send pings, answered by more messages.
                 let outs = z.peer.step(Input::Msg(from, env));
-                z.enqueue(outs);
+                z.pending.push(outs);
                 self.drain();
             }
             PeerEvent::Disconnected(p) => {
                 let outs = z.peer.step(Input::Disconnected(p));
-                z.enqueue(outs);
+                z.pending.push(outs);
                 self.drain();
             }
             PeerEvent::Frame(_, Frame::Forward(f)) => {
@@ -167,7 +161,7 @@ impl Core {
         let z = self.zab.as_mut().expect("ensemble mode");
         z.last_tick = Some(Instant::now());
         let outs = z.peer.step(Input::Tick(now_ms));
-        z.enqueue(outs);
+        z.pending.push(outs);
         let touch_every = (self.cfg.tick_time_ms as u64 / 2).max(10);
         if z.serving
             && self.server.role() == Role::Learner

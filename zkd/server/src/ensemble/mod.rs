@@ -212,7 +212,8 @@ pub fn start(core: &mut Core, durable: Durable) -> Result<(), String> {
     );
     let mut peer = Peer::new(zcfg, durable, clock_base);
     // `Peer::new` starts looking and has votes to send.
-    let first = peer.step(zkd_zab::peer::Input::Tick(clock_base));
+    let mut pending = pending::Pending::default();
+    pending.push(peer.step(zkd_zab::peer::Input::Tick(clock_base)));
     let now = core.clock.now();
     core.server
         .set_role(zkd_core::server::Role::Learner, 0, now);
@@ -221,7 +222,7 @@ pub fn start(core: &mut Core, durable: Durable) -> Result<(), String> {
         peer,
         transport,
         events: Some(ev_rx),
-        pending: pending::Pending::default(),
+        pending,
         job_tree: Vec::new(),
         job_zab: Vec::new(),
         unsynced: false,
@@ -237,6 +238,5 @@ pub fn start(core: &mut Core, durable: Durable) -> Result<(), String> {
         last_tick: None,
         looking_since: Some(clock_base),
     });
-    core.zab.as_mut().expect("just set").enqueue(first);
     Ok(())
 }
