@@ -410,11 +410,17 @@ impl TxnLog {
             // Zeros past the records, so later synced appends change no
             // metadata. The sync that follows makes the new size durable.
             let target = (written_end + CHUNK).min(segment_bytes.max(written_end));
-            let zeros = vec![0u8; (target - o.allocated) as usize];
-            o.file
-                .write_all_at(&zeros, o.allocated)
-                .map_err(|e| io("cannot extend", &o.path, e))?;
-            o.allocated = target;
+            // From one static block: a fresh zeroed buffer per extension
+            // was a fresh page for the allocator to fault in and clear
+            // (0.9% of an ensemble's CPU samples under multi10 16x32).
+            static ZEROS: [u8; CHUNK as usize] = [0; CHUNK as usize];
+            while o.allocated < target {
+                let n = (target - o.allocated).min(CHUNK) as usize;
+                o.file
+                    .write_all_at(&ZEROS[..n], o.allocated)
+                    .map_err(|e| io("cannot extend", &o.path, e))?;
+                o.allocated += n as u64;
+            }
         }
         let direct = match o.direct.as_mut().map(|d| d.write(o.pos, &o.buf)) {
             Some(Ok(())) => true,
@@ -825,5 +831,29 @@ mod tests {
         let (_, got) = read(&d, 1).unwrap();
         assert_eq!(got.len(), 3);
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// Records bigger than the chunk of zeros written ahead: the file is
+    /// extended, in several writes, to cover them and a chunk more, so a
+    /// synced append never changes its size; and they read back.
+    #[test]
+    fn records_bigger_than_a_chunk_extend_the_file_past_them() {
+        for direct in [true, false] {
+            let d = dir(if direct { "big" } else { "big-cached" });
+            let (mut log, _) = read_with(&d, 0, direct).unwrap();
+            let big = |z: u64| vec![z as u8; 3 * CHUNK as usize + 123 * z as usize];
+            for z in 1..=3 {
+                log.append(z, &big(z)).unwrap();
+                log.sync().unwrap();
+                let o = log.open.as_ref().unwrap();
+                let len = std::fs::metadata(&o.path).unwrap().len();
+                assert_eq!(len, o.allocated, "the zeros reached the file");
+                assert!(o.allocated >= o.pos + CHUNK, "a chunk ahead of the records");
+            }
+            drop(log);
+            let (_, got) = read_with(&d, 0, direct).unwrap();
+            assert_eq!(got, (1..=3).map(|z| (z, big(z))).collect::<Vec<_>>());
+            let _ = std::fs::remove_dir_all(&d);
+        }
     }
 }
