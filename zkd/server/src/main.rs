@@ -19,6 +19,7 @@
 
 mod cli;
 mod config;
+mod dirty;
 mod disk;
 mod ensemble;
 mod fourlw;
