@@ -19,7 +19,6 @@
 
 mod cli;
 mod config;
-mod dirty;
 mod disk;
 mod ensemble;
 mod fourlw;

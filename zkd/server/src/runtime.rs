@@ -206,7 +206,7 @@ impl Group {
         let result = if !self.standalone.is_empty() {
             store.commit_log(&self.standalone).and_then(|last| {
                 listening = report(last);
-                store.commit_tree(self.standalone, last)
+                store.commit_tree(&self.standalone, last)
             })
         } else if let Some(ticket) = self.ticket {
             store
@@ -214,7 +214,7 @@ impl Group {
                 .and_then(|tree_follows| {
                     listening = report(ticket);
                     if tree_follows {
-                        store.commit_ensemble_tree(self.tree, &self.zab)
+                        store.commit_ensemble_tree(&self.tree, &self.zab)
                     } else {
                         Ok(())
                     }
@@ -242,32 +242,17 @@ impl Group {
 /// an idle vCPU), twice per write. Looking yields the CPU each time round.
 const LOOK_BEFORE_SLEEP: Duration = Duration::from_micros(200);
 
-/// The next job; while none comes, the store's waiting tree records are
-/// written out when they are due.
-fn next_job(rx: &std::sync::mpsc::Receiver<Job>, store: &mut Store) -> Option<Job> {
-    use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+fn next_job(rx: &std::sync::mpsc::Receiver<Job>) -> Option<Job> {
+    use std::sync::mpsc::TryRecvError;
     let until = Instant::now() + LOOK_BEFORE_SLEEP;
     loop {
         match rx.try_recv() {
             Ok(job) => return Some(job),
             Err(TryRecvError::Disconnected) => return None,
             Err(TryRecvError::Empty) if Instant::now() < until => std::thread::yield_now(),
-            Err(TryRecvError::Empty) => break,
+            Err(TryRecvError::Empty) => return rx.recv().ok(),
         }
     }
-    while let Some(due) = store.write_out_deadline() {
-        match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
-            Ok(job) => return Some(job),
-            Err(RecvTimeoutError::Disconnected) => return None,
-            Err(RecvTimeoutError::Timeout) => {
-                if let Err(e) = store.write_out() {
-                    log::error!("cannot write the checkpoint, stopping: {e}");
-                    crate::disk::exit_now(70)
-                }
-            }
-        }
-    }
-    rx.recv().ok()
 }
 
 /// Starts the storage thread; it answers each group it writes with the
@@ -284,18 +269,13 @@ fn spawn_storage(
             let flush = |group: Group, store: &mut Store| {
                 group.write(store, fsync_warning_ms, |z| durable_tx.send(z).is_ok())
             };
-            while let Some(first) = next_job(&rx, &mut store) {
+            while let Some(first) = next_job(&rx) {
                 let mut group = Group::default();
                 for job in std::iter::once(first).chain(rx.try_iter()) {
                     match job {
                         Job::Read(read) => {
                             if !flush(std::mem::take(&mut group), &mut store) {
                                 return;
-                            }
-                            // Reads see the whole tree as written.
-                            if let Err(e) = store.write_out() {
-                                log::error!("cannot write the checkpoint, stopping: {e}");
-                                crate::disk::exit_now(70)
                             }
                             read(&mut store);
                         }
@@ -320,11 +300,6 @@ fn spawn_storage(
                 if !flush(group, &mut store) {
                     return;
                 }
-            }
-            // A clean stop leaves the checkpoint as complete as the log
-            // (RocksDB flushes unlogged writes as it closes).
-            if let Err(e) = store.write_out() {
-                log::warn!("could not write the checkpoint at stop: {e}");
             }
             drop(store);
             log::debug!("store closed");

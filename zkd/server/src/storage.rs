@@ -1,8 +1,7 @@
 //! RocksDB holds the tree; the transaction log (`txnlog`) holds the txns.
 //!
 //! Every txn is made durable once, in the log (one `fdatasync` per group).
-//! The tree's records then wait a little (`dirty`: a znode rewritten while
-//! they wait is written once) and go to RocksDB *without* RocksDB's WAL:
+//! The tree's records are then written to RocksDB *without* RocksDB's WAL:
 //! RocksDB is a checkpoint that reaches the disk when its memtable is
 //! flushed, and what a crash loses of it the log redoes at start-up. This is
 //! ZooKeeper's own design (txn log + snapshot) with an incremental snapshot.
@@ -37,7 +36,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Instant;
 
 use rocksdb::{ColumnFamilyDescriptor, FlushOptions, Options, WriteBatch, WriteOptions, DB};
 
@@ -45,7 +43,6 @@ use zkd_core::server::{decode_session, Persist, RestoredSession};
 use zkd_core::tree::{DataTree, Node};
 use zkd_core::txn::Txn;
 
-use crate::dirty::Dirty;
 use crate::txnlog::TxnLog;
 
 const CF_NODES: &str = "nodes";
@@ -77,8 +74,6 @@ pub struct Store {
     zab_records: Vec<zkd_zab::types::Txn>,
     /// The checkpoint's zxid as last written (not necessarily flushed).
     written_zxid: i64,
-    /// Tree records not yet written to RocksDB (see `dirty`).
-    dirty: Dirty,
     /// A flush was asked for when the checkpoint was at this zxid.
     flushing: Option<i64>,
     /// ZAB compacted its log through this zxid; raised on disk after a
@@ -316,7 +311,6 @@ impl Store {
             replay,
             zab_records,
             written_zxid: last as i64,
-            dirty: Dirty::new(crate::dirty::LIMITS),
             flushing: None,
             pending_base: None,
         };
@@ -546,61 +540,26 @@ impl Store {
         Ok(last)
     }
 
-    /// A persist's tree records join those waiting for RocksDB.
-    fn put_tree(&mut self, p: Persist, now: Instant) {
-        for (path, v) in p.nodes {
-            self.dirty.put(node_key(&path), v, now);
-        }
-        for (id, v) in p.sessions {
-            self.dirty.put(session_key(id).to_vec(), v, now);
-        }
-    }
-
-    /// Writes the waiting tree records into RocksDB, in one batch with the
-    /// zxid they reach.
-    pub fn write_out(&mut self) -> Result<(), StoreError> {
-        if self.dirty.is_empty() {
-            return Ok(());
-        }
-        let out = self.dirty.take(Instant::now());
-        let mut batch = WriteBatch::default();
-        for (k, v) in out.records {
+    fn put_tree(&self, batch: &mut WriteBatch, p: &Persist) {
+        for (path, v) in &p.nodes {
             match v {
-                Some(v) => batch.put_cf(self.nodes(), k, v),
-                None => batch.delete_cf(self.nodes(), k),
+                Some(v) => batch.put_cf(self.nodes(), node_key(path), v),
+                None => batch.delete_cf(self.nodes(), node_key(path)),
             }
         }
-        if let Some(z) = out.zxid {
-            batch.put_cf(self.nodes(), META_LAST_ZXID, z.to_be_bytes());
+        for (id, v) in &p.sessions {
+            match v {
+                Some(v) => batch.put_cf(self.nodes(), session_key(*id), v),
+                None => batch.delete_cf(self.nodes(), session_key(*id)),
+            }
         }
-        self.db.write_opt(batch, &unlogged())?;
-        if let Some(z) = out.zxid {
-            self.written_zxid = z;
-        }
-        Ok(())
-    }
-
-    /// When the waiting tree records must be written out (`write_out`) if
-    /// no commit comes first.
-    pub fn write_out_deadline(&self) -> Option<Instant> {
-        self.dirty.deadline()
-    }
-
-    /// Writes the waiting records out if they have waited long enough or
-    /// fill their budget; then the checkpoint's upkeep.
-    fn settle(&mut self, now: Instant) -> Result<(), StoreError> {
-        if self.dirty.due(now) {
-            self.write_out()?;
-        }
-        self.maintain()
     }
 
     /// Makes a group of persists durable: their txns in one synced log
-    /// write, then their tree records (rule 1), written to RocksDB at once.
-    pub fn commit(&mut self, group: Vec<Persist>) -> Result<i64, StoreError> {
-        let last = self.commit_log(&group)?;
+    /// write, then their tree records (rule 1).
+    pub fn commit(&mut self, group: &[Persist]) -> Result<i64, StoreError> {
+        let last = self.commit_log(group)?;
         self.commit_tree(group, last)?;
-        self.write_out()?;
         Ok(last)
     }
 
@@ -620,21 +579,21 @@ impl Store {
         Ok(last)
     }
 
-    /// The checkpoint half of `commit`: the group's tree records, after
-    /// `commit_log` returned `last` for the same group. They wait (see
-    /// `dirty`) and go to RocksDB unlogged.
-    pub fn commit_tree(&mut self, group: Vec<Persist>, last: i64) -> Result<(), StoreError> {
-        let now = Instant::now();
+    /// The checkpoint half of `commit`: the group's tree records, unlogged,
+    /// after `commit_log` returned `last` for the same group.
+    pub fn commit_tree(&mut self, group: &[Persist], last: i64) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
         for p in group {
-            self.put_tree(p, now);
+            self.put_tree(&mut batch, p);
         }
-        self.dirty.reached(last, now);
-        self.settle(now)
+        batch.put_cf(self.nodes(), META_LAST_ZXID, last.to_be_bytes());
+        self.db.write_opt(batch, &unlogged())?;
+        self.written_zxid = last;
+        self.maintain()
     }
 
     /// Makes the whole checkpoint durable now (an import; a clean stop).
     pub fn flush(&mut self) -> Result<(), StoreError> {
-        self.write_out()?;
         self.db.flush_cf(self.nodes())?;
         self.flushing = Some(self.written_zxid);
         self.maintain()
@@ -660,26 +619,9 @@ impl Store {
             }
         }
         if self.flushing.is_none() && (self.txlog.files() > 1 || self.pending_base.is_some()) {
-            // The flush covers what waits too: a flush that stops short of
-            // the log file it is for frees nothing and is asked for again.
-            self.write_out()?;
-            if !self.flush_running()? {
-                self.start_flush()?;
-            }
+            self.start_flush()?;
         }
         Ok(())
-    }
-
-    /// Is RocksDB flushing a memtable of its own accord? A flush asked
-    /// for meanwhile waits for it (RocksDB will not stall writes for it),
-    /// and so would the storage thread: half a second seen under 16x32
-    /// creates. The next commit asks again.
-    fn flush_running(&self) -> Result<bool, StoreError> {
-        let imm = self
-            .db
-            .property_int_value_cf(self.nodes(), "rocksdb.num-immutable-mem-table")?
-            .unwrap_or(0);
-        Ok(imm > 0)
     }
 
     fn get_u64(&self, key: &[u8]) -> Result<u64, StoreError> {
@@ -785,17 +727,24 @@ impl Store {
     /// zxid they reach, unlogged, after `commit_ensemble_log` (rule 1).
     pub fn commit_ensemble_tree(
         &mut self,
-        tree: Vec<Persist>,
+        tree: &[Persist],
         zab: &[zkd_zab::peer::Persist],
     ) -> Result<(), StoreError> {
-        let now = Instant::now();
+        let applied = applied(zab);
+        let mut batch = WriteBatch::default();
         for p in tree {
-            self.put_tree(p, now);
+            self.put_tree(&mut batch, p);
         }
-        if let Some(z) = applied(zab) {
-            self.dirty.reached(z, now);
+        if let Some(z) = applied {
+            batch.put_cf(self.nodes(), META_LAST_ZXID, z.to_be_bytes());
         }
-        self.settle(now)
+        if !batch.is_empty() {
+            self.db.write_opt(batch, &unlogged())?;
+            if let Some(z) = applied {
+                self.written_zxid = z;
+            }
+        }
+        self.maintain()
     }
 
     /// Rule 3: a leader's state and log in place of ours.
@@ -811,8 +760,6 @@ impl Store {
         let gen = self.zablog.generation() + 1;
         let records: Vec<(u64, &[u8])> = log.iter().map(|t| (t.zxid, &t.data[..])).collect();
         self.zablog.begin_generation(gen, &records)?;
-        // What waits belongs to states older than this one.
-        self.dirty.clear(Instant::now());
         let mut batch = WriteBatch::default();
         // Node keys are UTF-8 paths: none starts with 0xff; sessions and
         // last_zxid sort below [0xff, 0xff].
@@ -909,7 +856,7 @@ mod tests {
                 nodes: ch.records,
                 sessions: vec![(7, Some(zkd_core::server::encode_session(4000, &[1; 16])))],
             };
-            assert_eq!(s.commit(vec![p]).unwrap(), 1);
+            assert_eq!(s.commit(&[p]).unwrap(), 1);
             assert_eq!(s.children("/a").unwrap(), vec!["b".to_string()]);
         }
         let mut s = Store::open(&dir, &dir).unwrap();
@@ -975,101 +922,6 @@ mod tests {
         let mut s = Store::open(&dir, &dir).unwrap();
         assert!(s.replay.is_empty(), "the checkpoint holds the redone txns");
         check(&s.load().unwrap());
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    /// Creates /a and sets it twice, one group each, through the log and
-    /// into the waiting tree records (a window that does not end by itself).
-    fn commit_three_groups(s: &mut Store) {
-        s.dirty = Dirty::new(crate::dirty::Limits {
-            max_age: std::time::Duration::from_secs(3600),
-            ..crate::dirty::LIMITS
-        });
-        let mut tree = s.load().unwrap().tree;
-        let txns = [
-            Txn::Create {
-                path: "/a".into(),
-                data: b"v1".to_vec(),
-                acl: Acl::open_unsafe(),
-                ephemeral_owner: 0,
-                parent_cversion: 1,
-            },
-            Txn::SetData {
-                path: "/a".into(),
-                data: b"v2".to_vec(),
-                version: 1,
-            },
-            Txn::SetData {
-                path: "/a".into(),
-                data: b"v3".to_vec(),
-                version: 2,
-            },
-        ];
-        for (zxid, txn) in (1..).zip(txns) {
-            tree.begin();
-            match &txn {
-                Txn::Create { data, .. } => {
-                    tree.create("/a", data.clone(), Acl::open_unsafe(), 0, 1, zxid, 5);
-                }
-                Txn::SetData { data, version, .. } => {
-                    tree.set_data("/a", data.clone(), *version, zxid, 5);
-                }
-                _ => unreachable!(),
-            }
-            let p = Persist {
-                last_zxid: zxid,
-                log: vec![(zxid, entry(0, zxid, &txn))],
-                nodes: tree.commit().records,
-                sessions: vec![],
-            };
-            let last = s.commit_log(std::slice::from_ref(&p)).unwrap();
-            s.commit_tree(vec![p], last).unwrap();
-        }
-        let stored = s.children("/").unwrap();
-        assert!(
-            !stored.contains(&"a".to_string()),
-            "the records wait: {stored:?}"
-        );
-    }
-
-    /// Tree records still waiting when the process dies are not in the
-    /// checkpoint; the log redoes them.
-    #[test]
-    fn waiting_tree_records_lost_in_a_crash_are_redone_from_the_log() {
-        let dir = std::env::temp_dir().join(format!("zkd-store-wait-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        {
-            let mut s = Store::open(&dir, &dir).unwrap();
-            commit_three_groups(&mut s);
-            // Dropped without a write-out: what a kill -9 leaves.
-        }
-        let mut s = Store::open(&dir, &dir).unwrap();
-        assert_eq!(s.replay.len(), 3);
-        let l = s.load().unwrap();
-        assert_eq!(l.last_zxid, 3);
-        let a = l.tree.get("/a").unwrap();
-        assert_eq!((&a.data[..], a.stat.version), (b"v3".as_slice(), 2));
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    /// A flush writes what waits first: the checkpoint it makes holds the
-    /// last value of each rewritten node and the zxid that value has.
-    #[test]
-    fn a_flush_takes_the_waiting_tree_records_into_the_checkpoint() {
-        let dir = std::env::temp_dir().join(format!("zkd-store-flush-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        {
-            let mut s = Store::open(&dir, &dir).unwrap();
-            commit_three_groups(&mut s);
-            s.flush().unwrap();
-            assert!(s.children("/").unwrap().contains(&"a".to_string()));
-        }
-        let mut s = Store::open(&dir, &dir).unwrap();
-        assert!(s.replay.is_empty(), "nothing left to redo");
-        let l = s.load().unwrap();
-        assert_eq!(l.last_zxid, 3);
-        let a = l.tree.get("/a").unwrap();
-        assert_eq!((&a.data[..], a.stat.version), (b"v3".as_slice(), 2));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
