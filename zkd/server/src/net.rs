@@ -88,14 +88,19 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let cfg = cfg.clone();
         let core = core.clone();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            match tls {
-                None => {
+        // One task type per kind of port: a task is allocated at the size
+        // of its largest state, and a TLS handshake's state (2,688 bytes
+        // with it, 888 without) would be paid by every plain session.
+        match tls.clone() {
+            None => {
+                tokio::spawn(async move {
                     let (rd, wr) = stream.into_split();
                     connection(rd, wr, peer, cfg, core).await;
-                }
-                Some(acceptor) => {
+                    drop(slot);
+                });
+            }
+            Some(acceptor) => {
+                tokio::spawn(async move {
                     let hs = tokio::time::timeout(
                         std::time::Duration::from_secs(10),
                         acceptor.accept(stream),
@@ -108,10 +113,10 @@ pub async fn serve(
                         Ok(Err(e)) => log::info!("TLS handshake with {peer} failed: {e}"),
                         Err(_) => log::info!("TLS handshake with {peer} timed out"),
                     }
-                }
+                    drop(slot);
+                });
             }
-            drop(slot);
-        });
+        }
     }
 }
 
