@@ -88,9 +88,10 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let cfg = cfg.clone();
         let core = core.clone();
-        // One task type per kind of port: a task is allocated at the size
-        // of its largest state, and a TLS handshake's state (2,688 bytes
-        // with it, 888 without) would be paid by every plain session.
+        // Plain and TLS connections are separate tasks: a task is allocated
+        // at the size of its future's largest state, and with the handshake
+        // in the same future every plain session's task took 2,688 bytes
+        // instead of 888.
         match tls.clone() {
             None => {
                 tokio::spawn(async move {
