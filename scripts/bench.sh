@@ -211,6 +211,17 @@ for ((pass = 1; pass <= repeat; pass++)); do
   ((pass == repeat)) || stop_servers
 done
 
+# The disk's floor, measured now on the same disk: a server with fsync on
+# answers a lone write no faster than one small append is made durable.
+# One appender per member: an ensemble's members share this disk.
+floor="$work/floor"
+mkdir -p "$floor"
+floors=()
+for size in 100 10240; do
+  settle "disk floor $size"
+  floors+=("$("$bench" --workload fsync --dir "$floor" --conns "$members" --size "$size" --seconds "$seconds")")
+done
+
 python3 - "$results" "$repeat" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
@@ -249,6 +260,13 @@ rss_of() { # total RSS (KiB) of processes whose command line matches $1
   for p in $(pgrep -f "$1" || true); do total=$((total + $(ps -o rss= -p "$p" | tr -d ' '))); done
   echo "$total"
 }
+printf '%s\n' "${floors[@]}" | python3 -c '
+import json, sys
+for line in sys.stdin:
+    r = json.loads(line)
+    print("Disk floor, {conns} appender(s), each one {size}-byte write + fdatasync at a time"
+          " (zkbench --workload fsync): {ops_per_s:.0f}/s in all, p50/p99/p99.9"
+          " {p50_us}/{p99_us}/{p999_us} us".format(**r))'
 if [[ "${SETTLE:-1}" != 0 ]]; then
   echo "Waited ${settled_s} s in all, over $settle_waits runs, for a quiet machine before each run."
 fi

@@ -7,6 +7,9 @@
 //! measured the server and not itself. One JSON line per run on stdout.
 //!
 //! `scripts/bench.sh` runs it against both servers and prints the ratios.
+//! `--workload fsync` measures the disk instead of a server (`disk.rs`).
+
+mod disk;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +27,7 @@ const HELP: &str = "\
 zkbench - pipelined ZooKeeper load generator
 
 Usage: zkbench --server HOST:PORT --workload NAME [options]
+       zkbench --workload fsync --dir DIR [--conns N] [--size B] [--seconds S]
 
 Workloads: create set get exists children children10k delete multi10 mix
            populate (create --keys znodes in all, spread over the
@@ -31,6 +35,9 @@ Workloads: create set get exists children children10k delete multi10 mix
            fanout (--conns sessions each watch one znode; after --seconds
              of holding the watches one write fires them all; reports the
              time until each session got its event)
+           fsync (no server: --conns appenders, each with its own
+             zero-filled file in --dir, write --size bytes and fdatasync,
+             one at a time: the disk's floor for a lone durable write)
 Options:
   --conns N       connections (sessions), default 1
   --depth N       requests in flight per connection, default 1
@@ -38,6 +45,7 @@ Options:
   --size BYTES    data size, default 100
   --keys N        znodes per connection for get/set/exists/mix, default 100
   --prefix PATH   namespace for the run, default /zkbench
+  --dir DIR       fsync: where the appenders' files go (removed after)
 ";
 
 #[derive(Clone)]
@@ -50,6 +58,7 @@ struct Opts {
     size: usize,
     keys: usize,
     prefix: String,
+    dir: String,
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -62,6 +71,7 @@ fn parse_args() -> Result<Opts, String> {
         size: 100,
         keys: 100,
         prefix: "/zkbench".into(),
+        dir: String::new(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -85,11 +95,16 @@ fn parse_args() -> Result<Opts, String> {
             "--size" => o.size = num(&v)?,
             "--keys" => o.keys = num(&v)?,
             "--prefix" => o.prefix = v,
+            "--dir" => o.dir = v,
             _ => return Err(format!("unknown option {a}")),
         }
         i += 2;
     }
-    if o.server.is_empty() || o.workload.is_empty() {
+    if o.workload == "fsync" {
+        if o.dir.is_empty() {
+            return Err("--workload fsync needs --dir".into());
+        }
+    } else if o.server.is_empty() || o.workload.is_empty() {
         return Err("--server and --workload are required".into());
     }
     Ok(o)
@@ -617,12 +632,17 @@ async fn run(o: Opts) -> std::io::Result<()> {
     let secs = start.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
     lat.sort_unstable();
+    report(&o, &lat, errors, secs, cpu);
+    Ok(())
+}
+
+/// The run's JSON line; `lat` sorted.
+fn report(o: &Opts, lat: &[u32], errors: u64, secs: f64, cpu: f64) {
     println!(
         "{{\"workload\":\"{}\",\"conns\":{},\"depth\":{},\"size\":{},\"ops\":{},\"errors\":{},\"secs\":{:.3},\"ops_per_s\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"bench_cpu_pct\":{:.1}}}",
         o.workload, o.conns, o.depth, o.size, lat.len(), errors, secs, lat.len() as f64 / secs,
-        pct(&lat, 0.5), pct(&lat, 0.99), pct(&lat, 0.999), 100.0 * cpu / secs
+        pct(lat, 0.5), pct(lat, 0.99), pct(lat, 0.999), 100.0 * cpu / secs
     );
-    Ok(())
 }
 
 fn main() {
@@ -633,6 +653,20 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if o.workload == "fsync" {
+        let cpu0 = cpu_seconds();
+        match disk::run(std::path::Path::new(&o.dir), o.conns, o.size, o.seconds) {
+            Ok((mut lat, secs)) => {
+                lat.sort_unstable();
+                report(&o, &lat, 0, secs, cpu_seconds() - cpu0);
+                return;
+            }
+            Err(e) => {
+                eprintln!("zkbench: {}: {e}", o.dir);
+                std::process::exit(1);
+            }
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

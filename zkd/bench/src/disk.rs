@@ -1,0 +1,139 @@
+//! The disk's floor for one-at-a-time durable writes: `--workload fsync`.
+//!
+//! A server with fsync on cannot answer a lone write faster than its disk
+//! makes one small append durable, so `scripts/bench.sh` measures that in
+//! the same run as the servers and prints it under the table. Each of
+//! `--conns` appenders owns a file in `--dir`, zero-filled and synced before
+//! the clock starts (so no append changes the file's size or allocates a
+//! block: the cheapest append there is, as in zkd's filled log files;
+//! ZooKeeper pads its log sparsely, so its appends also allocate blocks),
+//! and loops: `--size` bytes
+//! written at the next offset (buffered, as ZooKeeper writes its log), then
+//! `fdatasync`. One appender per ensemble member puts as many syncs in
+//! flight on the disk as three members that share it.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Each appender's file; appends wrap around to its start.
+const FILE_BYTES: u64 = 64 << 20;
+
+/// Runs the appenders for `seconds`; returns every append's latency (µs)
+/// and the seconds the run took. The files are removed afterwards.
+pub fn run(
+    dir: &Path,
+    appenders: usize,
+    size: usize,
+    seconds: f64,
+) -> std::io::Result<(Vec<u32>, f64)> {
+    let size = size.max(1);
+    let mut files = Vec::new();
+    for i in 0..appenders {
+        let path = dir.join(format!("zkbench-fsync-{}-{i}", std::process::id()));
+        files.push(Owned::create(path)?);
+    }
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let threads: Vec<_> = files
+        .iter()
+        .map(|f| f.file.try_clone())
+        .collect::<std::io::Result<Vec<File>>>()?
+        .into_iter()
+        .map(|file| std::thread::spawn(move || append_until(&file, size, deadline)))
+        .collect();
+    let mut lat = Vec::new();
+    for t in threads {
+        lat.extend(t.join().expect("appender thread")?);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    drop(files);
+    Ok((lat, secs))
+}
+
+fn append_until(file: &File, size: usize, deadline: Instant) -> std::io::Result<Vec<u32>> {
+    let rec = vec![b'x'; size];
+    let mut lat = Vec::new();
+    let mut off = 0u64;
+    while Instant::now() < deadline {
+        if off + size as u64 > FILE_BYTES {
+            off = 0;
+        }
+        let t = Instant::now();
+        file.write_all_at(&rec, off)?;
+        file.sync_data()?;
+        lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        off += size as u64;
+    }
+    Ok(lat)
+}
+
+/// A zero-filled, synced file that is removed when dropped.
+struct Owned {
+    file: File,
+    path: PathBuf,
+}
+
+impl Owned {
+    fn create(path: PathBuf) -> std::io::Result<Owned> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        // Owned from here: a failure below still removes the file.
+        let owned = Owned { file, path };
+        let zeros = vec![0u8; 1 << 20];
+        let mut at = 0;
+        while at < FILE_BYTES {
+            owned.file.write_all_at(&zeros, at)?;
+            at += zeros.len() as u64;
+        }
+        owned.file.sync_all()?;
+        Ok(owned)
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_are_timed_and_files_removed() {
+        let dir = std::env::temp_dir().join(format!("zkbench-disk-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (lat, secs) = run(&dir, 2, 100, 0.2).unwrap();
+        assert!(!lat.is_empty());
+        assert!(secs >= 0.2);
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "files left behind"
+        );
+        std::fs::remove_dir(&dir).unwrap();
+    }
+
+    #[test]
+    fn appends_land_at_advancing_offsets() {
+        let dir = std::env::temp_dir().join(format!("zkbench-disk-off-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let owned = Owned::create(dir.join("f")).unwrap();
+        assert_eq!(owned.file.metadata().unwrap().len(), FILE_BYTES);
+        let lat =
+            append_until(&owned.file, 10, Instant::now() + Duration::from_millis(50)).unwrap();
+        let mut buf = vec![0u8; 10 * lat.len() + 10];
+        owned.file.read_exact_at(&mut buf, 0).unwrap();
+        assert!(buf[..10 * lat.len()].iter().all(|b| *b == b'x'));
+        assert!(buf[10 * lat.len()..].iter().all(|b| *b == 0));
+        drop(owned);
+        assert!(!dir.join("f").exists());
+        std::fs::remove_dir(&dir).unwrap();
+    }
+}
