@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Usage: scripts/bench-zkfs.py [--help] [--quick]
 
 Measures zkfs against the same work done by a direct client (kazoo) and by a

@@ -20,22 +20,25 @@ use std::time::{Duration, Instant};
 /// Each appender's file; appends wrap around to its start.
 const FILE_BYTES: u64 = 64 << 20;
 
-/// Runs the appenders for `seconds`; returns every append's latency (µs)
-/// and the seconds the run took. The files are removed afterwards.
-pub fn run(
-    dir: &Path,
-    appenders: usize,
-    size: usize,
-    seconds: f64,
-) -> std::io::Result<(Vec<u32>, f64)> {
+/// What a run measured: every append's latency (µs), the seconds it took
+/// and the CPU seconds this process used in them (not filling the files).
+pub struct Measured {
+    pub lat: Vec<u32>,
+    pub secs: f64,
+    pub cpu: f64,
+}
+
+/// Runs the appenders for `seconds`. The files are removed afterwards.
+pub fn run(dir: &Path, appenders: usize, size: usize, seconds: f64) -> std::io::Result<Measured> {
     let size = size.max(1);
     let mut files = Vec::new();
     for i in 0..appenders {
         let path = dir.join(format!("zkbench-fsync-{}-{i}", std::process::id()));
         files.push(Owned::create(path)?);
     }
-    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let cpu0 = super::cpu_seconds();
     let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(seconds);
     let threads: Vec<_> = files
         .iter()
         .map(|f| f.file.try_clone())
@@ -48,8 +51,9 @@ pub fn run(
         lat.extend(t.join().expect("appender thread")?);
     }
     let secs = start.elapsed().as_secs_f64();
+    let cpu = super::cpu_seconds() - cpu0;
     drop(files);
-    Ok((lat, secs))
+    Ok(Measured { lat, secs, cpu })
 }
 
 fn append_until(file: &File, size: usize, deadline: Instant) -> std::io::Result<Vec<u32>> {
@@ -109,9 +113,9 @@ mod tests {
     fn appends_are_timed_and_files_removed() {
         let dir = std::env::temp_dir().join(format!("zkbench-disk-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let (lat, secs) = run(&dir, 2, 100, 0.2).unwrap();
-        assert!(!lat.is_empty());
-        assert!(secs >= 0.2);
+        let m = run(&dir, 2, 100, 0.2).unwrap();
+        assert!(!m.lat.is_empty());
+        assert!(m.secs >= 0.2);
         assert_eq!(
             std::fs::read_dir(&dir).unwrap().count(),
             0,

@@ -654,11 +654,10 @@ fn main() {
         }
     };
     if o.workload == "fsync" {
-        let cpu0 = cpu_seconds();
         match disk::run(std::path::Path::new(&o.dir), o.conns, o.size, o.seconds) {
-            Ok((mut lat, secs)) => {
-                lat.sort_unstable();
-                report(&o, &lat, 0, secs, cpu_seconds() - cpu0);
+            Ok(mut m) => {
+                m.lat.sort_unstable();
+                report(&o, &m.lat, 0, m.secs, m.cpu);
                 return;
             }
             Err(e) => {
