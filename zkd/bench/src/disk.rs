@@ -2,15 +2,16 @@
 //!
 //! A server with fsync on cannot answer a lone write faster than its disk
 //! makes one small append durable, so `scripts/bench.sh` measures that in
-//! the same run as the servers and prints it under the table. Each of
-//! `--conns` appenders owns a file in `--dir`, zero-filled and synced before
-//! the clock starts (so no append changes the file's size or allocates a
-//! block: the cheapest append there is, as in zkd's filled log files;
-//! ZooKeeper pads its log sparsely, so its appends also allocate blocks),
-//! and loops: `--size` bytes
-//! written at the next offset (buffered, as ZooKeeper writes its log), then
-//! `fdatasync`. One appender per ensemble member puts as many syncs in
-//! flight on the disk as three members that share it.
+//! the same run as the servers and prints it under the table.
+//!
+//! Each of `--conns` appenders owns a file in `--dir`, zero-filled and
+//! synced before the clock starts, so no append changes the file's size or
+//! allocates a block: the cheapest append there is, as in zkd's filled log
+//! files (ZooKeeper pads its log sparsely, so its appends also allocate
+//! blocks). Each loops: `--size` bytes written at the next offset
+//! (buffered, as ZooKeeper writes its log), then `fdatasync`. One appender
+//! per ensemble member puts as many syncs in flight on the disk as three
+//! members that share it.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
