@@ -270,9 +270,9 @@ impl Store {
                 // two (the default), the checkpoint flush that `maintain`
                 // asks for while RocksDB is already flushing waits inside
                 // RocksDB (`WaitUntilFlushWouldNotStallWrites`) until that
-                // flush ends, and so does the storage thread: ~0.4 s on
-                // each ensemble member at once, 1-2 times per run of
-                // 16x32 10 KiB deletes then multi10. A/B on fresh 3-member
+                // flush ends, and so does the storage thread (0.4 s in the
+                // case timed); every ensemble member logged it 1-2 times per
+                // run of 16x32 10 KiB deletes then multi10. A/B on fresh 3-member
                 // ensembles, that sequence, 2 runs each: waits 0 against
                 // 1-2 per member; delete 16x32 10 KiB p99.9 56 / 48 ms
                 // against 149 / 172 ms. Costs up to one more 64 MB memtable
