@@ -40,17 +40,17 @@ pub fn run(dir: &Path, appenders: usize, size: usize, seconds: f64) -> std::io::
     let cpu0 = super::cpu_seconds();
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(seconds);
-    let threads: Vec<_> = files
-        .iter()
-        .map(|f| f.file.try_clone())
-        .collect::<std::io::Result<Vec<File>>>()?
-        .into_iter()
-        .map(|file| std::thread::spawn(move || append_until(&file, size, deadline)))
-        .collect();
     let mut lat = Vec::new();
-    for t in threads {
-        lat.extend(t.join().expect("appender thread")?);
-    }
+    std::thread::scope(|s| {
+        let threads: Vec<_> = files
+            .iter()
+            .map(|f| s.spawn(move || append_until(&f.file, size, deadline)))
+            .collect();
+        for t in threads {
+            lat.extend(t.join().expect("appender thread")?);
+        }
+        Ok::<_, std::io::Error>(())
+    })?;
     let secs = start.elapsed().as_secs_f64();
     let cpu = super::cpu_seconds() - cpu0;
     drop(files);
