@@ -100,6 +100,40 @@ def test_inotify_reports_other_clients_changes(mnt, tree):
         wd.close()
 
 
+def test_a_listing_tells_the_kernel_what_a_lookup_would(mnt, tree):
+    """`ls -l` gets every entry's attributes with the listing (READDIRPLUS),
+    without a lookup per name. They must be what a lookup gives, and zkfs
+    must count them as looked up: a change made elsewhere to an entry seen
+    only through the listing still reaches an inotify watcher and the cache."""
+    from kazoo.security import make_acl
+
+    zk, root = tree
+    zk.create(root + "/d/f", b"12345", makepath=True)
+    zk.set(root + "/d", b"dirdata")
+    zk.create(root + "/d/sub/kid", b"", makepath=True)
+    zk.create(root + "/d/ro", b"r", acl=[make_acl("world", "anyone", read=True)])
+    # A mount made after the tree: `mnt` looked the names up already, when
+    # it repeated the creates for inotify.
+    fresh = Mount(mnt.source.split("/")[0], root)
+    w = Watcher(fresh.p("d"))
+    try:
+        names = sorted(l.split()[-1] for l in sh(f"ls -lA {fresh.p('d')}").stdout.splitlines()[1:])
+        assert names == [".data", "f", "ro", "sub"]
+        listed = {e.name: e.stat(follow_symlinks=False) for e in os.scandir(fresh.p("d"))}
+        for name, st in listed.items():
+            looked = os.stat(mnt.p("d/" + name))
+            fields = ("st_mode", "st_size", "st_ino", "st_nlink", "st_mtime", "st_uid")
+            assert [getattr(st, f) for f in fields] == [getattr(looked, f) for f in fields], name
+        assert oct(listed["ro"].st_mode & 0o777) == "0o444"
+        assert listed["sub"].st_mode & 0o40000 and listed[".data"].st_size == 7
+        zk.set(root + "/d/f", b"1234567890")
+        w.wait_for("MODIFY f")
+        assert os.stat(fresh.p("d/f")).st_size == 10
+    finally:
+        w.close()
+        fresh.close()
+
+
 def test_zkfs_wait_blocks_until_the_next_change(mnt, tree):
     zk, root = tree
     zk.create(root + "/flag", b"0")

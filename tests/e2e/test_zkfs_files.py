@@ -166,6 +166,12 @@ def test_xattrs_show_stat_and_acl(mnt, tree):
     assert get("dataLength") == "4"
     assert "world:anyone:cdrwa" in get("acl")
     assert "mzxid=" + hex(zst.mzxid) in get("stat")
+    # Only the user namespace exists: labels and POSIX ACLs are "not
+    # supported" (ls -l then stops asking), a missing user name "no such".
+    r = sh(f"getfattr -n system.posix_acl_access {mnt.p('x')}", check=False)
+    assert r.returncode != 0 and "Operation not supported" in r.stderr
+    r = sh(f"getfattr -n user.nothing {mnt.p('x')}", check=False)
+    assert r.returncode != 0 and "No such attribute" in r.stderr
     session = get("session")
     assert session.startswith("0x") and int(session, 16) != 0
     sh(f"setfattr -n user.zk.acl -v 'world:anyone:r' {mnt.p('x')}")

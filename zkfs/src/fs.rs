@@ -87,10 +87,21 @@ impl Handle {
     }
 }
 
+/// One entry of an open directory, with what READDIRPLUS hands the kernel
+/// besides the name: the attributes, and the table entry for the lookup
+/// that the kernel counts for every entry it is given.
+struct Listed {
+    name: String,
+    attr: FileAttr,
+    ttl: Duration,
+    /// None for "." and "..": the kernel takes no lookup for them.
+    entry: Option<Entry>,
+}
+
 pub struct ZkFs {
     sh: Arc<Shared>,
     handles: HashMap<u64, Handle>,
-    dirs: HashMap<u64, Vec<(u64, FileType, String)>>,
+    dirs: HashMap<u64, Vec<Listed>>,
     next_fh: u64,
     /// Files created through this mount and not yet flushed: path → ino.
     local: HashMap<String, u64>,
@@ -828,22 +839,39 @@ impl ZkFs {
         Ok(())
     }
 
-    fn readdir_list(&mut self, ino: u64) -> Result<Vec<(u64, FileType, String)>, c_int> {
+    /// Lists a directory once, at opendir, with every child's attributes:
+    /// one getChildren, then one pipelined getACL per child (its stat gives
+    /// the type and its ACL the mode). `ls -l` then finds everything in the
+    /// kernel's cache instead of asking for each name again.
+    fn readdir_list(&mut self, ino: u64) -> Result<Vec<Listed>, c_int> {
         let dir = self.dir_path(ino)?;
         let (children, st) = self.sh.zk.children(&dir).map_err(errno)?;
-        let mut out = vec![
-            (ino, FileType::Directory, ".".to_string()),
-            (1, FileType::Directory, "..".to_string()),
-        ];
+        // "." and ".." carry no attributes the kernel uses; their type and
+        // inode number are what readdir shows.
+        let dot = |name: &str, ino: u64| Listed {
+            name: name.to_string(),
+            attr: self.sh.attr(ino, Kind::Dir, &st, 0, None),
+            ttl: NO_TTL,
+            entry: None,
+        };
+        let mut out = vec![dot(".", ino), dot("..", 1)];
         if st.data_length > 0 {
-            out.push((
-                ino_of(&format!("{dir}\0data")),
-                FileType::RegularFile,
-                DATA_FILE.to_string(),
-            ));
+            let (dst, perm, _) = self.stat_acl(&dir)?;
+            let data_ino = ino_of(&format!("{dir}\0data"));
+            out.push(Listed {
+                name: DATA_FILE.to_string(),
+                attr: self
+                    .sh
+                    .attr(data_ino, Kind::File, &dst, perm & !0o111, None),
+                ttl: TTL,
+                entry: Some(Entry {
+                    data_file: true,
+                    ..Entry::new(dir.clone(), Kind::File)
+                }),
+            });
         }
-        // One pipelined getACL per child: its type needs the stat, and the
-        // stat and ACL are kept briefly for the lookup `ls -l` makes next.
+        // The stat and ACL are also kept briefly for a lookup that still
+        // comes: a plain READDIR, or an entry the kernel already dropped.
         let names: Vec<String> = children.into_iter().filter(|c| c != MKDIR_MARK).collect();
         let tickets: Vec<_> = names
             .iter()
@@ -853,17 +881,44 @@ impl ZkFs {
             let p = join(&dir, &name);
             match crate::client::Client::acl_of(self.sh.zk.wait(t)) {
                 Ok((acl, cst)) => {
-                    out.push((ino_of(&p), self.sh.kind(&p, &cst).file_type(), name));
+                    let kind = self.sh.kind(&p, &cst);
+                    let attr = self
+                        .sh
+                        .attr(ino_of(&p), kind, &cst, self.sh.perm(kind, &acl), None);
+                    // A child named like `base@mods` means something else on
+                    // lookup: the kernel must ask rather than trust this.
+                    let ttl = if parse_mods(&name).is_some() {
+                        NO_TTL
+                    } else {
+                        TTL
+                    };
+                    out.push(Listed {
+                        name,
+                        attr,
+                        ttl,
+                        entry: Some(Entry::new(p.clone(), kind)),
+                    });
                     self.sh.remember_listed(p, acl, cst);
                 }
                 Err(ErrorCode::NO_NODE) => {}
                 Err(e) => return Err(errno(e)),
             }
         }
-        for p in self.local.keys() {
+        for (p, &lino) in &self.local {
             let (pd, base) = names::split(p);
-            if pd == dir && !out.iter().any(|(_, _, n)| n == base) {
-                out.push((ino_of(p), FileType::RegularFile, base.to_string()));
+            if pd == dir && !out.iter().any(|l| l.name == base) {
+                let size = self
+                    .handles
+                    .values()
+                    .find(|h| h.ino == lino)
+                    .map(|h| h.buf.len())
+                    .unwrap_or(0);
+                out.push(Listed {
+                    name: base.to_string(),
+                    attr: self.sh.local_attr(lino, size as u64),
+                    ttl: NO_TTL,
+                    entry: Some(Entry::new(p.clone(), Kind::File)),
+                });
             }
         }
         Ok(out)
@@ -875,7 +930,11 @@ impl Filesystem for ZkFs {
         let _ = config.add_capabilities(
             fuser::consts::FUSE_FLOCK_LOCKS
                 | fuser::consts::FUSE_POSIX_LOCKS
-                | fuser::consts::FUSE_ATOMIC_O_TRUNC,
+                | fuser::consts::FUSE_ATOMIC_O_TRUNC
+                // Always READDIRPLUS, not the kernel's adaptive choice: that
+                // uses it for a directory's first buffer only, and `ls`
+                // reads the whole directory before it stats anything.
+                | fuser::consts::FUSE_DO_READDIRPLUS,
         );
         Ok(())
     }
@@ -1219,11 +1278,38 @@ impl Filesystem for ZkFs {
         let Some(list) = self.dirs.get(&fh) else {
             return reply.error(libc::EBADF);
         };
-        for (i, (ino, kind, name)) in list.iter().enumerate().skip(offset.max(0) as usize) {
-            if reply.add(*ino, (i + 1) as i64, *kind, name) {
+        for (i, l) in list.iter().enumerate().skip(offset.max(0) as usize) {
+            if reply.add(l.attr.ino, (i + 1) as i64, l.attr.kind, &l.name) {
                 break;
             }
         }
+        reply.ok()
+    }
+
+    /// READDIR with a LOOKUP of every entry in the same reply. The kernel
+    /// counts a lookup for each entry it receives (not "." or ".."), so
+    /// each one sent is remembered as a lookup here.
+    fn readdirplus(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        offset: i64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let Some(list) = self.dirs.get(&fh) else {
+            return reply.error(libc::EBADF);
+        };
+        let mut table = self.sh.table.lock().unwrap();
+        for (i, l) in list.iter().enumerate().skip(offset.max(0) as usize) {
+            if reply.add(l.attr.ino, (i + 1) as i64, &l.name, &l.ttl, &l.attr, 0) {
+                break;
+            }
+            if let Some(e) = &l.entry {
+                table.remember(l.attr.ino, e.clone());
+            }
+        }
+        drop(table);
         reply.ok()
     }
 

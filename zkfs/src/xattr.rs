@@ -84,9 +84,23 @@ pub fn parse_acl(text: &str) -> Result<Vec<Acl>, i32> {
     Ok(out)
 }
 
+/// The answer for an attribute zkfs does not have. Only the `user.`
+/// namespace exists here: for `security.`, `system.` and `trusted.` names
+/// (SELinux labels, POSIX ACLs) the answer is ENOTSUP, "not supported by
+/// this filesystem", not ENODATA. `ls -l` asks for a label and an ACL of
+/// every file; on ENOTSUP it stops asking for the rest of the mount, on
+/// ENODATA it asks again for each file, a round trip through FUSE each.
+fn absent(name: &str) -> i32 {
+    if name.starts_with("user.") {
+        libc::ENODATA
+    } else {
+        libc::ENOTSUP
+    }
+}
+
 pub fn get(sh: &Shared, path: &str, name: &str) -> Result<Vec<u8>, i32> {
     let Some(key) = name.strip_prefix("user.zk.") else {
-        return Err(libc::ENODATA);
+        return Err(absent(name));
     };
     let text = match key {
         "session" => format!("0x{:x}", sh.zk.session_id()),
@@ -113,7 +127,7 @@ pub fn get(sh: &Shared, path: &str, name: &str) -> Result<Vec<u8>, i32> {
             let st = sh.zk.exists(path).map_err(errno)?;
             stat_field(&st, k).unwrap()
         }
-        _ => return Err(libc::ENODATA),
+        _ => return Err(absent(name)),
     };
     Ok(text.into_bytes())
 }
@@ -160,6 +174,15 @@ pub fn set(sh: &Shared, path: &str, name: &str, value: &[u8]) -> Result<(), i32>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_user_namespace_exists() {
+        assert_eq!(absent("user.zk.nope"), libc::ENODATA);
+        assert_eq!(absent("user.mime_type"), libc::ENODATA);
+        assert_eq!(absent("security.selinux"), libc::ENOTSUP);
+        assert_eq!(absent("system.posix_acl_access"), libc::ENOTSUP);
+        assert_eq!(absent("trusted.x"), libc::ENOTSUP);
+    }
 
     #[test]
     fn acl_text_round_trips() {
