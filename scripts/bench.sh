@@ -5,7 +5,7 @@
 # (zkbench) is pipelined; its own CPU share is printed so a reader can see it
 # measured the servers, not itself.
 #
-# Usage: scripts/bench.sh [--help] [--quick] [--seconds S] [--ensemble] [--repeat N] [--run R]...
+# Usage: scripts/bench.sh [--help] [--quick] [--seconds S] [--ensemble] [--repeat N] [--run R]... [--fill F]
 #   --quick      fewer workloads and shorter runs (a smoke test of the bench)
 #   --seconds S  seconds per workload (default 5)
 #   --ensemble   three members of each on loopback instead of one server;
@@ -14,23 +14,31 @@
 #                the table shows each server's median and the range of the
 #                per-pass ratios (default 1)
 #   --run R      only this run, R = "WORKLOAD CONNS DEPTH SIZE" (repeatable)
+#   --fill F     the data: random (default; does not compress) or x (one
+#                byte repeated, which zkd's compressed storage keeps for
+#                next to nothing; tables made before this option used x)
 # Environment: KEEP=1 keeps the servers' data and logs; ZKD_BIN=PATH
 # benchmarks that zkd binary instead of the one just built (before/after);
 # SETTLE=0 starts each run at once instead of on a quiet machine.
 set -euo pipefail
 
 seconds=5
+fill=random
 repeat=1
 quick=0
 members=1
 only=()
 while (($#)); do
   case "$1" in
-    --help|-h) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --help|-h) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --ensemble) members=3 ;;
     --quick) quick=1; seconds=2 ;;
     --seconds) seconds="$2"; shift ;;
     --run) only+=("$2"); shift ;;
+    --fill)
+      fill="$2"; shift
+      [[ $fill == random || $fill == x ]] || { echo "bench.sh: --fill takes random or x" >&2; exit 2; }
+      ;;
     --repeat)
       repeat="$2"; shift
       [[ "$repeat" =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: --repeat takes a count of 1 or more" >&2; exit 2; }
@@ -98,7 +106,7 @@ start_servers() {
     zkd_hosts+="${zkd_hosts:+,}127.0.0.1:${cport[zkd$i]}"
     zk_hosts+="${zk_hosts:+,}127.0.0.1:${cport[zk$i]}"
   done
-  echo "pass $1: zkd $zkd_hosts   ZooKeeper $zk_hosts   ($members member(s) each, fsync on, tickTime 2000)"
+  echo "pass $1: zkd $zkd_hosts   ZooKeeper $zk_hosts   ($members member(s) each, fsync on, tickTime 2000, data $fill)"
 }
 stop_servers() {
   local p
@@ -191,7 +199,7 @@ for ((pass = 1; pass <= repeat; pass++)); do
       # again, under another prefix, and said so.
       for try in 1 2 3; do
         if line=$("$bench" --server "$hosts" --workload "$w" --conns "$conns" --depth "$depth" \
-          --size "$size" --seconds "$seconds" --keys "$keys" --prefix "/b${pass}_$n$side$try"); then
+          --size "$size" --fill "$fill" --seconds "$seconds" --keys "$keys" --prefix "/b${pass}_$n$side$try"); then
           break
         fi
         echo "bench.sh: $side $r failed (pass $pass, try $try)" >&2

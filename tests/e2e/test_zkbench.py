@@ -30,6 +30,35 @@ def test_zkbench_usage():
     assert out.returncode == 2 and "--server" in out.stderr
 
 
+def test_zkbench_fill_decides_what_the_data_is(zkd):
+    """`--fill x` writes one byte repeated; `--fill random` (the default)
+    bytes that differ from value to value, so compression cannot help."""
+    from kazoo.client import KazooClient
+
+    for fill in ["x", "random", None]:
+        prefix = f"/bench-fill-{fill}"
+        out = subprocess.run(
+            [ZKBENCH, "--server", zkd.hosts, "--workload", "create", "--seconds", "0.2",
+             "--size", "300", "--prefix", prefix] + (["--fill", fill] if fill else []),
+            capture_output=True, text=True, timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+    zk = KazooClient(hosts=zkd.hosts)
+    zk.start()
+    try:
+        x = [zk.get(f"/bench-fill-x/c0/n{i}")[0] for i in range(3)]
+        assert x == [b"x" * 300] * 3
+        for fill in ["random", "None"]:
+            vals = [zk.get(f"/bench-fill-{fill}/c0/n{i}")[0] for i in range(3)]
+            assert all(len(v) == 300 and len(set(v)) > 100 for v in vals), fill
+            assert len(set(vals)) == 3, fill
+    finally:
+        zk.stop()
+    bad = subprocess.run([ZKBENCH, "--server", zkd.hosts, "--workload", "get", "--fill", "zeros"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "--fill" in bad.stderr
+
+
 def test_zkbench_ends_when_the_server_goes_away(zkd):
     """A server killed mid-run: zkbench stops (it used to wait forever for
     replies that could not come) and counts the unanswered requests."""

@@ -10,6 +10,7 @@
 //! `--workload fsync` measures the disk instead of a server (`disk.rs`).
 
 mod disk;
+mod payload;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +23,8 @@ use tokio::sync::Semaphore;
 
 use zk_proto::jute::{Reader, Writer};
 use zk_proto::records::*;
+
+use payload::Payload;
 
 const HELP: &str = "\
 zkbench - pipelined ZooKeeper load generator
@@ -43,6 +46,9 @@ Options:
   --depth N       requests in flight per connection, default 1
   --seconds S     how long to run, default 5 (delete: until its nodes are gone)
   --size BYTES    data size, default 100
+  --fill random|x what the data is: incompressible bytes, different for
+                  every value (default), or one byte repeated (which a
+                  server that compresses stores for next to nothing)
   --keys N        znodes per connection for get/set/exists/mix, default 100
   --prefix PATH   namespace for the run, default /zkbench
   --dir DIR       fsync: where the appenders' files go (removed after)
@@ -59,6 +65,7 @@ struct Opts {
     keys: usize,
     prefix: String,
     dir: String,
+    fill: String,
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -72,6 +79,7 @@ fn parse_args() -> Result<Opts, String> {
         keys: 100,
         prefix: "/zkbench".into(),
         dir: String::new(),
+        fill: "random".into(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -96,9 +104,13 @@ fn parse_args() -> Result<Opts, String> {
             "--keys" => o.keys = num(&v)?,
             "--prefix" => o.prefix = v,
             "--dir" => o.dir = v,
+            "--fill" => o.fill = v,
             _ => return Err(format!("unknown option {a}")),
         }
         i += 2;
+    }
+    if !matches!(o.fill.as_str(), "x" | "random") {
+        return Err(format!("--fill: x or random, not {}", o.fill));
     }
     if o.workload == "fsync" {
         if o.dir.is_empty() {
@@ -181,7 +193,8 @@ fn create_body(path: &str, data: &[u8]) -> Vec<u8> {
 }
 
 /// The request a workload sends as its `n`th operation on connection `c`.
-fn op_for(o: &Opts, c: usize, n: u64, data: &[u8]) -> Option<(i32, Vec<u8>)> {
+fn op_for(o: &Opts, c: usize, n: u64, payload: &Payload) -> Option<(i32, Vec<u8>)> {
+    let data = payload.get(c, n, 0);
     let key = |k: u64| format!("{}/c{c}/k{}", o.prefix, k % o.keys as u64);
     Some(match o.workload.as_str() {
         "create" => (1, create_body(&format!("{}/c{c}/n{n}", o.prefix), data)),
@@ -250,7 +263,7 @@ fn op_for(o: &Opts, c: usize, n: u64, data: &[u8]) -> Option<(i32, Vec<u8>)> {
                 .map(|i| {
                     MultiOp::SetData(SetDataRequest {
                         path: key(n * 10 + i),
-                        data: data.to_vec(),
+                        data: payload.get(c, n, i).to_vec(),
                         version: -1,
                     })
                 })
@@ -288,7 +301,11 @@ fn op_for(o: &Opts, c: usize, n: u64, data: &[u8]) -> Option<(i32, Vec<u8>)> {
 /// one connection after another, the idle ones outlived their session
 /// timeout on a slow ensemble (16,000 10 KiB creates at 4.5 ms each) and
 /// the server closed them before the run began.
-async fn setup(o: &Opts, mut conns: Vec<Conn>, data: &[u8]) -> std::io::Result<Vec<Conn>> {
+async fn setup(
+    o: &Opts,
+    mut conns: Vec<Conn>,
+    payload: &Arc<Payload>,
+) -> std::io::Result<Vec<Conn>> {
     let c0 = &mut conns[0];
     c0.call(1, &create_body(&o.prefix, b"")).await?;
     for c in 0..o.conns {
@@ -309,7 +326,7 @@ async fn setup(o: &Opts, mut conns: Vec<Conn>, data: &[u8]) -> std::io::Result<V
         .into_iter()
         .enumerate()
         .map(|(c, mut conn)| {
-            let (prefix, keys, data) = (o.prefix.clone(), o.keys, data.to_vec());
+            let (prefix, keys, payload) = (o.prefix.clone(), o.keys, payload.clone());
             tokio::spawn(async move {
                 if wide {
                     for i in (c..10_000).step_by(n) {
@@ -320,7 +337,8 @@ async fn setup(o: &Opts, mut conns: Vec<Conn>, data: &[u8]) -> std::io::Result<V
                 if keyed {
                     for k in 0..keys {
                         let path = format!("{prefix}/c{c}/k{k}");
-                        conn.call(1, &create_body(&path, &data)).await?;
+                        let data = payload.get(c, u64::MAX - k as u64, 0);
+                        conn.call(1, &create_body(&path, data)).await?;
                     }
                 }
                 Ok::<_, std::io::Error>(conn)
@@ -364,7 +382,7 @@ async fn drive(
     o: Arc<Opts>,
     c: usize,
     conn: Conn,
-    data: Arc<Vec<u8>>,
+    data: Arc<Payload>,
     deadline: Instant,
 ) -> (Vec<u32>, u64) {
     let Conn {
@@ -599,7 +617,7 @@ async fn run(o: Opts) -> std::io::Result<()> {
     if o.workload == "fanout" {
         return fanout(o).await;
     }
-    let data = Arc::new(vec![b'x'; o.size]);
+    let data = Arc::new(Payload::new(&o.fill, o.size).map_err(std::io::Error::other)?);
     let mut conns = Vec::new();
     // A comma-separated list spreads the connections over an ensemble.
     let servers: Vec<&str> = o.server.split(',').collect();
