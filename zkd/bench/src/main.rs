@@ -337,6 +337,8 @@ async fn setup(
                 if keyed {
                     for k in 0..keys {
                         let path = format!("{prefix}/c{c}/k{k}");
+                        // Numbered from the top, so no run's op writes
+                        // the bytes a key started with.
                         let data = payload.get(c, u64::MAX - k as u64, 0);
                         conn.call(1, &create_body(&path, data)).await?;
                     }
@@ -382,7 +384,7 @@ async fn drive(
     o: Arc<Opts>,
     c: usize,
     conn: Conn,
-    data: Arc<Payload>,
+    payload: Arc<Payload>,
     deadline: Instant,
 ) -> (Vec<u32>, u64) {
     let Conn {
@@ -452,7 +454,7 @@ async fn drive(
         batch.clear();
         let mut queued = 0;
         loop {
-            let Some((op, body)) = op_for(&o, c, n + queued, &data) else {
+            let Some((op, body)) = op_for(&o, c, n + queued, &payload) else {
                 ended = true;
                 break;
             };
@@ -617,14 +619,14 @@ async fn run(o: Opts) -> std::io::Result<()> {
     if o.workload == "fanout" {
         return fanout(o).await;
     }
-    let data = Arc::new(Payload::new(&o.fill, o.size).map_err(std::io::Error::other)?);
+    let payload = Arc::new(Payload::new(&o.fill, o.size).map_err(std::io::Error::other)?);
     let mut conns = Vec::new();
     // A comma-separated list spreads the connections over an ensemble.
     let servers: Vec<&str> = o.server.split(',').collect();
     for i in 0..o.conns {
         conns.push(Conn::open(servers[i % servers.len()]).await?);
     }
-    let conns = setup(&o, conns, &data).await?;
+    let conns = setup(&o, conns, &payload).await?;
     let o = Arc::new(o);
     let cpu0 = cpu_seconds();
     let start = Instant::now();
@@ -638,7 +640,7 @@ async fn run(o: Opts) -> std::io::Result<()> {
     let tasks: Vec<_> = conns
         .into_iter()
         .enumerate()
-        .map(|(c, conn)| tokio::spawn(drive(o.clone(), c, conn, data.clone(), deadline)))
+        .map(|(c, conn)| tokio::spawn(drive(o.clone(), c, conn, payload.clone(), deadline)))
         .collect();
     let mut lat = Vec::new();
     let mut errors = 0;
