@@ -293,7 +293,7 @@ impl Store {
                 // those rows). Garbage collection moves what is still live
                 // out of the oldest quarter of blob files as compaction
                 // passes them: 6 x 10 s of sets over 160 MB of nodes kept
-                // the store at 198-263 MB (225-292 MB without blobs).
+                // the store at 198-263 MB (163-292 MB without blobs).
                 // Restart reads each big node from its blob: 1 GB of 10 KiB
                 // nodes came back in 2.1-2.5 s instead of 1.6 s.
                 o.set_enable_blob_files(true);
