@@ -154,6 +154,33 @@ impl ZkFs {
         name.to_str().ok_or(libc::EINVAL)
     }
 
+    /// Attributes of a file created through this mount and not yet stored:
+    /// its size is what its open handle holds so far.
+    fn local_attr(&self, ino: u64) -> FileAttr {
+        let size = self
+            .handles
+            .values()
+            .find(|h| h.ino == ino)
+            .map_or(0, |h| h.buf.len());
+        self.sh.local_attr(ino, size as u64)
+    }
+
+    /// An open directory's entries from `offset` on, each with the offset
+    /// the kernel passes back to continue after it.
+    fn listed_from(
+        &self,
+        fh: u64,
+        offset: i64,
+    ) -> Result<impl Iterator<Item = (i64, &Listed)>, c_int> {
+        let list = self.dirs.get(&fh).ok_or(libc::EBADF)?;
+        let from = offset.max(0) as usize;
+        Ok(list
+            .iter()
+            .enumerate()
+            .skip(from)
+            .map(|(i, l)| ((i + 1) as i64, l)))
+    }
+
     /// Stat and permission bits of a znode in one round trip (getACL answers both).
     fn stat_acl(&self, path: &str) -> Result<(Stat, u16, Kind), c_int> {
         let (acl, st) = match self.sh.take_listed(path) {
@@ -233,18 +260,12 @@ impl ZkFs {
             return Ok((attr, 0, NO_TTL));
         }
         if let Some(&ino) = self.local.get(&path) {
-            let size = self
-                .handles
-                .values()
-                .find(|h| h.ino == ino)
-                .map(|h| h.buf.len())
-                .unwrap_or(0);
             self.sh
                 .table
                 .lock()
                 .unwrap()
                 .remember(ino, Entry::new(path, Kind::File));
-            return Ok((self.sh.local_attr(ino, size as u64), 0, NO_TTL));
+            return Ok((self.local_attr(ino), 0, NO_TTL));
         }
         let (st, perm, kind) = self.stat_acl(&path)?;
         let ino = ino_of(&path);
@@ -265,13 +286,7 @@ impl ZkFs {
             }
         }
         if self.local.get(&e.path) == Some(&ino) {
-            let size = self
-                .handles
-                .values()
-                .find(|h| h.ino == ino)
-                .map(|h| h.buf.len())
-                .unwrap_or(0);
-            return Ok(self.sh.local_attr(ino, size as u64));
+            return Ok(self.local_attr(ino));
         }
         let (st, perm, kind) = self.stat_acl(&e.path)?;
         if e.data_file {
@@ -907,15 +922,9 @@ impl ZkFs {
         for (p, &lino) in &self.local {
             let (pd, base) = names::split(p);
             if pd == dir && !out.iter().any(|l| l.name == base) {
-                let size = self
-                    .handles
-                    .values()
-                    .find(|h| h.ino == lino)
-                    .map(|h| h.buf.len())
-                    .unwrap_or(0);
                 out.push(Listed {
                     name: base.to_string(),
-                    attr: self.sh.local_attr(lino, size as u64),
+                    attr: self.local_attr(lino),
                     ttl: NO_TTL,
                     entry: Some(Entry::new(p.clone(), Kind::File)),
                 });
@@ -1275,11 +1284,12 @@ impl Filesystem for ZkFs {
         offset: i64,
         mut reply: ReplyDirectory,
     ) {
-        let Some(list) = self.dirs.get(&fh) else {
-            return reply.error(libc::EBADF);
+        let entries = match self.listed_from(fh, offset) {
+            Ok(e) => e,
+            Err(e) => return reply.error(e),
         };
-        for (i, l) in list.iter().enumerate().skip(offset.max(0) as usize) {
-            if reply.add(l.attr.ino, (i + 1) as i64, l.attr.kind, &l.name) {
+        for (next, l) in entries {
+            if reply.add(l.attr.ino, next, l.attr.kind, &l.name) {
                 break;
             }
         }
@@ -1297,12 +1307,13 @@ impl Filesystem for ZkFs {
         offset: i64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let Some(list) = self.dirs.get(&fh) else {
-            return reply.error(libc::EBADF);
+        let entries = match self.listed_from(fh, offset) {
+            Ok(e) => e,
+            Err(e) => return reply.error(e),
         };
         let mut table = self.sh.table.lock().unwrap();
-        for (i, l) in list.iter().enumerate().skip(offset.max(0) as usize) {
-            if reply.add(l.attr.ino, (i + 1) as i64, &l.name, &l.ttl, &l.attr, 0) {
+        for (next, l) in entries {
+            if reply.add(l.attr.ino, next, &l.name, &l.ttl, &l.attr, 0) {
                 break;
             }
             if let Some(e) = &l.entry {

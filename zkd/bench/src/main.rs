@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 use zk_proto::jute::{Reader, Writer};
 use zk_proto::records::*;
 
-use payload::Payload;
+use payload::{Fill, Payload};
 
 const HELP: &str = "\
 zkbench - pipelined ZooKeeper load generator
@@ -65,7 +65,7 @@ struct Opts {
     keys: usize,
     prefix: String,
     dir: String,
-    fill: String,
+    fill: Fill,
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -79,7 +79,7 @@ fn parse_args() -> Result<Opts, String> {
         keys: 100,
         prefix: "/zkbench".into(),
         dir: String::new(),
-        fill: "random".into(),
+        fill: Fill::Random,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -104,13 +104,10 @@ fn parse_args() -> Result<Opts, String> {
             "--keys" => o.keys = num(&v)?,
             "--prefix" => o.prefix = v,
             "--dir" => o.dir = v,
-            "--fill" => o.fill = v,
+            "--fill" => o.fill = v.parse()?,
             _ => return Err(format!("unknown option {a}")),
         }
         i += 2;
-    }
-    if !matches!(o.fill.as_str(), "x" | "random") {
-        return Err(format!("--fill: x or random, not {}", o.fill));
     }
     if o.workload == "fsync" {
         if o.dir.is_empty() {
@@ -619,7 +616,7 @@ async fn run(o: Opts) -> std::io::Result<()> {
     if o.workload == "fanout" {
         return fanout(o).await;
     }
-    let payload = Arc::new(Payload::new(&o.fill, o.size).map_err(std::io::Error::other)?);
+    let payload = Arc::new(Payload::new(o.fill, o.size));
     let mut conns = Vec::new();
     // A comma-separated list spreads the connections over an ensemble.
     let servers: Vec<&str> = o.server.split(',').collect();

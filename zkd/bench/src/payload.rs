@@ -9,6 +9,24 @@
 /// in one 4 KiB storage block rarely share bytes.
 const POOL: usize = 1 << 20;
 
+/// `--fill`: what the data is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Fill {
+    Random,
+    X,
+}
+
+impl std::str::FromStr for Fill {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Fill, String> {
+        match s {
+            "random" => Ok(Fill::Random),
+            "x" => Ok(Fill::X),
+            _ => Err(format!("--fill: x or random, not {s}")),
+        }
+    }
+}
+
 pub struct Payload {
     pool: Vec<u8>,
     size: usize,
@@ -24,16 +42,14 @@ fn mix(mut z: u64) -> u64 {
 }
 
 impl Payload {
-    /// `fill` is "x" or "random".
-    pub fn new(fill: &str, size: usize) -> Result<Payload, String> {
+    pub fn new(fill: Fill, size: usize) -> Payload {
         let pool = match fill {
-            "x" => vec![b'x'; size],
-            "random" => (0..(POOL + size).div_ceil(8) as u64)
+            Fill::X => vec![b'x'; size],
+            Fill::Random => (0..(POOL + size).div_ceil(8) as u64)
                 .flat_map(|i| mix(i).to_le_bytes())
                 .collect(),
-            _ => return Err(format!("--fill: x or random, not {fill}")),
         };
-        Ok(Payload { pool, size })
+        Payload { pool, size }
     }
 
     /// The data of the `i`th value in operation `n` of connection `c`: the
@@ -55,14 +71,15 @@ mod tests {
 
     #[test]
     fn x_is_one_byte_repeated() {
-        let p = Payload::new("x", 100).unwrap();
+        let p = Payload::new(Fill::X, 100);
         assert_eq!(p.get(3, 7, 0), &[b'x'; 100][..]);
-        assert!(Payload::new("zeros", 1).is_err());
+        assert!("zeros".parse::<Fill>().is_err());
+        assert_eq!("random".parse(), Ok(Fill::Random));
     }
 
     #[test]
     fn random_slices_have_the_size_and_differ() {
-        let p = Payload::new("random", 10240).unwrap();
+        let p = Payload::new(Fill::Random, 10240);
         let a = p.get(0, 1, 0);
         assert_eq!(a.len(), 10240);
         assert_eq!(a, p.get(0, 1, 0));
@@ -72,6 +89,6 @@ mod tests {
         // No run of repeated bytes a compressor would live on.
         let distinct = a.iter().collect::<std::collections::HashSet<_>>().len();
         assert!(distinct > 250, "{distinct}");
-        assert_eq!(Payload::new("random", 0).unwrap().get(5, 5, 5), b"");
+        assert_eq!(Payload::new(Fill::Random, 0).get(5, 5, 5), b"");
     }
 }
