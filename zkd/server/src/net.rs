@@ -17,7 +17,7 @@ use zk_proto::records::{ConnectRequest, Record};
 
 use crate::config::Config;
 use crate::frames::{Frames, WaitReadable};
-use crate::outbox::{Gauge, Out, Outbox};
+use crate::outbox::{Gauge, Inbox, Out, Outbox};
 use crate::runtime::{next_conn_id, Msg};
 
 /// Connections per client address, for `maxClientCnxns`.
@@ -231,7 +231,7 @@ async fn connection<R, W>(
 
 async fn writer<W: AsyncWrite + Unpin>(
     mut wr: W,
-    mut rx: mpsc::UnboundedReceiver<Out>,
+    mut rx: Inbox,
     gauge: Gauge,
     closed: oneshot::Sender<()>,
 ) {
@@ -255,7 +255,7 @@ async fn writer<W: AsyncWrite + Unpin>(
         while let Some(o) = next.take() {
             match o {
                 Out::Frame(b) => {
-                    let more = rx.try_recv().ok();
+                    let more = rx.try_recv();
                     if buf.is_empty() && more.is_none() {
                         failed = wr.write_all(&b).await.is_err();
                         gauge.written(b.len());
