@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks zkd against Apache ZooKeeper 3.8.0 in the same run, on the same
 # disk, both with fsync on and tickTime=2000, and prints ops/s, p50/p99/p99.9
-# latency and the zkd/ZooKeeper ratio per workload. The load generator
+# latency, the zkd/ZooKeeper ratio and the KiB each wrote to storage per op
+# (setup and background work included) per workload. The load generator
 # (zkbench) is pipelined; its own CPU share is printed so a reader can see it
 # measured the servers, not itself.
 #
@@ -30,7 +31,7 @@ members=1
 only=()
 while (($#)); do
   case "$1" in
-    --help|-h) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --help|-h) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --ensemble) members=3 ;;
     --quick) quick=1; seconds=2 ;;
     --seconds) seconds="$2"; shift ;;
@@ -172,6 +173,23 @@ settle() {
   echo "bench.sh: the machine did not settle in 30 s before $1; running anyway" >&2
 }
 
+# Bytes each server made its processes write to storage (/proc/PID/io
+# write_bytes, counted when pages are dirtied or written direct; all
+# members of an ensemble together), from the start of a run until the
+# machine settled after it: the run's setup (the znodes a set or delete
+# run works on), the run, and the background work it left (RocksDB
+# flushes and compactions, ZooKeeper's snapshots). File-system journal
+# writes are the kernel's and are not in it.
+written_by() {
+  local total=0 p b
+  for p in $(pgrep -f "$1" || true); do
+    b=$(awk '/^write_bytes:/ {print $2}' "/proc/$p/io" 2>/dev/null || true)
+    total=$((total + ${b:-0}))
+  done
+  echo "$total"
+}
+pattern_of() { if [[ $1 == zkd ]]; then echo " serve $pdir/zkd"; else echo "$pdir/zk[0-9]/zoo.cfg"; fi; }
+
 results="$work/results.jsonl"
 for ((pass = 1; pass <= repeat; pass++)); do
   start_servers "$pass"
@@ -194,6 +212,7 @@ for ((pass = 1; pass <= repeat; pass++)); do
         ((conns > 1)) && total=$((size > 1000 ? 60000 : 200000))
         keys=$((total / conns + 1))
       fi
+      w0=$(written_by "$(pattern_of "$side")")
       # A member that drops connections while it settles (seen with
       # ZooKeeper's ensemble right after start) fails the run; it is run
       # again, under another prefix, and said so.
@@ -212,7 +231,11 @@ for ((pass = 1; pass <= repeat; pass++)); do
         ((try < 3)) || exit 1
         sleep 2
       done
-      echo "{\"server\":\"$side\",\"pass\":$pass,${line#\{}" >> "$results"
+      # The run's background work is waited out before its bytes are
+      # read (and so not billed to the next run).
+      settle "after $side $r"
+      w1=$(written_by "$(pattern_of "$side")")
+      echo "{\"server\":\"$side\",\"pass\":$pass,\"written\":$((w1 - w0)),${line#\{}" >> "$results"
     done
   done
   # The last pair stays up for the RSS below; the exit trap stops it.
@@ -241,18 +264,22 @@ for r in rows:
 # One pass: its numbers. Several: each server's median of each number, and
 # the lowest and highest of the ratios the passes gave one by one.
 med = lambda rs, f: statistics.median(r[f] for r in rs)
+# Setup included (see written_by), so a read or delete run shows what its
+# setup wrote spread over its ops.
+per_op = lambda rs: f"{statistics.median(r['written'] / max(r['ops'], 1) for r in rs) / 1024:.1f}"
 lat = lambda rs: "/".join(f"{med(rs, f):.0f}" for f in ("p50_us", "p99_us", "p999_us"))
 if repeat > 1:
     print(f"Medians of {repeat} passes; 'pass ratios' is the range of zkd/ZK over the passes.")
 print(f"{'workload':<12}{'conns':>6}{'depth':>6}{'size':>7} | {'zkd ops/s':>10}{'ZK ops/s':>10}{'ratio':>7} |"
-      f" {'zkd p50/p99/p99.9 us':>22} {'ZK p50/p99/p99.9 us':>22} | bench cpu%"
+      f" {'zkd p50/p99/p99.9 us':>22} {'ZK p50/p99/p99.9 us':>22} | bench cpu% | KiB written/op zkd ZK"
       + (" | pass ratios" if repeat > 1 else ""))
 for k, v in by.items():
     a, b = v["zkd"], v["zk"]
     ao, bo = med(a, "ops_per_s"), med(b, "ops_per_s")
     ratio = ao / bo if bo else float("inf")
     line = (f"{k[0]:<12}{k[1]:>6}{k[2]:>6}{k[3]:>7} | {ao:>10.0f}{bo:>10.0f}{ratio:>7.2f} |"
-            f" {lat(a):>22} {lat(b):>22} | {med(a, 'bench_cpu_pct'):.0f}/{med(b, 'bench_cpu_pct'):.0f}")
+            f" {lat(a):>22} {lat(b):>22} | {med(a, 'bench_cpu_pct'):.0f}/{med(b, 'bench_cpu_pct'):.0f}"
+            f" | {per_op(a):>8} {per_op(b):>6}")
     if repeat > 1:
         zk = {r["pass"]: r["ops_per_s"] for r in b}
         rs = [r["ops_per_s"] / zk[r["pass"]] for r in a if zk.get(r["pass"])]
@@ -276,6 +303,6 @@ for line in sys.stdin:
           " (zkbench --workload fsync): {ops_per_s:.0f}/s in all, p50/p99/p99.9"
           " {p50_us}/{p99_us}/{p999_us} us".format(**r))'
 if [[ "${SETTLE:-1}" != 0 ]]; then
-  echo "Waited ${settled_s} s in all, over $settle_waits runs, for a quiet machine before each run."
+  echo "Waited ${settled_s} s in all, in $settle_waits waits, for a quiet machine before and after each run."
 fi
 echo "RSS after the last pass (all members): zkd $(rss_of " serve $pdir/zkd") KiB, ZooKeeper $(rss_of "$pdir/zk[0-9]/zoo.cfg") KiB"
