@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks zkd against Apache ZooKeeper 3.8.0 in the same run, on the same
 # disk, both with fsync on and tickTime=2000, and prints ops/s, p50/p99/p99.9
-# latency, the zkd/ZooKeeper ratio and the KiB each wrote to storage per op
-# (setup and background work included) per workload. The load generator
+# latency, the zkd/ZooKeeper ratio and the KiB the disk wrote per op for
+# each (setup and background work included) per workload. The load generator
 # (zkbench) is pipelined; its own CPU share is printed so a reader can see it
 # measured the servers, not itself.
 #
@@ -150,7 +150,15 @@ fi
 # SETTLE=0 turns this off.
 # printf "%.0f": Debian's awk (mawk) prints sums past 2^31 as 2.15979e+09,
 # which bash arithmetic refuses (every run then waited the full 30 s).
-disk_sectors_written() { awk '$3 !~ /^(loop|ram|zram)/ {s += $10} END {printf "%.0f\n", s}' /proc/diskstats; }
+# Whole physical disks only (those with a device behind them): partitions,
+# device-mapper and md volumes would count the same writes again.
+disk_sectors_written() {
+  local s=0 d
+  for d in /sys/block/*; do
+    [[ -e $d/device ]] && s=$((s + $(awk '{print $7}' "$d/stat")))
+  done
+  echo "$s"
+}
 cpu_busy_idle() { awk '/^cpu / {printf "%.0f %.0f\n", $2 + $3 + $4 + $7 + $8, $5 + $6}' /proc/stat; }
 settle_waits=0 settled_s=0
 settle() {
@@ -172,23 +180,6 @@ settle() {
   settled_s=$((settled_s + SECONDS - start))
   echo "bench.sh: the machine did not settle in 30 s before $1; running anyway" >&2
 }
-
-# Bytes each server made its processes write to storage (/proc/PID/io
-# write_bytes, counted when pages are dirtied or written direct; all
-# members of an ensemble together), from the start of a run until the
-# machine settled after it: the run's setup (the znodes a set or delete
-# run works on), the run, and the background work it left (RocksDB
-# flushes and compactions, ZooKeeper's snapshots). File-system journal
-# writes are the kernel's and are not in it.
-written_by() {
-  local total=0 p b
-  for p in $(pgrep -f "$1" || true); do
-    b=$(awk '/^write_bytes:/ {print $2}' "/proc/$p/io" 2>/dev/null || true)
-    total=$((total + ${b:-0}))
-  done
-  echo "$total"
-}
-pattern_of() { if [[ $1 == zkd ]]; then echo " serve $pdir/zkd"; else echo "$pdir/zk[0-9]/zoo.cfg"; fi; }
 
 results="$work/results.jsonl"
 for ((pass = 1; pass <= repeat; pass++)); do
@@ -212,7 +203,15 @@ for ((pass = 1; pass <= repeat; pass++)); do
         ((conns > 1)) && total=$((size > 1000 ? 60000 : 200000))
         keys=$((total / conns + 1))
       fi
-      w0=$(written_by "$(pattern_of "$side")")
+      # What the disks wrote for this run (the other server is idle),
+      # from its start until the machine is quiet after it: its setup (the
+      # znodes a set or delete run works on), the run, the background work
+      # it left (RocksDB flushes and compactions, ZooKeeper's snapshots)
+      # and the file system's journal. Counted at the device: a process's
+      # write_bytes counts whole page-cache folios as they are dirtied
+      # (64 KiB and more on this kernel's ext4), six times what a member
+      # of an ensemble sent to its disk.
+      w0=$(disk_sectors_written)
       # A member that drops connections while it settles (seen with
       # ZooKeeper's ensemble right after start) fails the run; it is run
       # again, under another prefix, and said so.
@@ -234,8 +233,8 @@ for ((pass = 1; pass <= repeat; pass++)); do
       # The run's background work is waited out before its bytes are
       # read (and so not billed to the next run).
       settle "after $side $r"
-      w1=$(written_by "$(pattern_of "$side")")
-      echo "{\"server\":\"$side\",\"pass\":$pass,\"written\":$((w1 - w0)),${line#\{}" >> "$results"
+      w1=$(disk_sectors_written)
+      echo "{\"server\":\"$side\",\"pass\":$pass,\"written\":$(((w1 - w0) * 512)),${line#\{}" >> "$results"
     done
   done
   # The last pair stays up for the RSS below; the exit trap stops it.
@@ -264,14 +263,14 @@ for r in rows:
 # One pass: its numbers. Several: each server's median of each number, and
 # the lowest and highest of the ratios the passes gave one by one.
 med = lambda rs, f: statistics.median(r[f] for r in rs)
-# Setup included (see written_by), so a read or delete run shows what its
+# Setup included (see w0 above), so a read or delete run shows what its
 # setup wrote spread over its ops.
 per_op = lambda rs: f"{statistics.median(r['written'] / max(r['ops'], 1) for r in rs) / 1024:.1f}"
 lat = lambda rs: "/".join(f"{med(rs, f):.0f}" for f in ("p50_us", "p99_us", "p999_us"))
 if repeat > 1:
     print(f"Medians of {repeat} passes; 'pass ratios' is the range of zkd/ZK over the passes.")
 print(f"{'workload':<12}{'conns':>6}{'depth':>6}{'size':>7} | {'zkd ops/s':>10}{'ZK ops/s':>10}{'ratio':>7} |"
-      f" {'zkd p50/p99/p99.9 us':>22} {'ZK p50/p99/p99.9 us':>22} | bench cpu% | KiB written/op zkd ZK"
+      f" {'zkd p50/p99/p99.9 us':>22} {'ZK p50/p99/p99.9 us':>22} | bench cpu% | disk KiB/op zkd ZK"
       + (" | pass ratios" if repeat > 1 else ""))
 for k, v in by.items():
     a, b = v["zkd"], v["zk"]

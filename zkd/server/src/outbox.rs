@@ -276,6 +276,20 @@ mod tests {
         assert!(out.0.queue.lock().unwrap().items.is_empty());
     }
 
+    #[tokio::test]
+    async fn an_idle_writer_gives_back_a_bursts_slots() {
+        let (out, _gauge, mut inbox) = Outbox::new();
+        for i in 0..1000 {
+            out.push(frame(i, 8));
+        }
+        for _ in 0..1000 {
+            assert!(inbox.recv().await.is_some());
+        }
+        let idle = tokio::time::timeout(std::time::Duration::from_millis(50), inbox.recv()).await;
+        assert!(idle.is_err(), "nothing was queued");
+        assert!(out.0.queue.lock().unwrap().items.capacity() <= 64);
+    }
+
     #[test]
     fn answers_count_down_requests_and_events_do_not() {
         let (out, gauge, _inbox) = Outbox::new();
