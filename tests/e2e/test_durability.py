@@ -135,7 +135,7 @@ def _wal(server):
     preallocated: zeros follow the last record)."""
     import glob
     import os
-    logs = sorted(glob.glob(os.path.join(server.data, "zkd.txnlog", "*-*.log")))
+    logs = sorted(glob.glob(os.path.join(server.data, "zkd.txnlog", "[0-9a-f]*-*.log")))
     assert logs, "no transaction log in the data directory"
     with open(logs[-1], "rb") as f:
         data = f.read()
@@ -146,6 +146,50 @@ def _fill(server, n):
     zk = client(server.hosts)
     for i in range(n):
         zk.create(f"/wal{i:03d}", b"x" * 200)
+    zk.stop()
+    zk.close()
+
+
+def test_the_next_log_file_is_zeroed_while_idle_and_taken_by_the_roll(zkd):
+    """Once a quarter of the 64 MiB log file is written, the server fills
+    the next file with zeros while it is idle (so no write a client waits
+    for has to grow a file); the log then rolls into that file, and every
+    write is there after a crash."""
+    import glob
+    import hashlib
+    import os
+    logdir = os.path.join(zkd.data, "zkd.txnlog")
+    zk = client(zkd.hosts)
+
+    def value(i):
+        return hashlib.sha256(str(i).encode()).digest() * 28000  # 896,000 bytes
+
+    def spares():
+        return [(p, os.stat(p)) for p in glob.glob(os.path.join(logdir, "spare-*.log"))]
+
+    for i in range(10):  # 9 MB: under a quarter, nothing is prepared
+        zk.create(f"/big{i:03d}", value(i))
+    time.sleep(0.5)
+    assert spares() == []
+    for i in range(10, 20):  # 18 MB
+        zk.create(f"/big{i:03d}", value(i))
+    wait_until(lambda: any(st.st_size == 64 << 20 for _, st in spares()), 30,
+               what="a whole spare log file zeroed ahead")
+    (spare, st), = spares()
+    with open(spare, "rb") as f:
+        assert f.read(1 << 20) == b"\0" * (1 << 20)
+    for i in range(20, 80):  # 72 MB: the log rolls
+        zk.create(f"/big{i:03d}", value(i))
+    logs = sorted(glob.glob(os.path.join(logdir, "[0-9a-f]*-*.log")))
+    # (The first file may already be freed: a flush covered it.)
+    assert st.st_ino in [os.stat(p).st_ino for p in logs], (logs, spare)
+    zk.stop()
+    zk.close()
+    zkd.kill9()
+    zkd.start()
+    zk = client(zkd.hosts)
+    for i in range(80):
+        assert zk.get(f"/big{i:03d}")[0] == value(i), i
     zk.stop()
     zk.close()
 

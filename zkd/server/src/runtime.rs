@@ -242,13 +242,21 @@ impl Group {
 /// an idle vCPU), twice per write. Looking yields the CPU each time round.
 const LOOK_BEFORE_SLEEP: Duration = Duration::from_micros(200);
 
-fn next_job(rx: &std::sync::mpsc::Receiver<Job>) -> Option<Job> {
+/// The next job; with none queued, `idle` is called (a piece of work at a
+/// time, looking for a job between pieces) until it has nothing left.
+fn next_job(rx: &std::sync::mpsc::Receiver<Job>, mut idle: impl FnMut() -> bool) -> Option<Job> {
     use std::sync::mpsc::TryRecvError;
-    let until = Instant::now() + LOOK_BEFORE_SLEEP;
+    let mut until = Instant::now() + LOOK_BEFORE_SLEEP;
+    let mut busy = true;
     loop {
         match rx.try_recv() {
             Ok(job) => return Some(job),
             Err(TryRecvError::Disconnected) => return None,
+            Err(TryRecvError::Empty) if busy => {
+                busy = idle();
+                // The look before sleeping starts when the work ends.
+                until = Instant::now() + LOOK_BEFORE_SLEEP;
+            }
             Err(TryRecvError::Empty) if Instant::now() < until => std::thread::yield_now(),
             Err(TryRecvError::Empty) => return rx.recv().ok(),
         }
@@ -269,7 +277,7 @@ fn spawn_storage(
             let flush = |group: Group, store: &mut Store| {
                 group.write(store, fsync_warning_ms, |z| durable_tx.send(z).is_ok())
             };
-            while let Some(first) = next_job(&rx) {
+            while let Some(first) = next_job(&rx, || store.prepare_ahead()) {
                 let mut group = Group::default();
                 for job in std::iter::once(first).chain(rx.try_iter()) {
                     match job {

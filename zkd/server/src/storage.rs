@@ -626,6 +626,19 @@ impl Store {
         self.maintain()
     }
 
+    /// Work for idle moments: zeros a piece of the logs' next files (see
+    /// `TxnLog::prepare_ahead`). True while there is more to do.
+    pub fn prepare_ahead(&mut self) -> bool {
+        let more = |r: Result<bool, crate::txnlog::LogError>| {
+            r.unwrap_or_else(|e| {
+                // Not fatal: the appends extend their own file as before.
+                log::warn!("cannot prepare the next log file: {e}");
+                false
+            })
+        };
+        more(self.txlog.prepare_ahead()) || more(self.zablog.prepare_ahead())
+    }
+
     /// Makes the whole checkpoint durable now (an import; a clean stop).
     pub fn flush(&mut self) -> Result<(), StoreError> {
         self.db.flush_cf(self.nodes())?;

@@ -19,7 +19,10 @@
 //! the end of the log without being checksummed. A file is extended with zeros a
 //! chunk ahead of the records, so a synced append never changes its size;
 //! freed files are kept as spares and reused, so in steady state the zeros
-//! are not written again.
+//! are not written again. While the log grows faster than files are freed
+//! (a new server, a burst of big writes), the next file is zeroed ahead of
+//! time, a piece whenever the writer is idle (`prepare_ahead`), so the
+//! syncs that clients wait for do not write the zeros too.
 //!
 //! A standalone server's log is written with O_DIRECT where the file
 //! system allows it (see `Direct`): the block the records end in is written
@@ -52,6 +55,12 @@ pub const SEGMENT_BYTES: u64 = 64 << 20;
 const CHUNK: u64 = 64 << 10;
 /// Freed files kept for reuse.
 const SPARES: usize = 2;
+/// Zeros written per `prepare_ahead` call: a job that arrives meanwhile
+/// waits for it (tens of µs into the page cache).
+const PIECE: u64 = 64 << 10;
+/// Writeback of a file being prepared is started every this many bytes,
+/// so the sync that takes the file has little of it left to write.
+const PREPARE_WRITEBACK: u64 = 1 << 20;
 
 #[derive(Debug)]
 pub struct LogError(pub String);
@@ -165,6 +174,18 @@ pub struct TxnLog {
     segment_bytes: u64,
     /// Open files for direct writes (see `Direct`).
     direct: bool,
+    /// The next file, being zeroed ahead (see `prepare_ahead`).
+    preparing: Option<Preparing>,
+    /// Preparing failed (disk full): not tried again until the next roll.
+    prepare_failed: bool,
+}
+
+/// A spare being filled with zeros; a crash leaves it as a spare.
+struct Preparing {
+    file: File,
+    path: PathBuf,
+    /// Bytes of zeros written.
+    len: u64,
 }
 
 fn crc(salt: u64, zxid: u64, data: &[u8]) -> u32 {
@@ -195,6 +216,24 @@ fn read_header(h: &[u8]) -> Option<(u64, u64, u64)> {
     let (gen, first, salt) = (u(8), u(16), u(24));
     let c = u32::from_le_bytes(h[32..36].try_into().expect("4 bytes"));
     (crc(salt, gen ^ first, &h[..32]) == c).then_some((gen, first, salt))
+}
+
+/// Asks the kernel to start writing `len` bytes at `offset` back now,
+/// without waiting: the zeros of a prepared file then reach the disk while
+/// the log is idle rather than in the sync that takes the file. Only a
+/// hint; its failure changes nothing but when the bytes are written.
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open descriptor and plain integers; the call reads
+    // no memory of ours.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<(), LogError> {
@@ -231,6 +270,8 @@ impl TxnLog {
             old: Vec::new(),
             segment_bytes: SEGMENT_BYTES,
             direct,
+            preparing: None,
+            prepare_failed: false,
         };
         let entries = std::fs::read_dir(dir).map_err(|e| io("cannot list", dir, e))?;
         for e in entries {
@@ -462,6 +503,14 @@ impl TxnLog {
         self.open = None;
         let path = self.dir.join(segment_name(self.gen, first));
         let salt: u64 = rand::random();
+        // A file zeroed only in part is still taken: what it has is not
+        // written again, the rest is extended as usual.
+        if self.spares.is_empty() {
+            if let Some(p) = self.preparing.take() {
+                self.spares.push(p.path);
+            }
+        }
+        self.prepare_failed = false;
         let (file, allocated) = match self.spares.pop() {
             Some(spare) => {
                 let mut f = OpenOptions::new()
@@ -531,6 +580,73 @@ impl TxnLog {
             sync_dir(&self.dir)?;
         }
         Ok(freed.len())
+    }
+
+    /// Zeros a piece of the file the log will roll into next, when there
+    /// is no spare for it; true while more is left to do. For a writer
+    /// with nothing queued. Without it, while the log grows into new files
+    /// one 10 KiB create in six pays for a 64 KiB extension in its own
+    /// sync. Standalone, fresh server, zkbench 1 connection x 1 request,
+    /// 8 s runs, before -> after, 3 alternations:
+    ///   create 10 KiB   2,181/2,669/3,182 -> 2,786/3,433/3,063 ops/s,
+    ///                   p99 2.7/1.5/0.9 -> 1.3/0.8/1.1 ms
+    ///   multi10 10 KiB  1,267/1,300/1,484 -> 1,340/1,675/1,610 ops/s,
+    ///                   p99 2.8/2.8/1.6 -> 2.7/1.4/1.9 ms
+    /// (every file zeroed before the run, the bound: 3,191/3,978 creates).
+    /// A writer that is never idle (16x32 creates) never gets here and
+    /// extends its files as before: 18.8-19.9k -> 18.3-19.4k ops/s.
+    pub fn prepare_ahead(&mut self) -> Result<bool, LogError> {
+        // Not before the open file is a quarter full: a server that writes
+        // little (or a test) never pays for a file it does not reach. One
+        // request at a time leaves gaps of 100 µs and more between writes,
+        // room for a few 64 KiB pieces each.
+        let started = self
+            .open
+            .as_ref()
+            .is_some_and(|o| o.pos >= self.segment_bytes / 4);
+        if !self.spares.is_empty() || !started || self.prepare_failed {
+            return Ok(false);
+        }
+        let p = match self.preparing.as_mut() {
+            Some(p) => p,
+            None => {
+                let path = self
+                    .dir
+                    .join(format!("spare-{}.log", rand::random::<u32>()));
+                let file = match OpenOptions::new().write(true).create_new(true).open(&path) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        self.prepare_failed = true;
+                        return Err(io("cannot create", &path, e));
+                    }
+                };
+                self.preparing.insert(Preparing { file, path, len: 0 })
+            }
+        };
+        static ZEROS: [u8; PIECE as usize] = [0; PIECE as usize];
+        let n = PIECE.min(self.segment_bytes.saturating_sub(p.len));
+        if let Err(e) = p.file.write_all_at(&ZEROS[..n as usize], p.len) {
+            // Disk full, most likely: give the space back; the appends
+            // extend their own file as before.
+            let p = self.preparing.take().expect("just used");
+            let _ = std::fs::remove_file(&p.path);
+            self.prepare_failed = true;
+            return Err(io("cannot write", &p.path, e));
+        }
+        p.len += n;
+        if p.len % PREPARE_WRITEBACK == 0 || p.len >= self.segment_bytes {
+            start_writeback(
+                &p.file,
+                p.len.saturating_sub(PREPARE_WRITEBACK),
+                PREPARE_WRITEBACK,
+            );
+        }
+        if p.len < self.segment_bytes {
+            return Ok(true);
+        }
+        let p = self.preparing.take().expect("just used");
+        self.spares.push(p.path);
+        Ok(false)
     }
 
     fn free(&mut self, path: &Path) -> Result<(), LogError> {
@@ -853,6 +969,74 @@ mod tests {
             drop(log);
             let (_, got) = read_with(&d, 0, direct).unwrap();
             assert_eq!(got, (1..=3).map(|z| (z, big(z))).collect::<Vec<_>>());
+            let _ = std::fs::remove_dir_all(&d);
+        }
+    }
+
+    /// A log that outgrows its spares takes the file zeroed ahead while it
+    /// was idle: the roll reuses that file instead of creating one, and the
+    /// records read back across it. Also when it was zeroed only in part,
+    /// and when a restart found it left over.
+    #[test]
+    fn the_next_file_is_zeroed_ahead_and_taken_by_the_roll() {
+        use std::os::unix::fs::MetadataExt;
+        fn rec(z: u64) -> Vec<u8> {
+            vec![z as u8; 3000]
+        }
+        fn append(log: &mut TxnLog, z: &mut u64) {
+            *z += 1;
+            log.append(*z, &rec(*z)).unwrap();
+            log.sync().unwrap();
+        }
+        for (full, restart) in [(true, false), (false, false), (false, true)] {
+            let d = dir(&format!("prepare-{full}-{restart}"));
+            let (mut log, _) = read(&d, 0).unwrap();
+            log.segment_bytes = 2 * PIECE;
+            let mut z = 0;
+            append(&mut log, &mut z);
+            assert!(
+                !log.prepare_ahead().unwrap(),
+                "nothing before a quarter of the file"
+            );
+            assert!(log.preparing.is_none());
+            while log.open.as_ref().unwrap().pos < log.segment_bytes / 4 {
+                append(&mut log, &mut z);
+            }
+            assert!(log.prepare_ahead().unwrap(), "one piece of two, more to do");
+            let path = log.preparing.as_ref().unwrap().path.clone();
+            if full {
+                assert!(!log.prepare_ahead().unwrap(), "done");
+                assert_eq!(log.spares, vec![path.clone()]);
+                assert!(
+                    !log.prepare_ahead().unwrap(),
+                    "a spare is there: nothing to do"
+                );
+            } else if restart {
+                // A restart finds the half-zeroed file and keeps it as a spare.
+                drop(log);
+                let (l, got) = read(&d, 0).unwrap();
+                log = l;
+                assert_eq!(got.len() as u64, z);
+                assert_eq!(log.spares, vec![path.clone()]);
+            }
+            let ino = std::fs::metadata(&path).unwrap().ino();
+            let before = log.files();
+            while log.files() == before {
+                append(&mut log, &mut z);
+            }
+            let open = &log.open.as_ref().unwrap().path;
+            assert_eq!(
+                std::fs::metadata(open).unwrap().ino(),
+                ino,
+                "the roll took it"
+            );
+            assert!(log.spares.is_empty() && log.preparing.is_none());
+            for _ in 0..30 {
+                append(&mut log, &mut z);
+            }
+            drop(log);
+            let (_, got) = read(&d, 0).unwrap();
+            assert_eq!(got, (1..=z).map(|z| (z, rec(z))).collect::<Vec<_>>());
             let _ = std::fs::remove_dir_all(&d);
         }
     }
