@@ -211,8 +211,8 @@ for ((pass = 1; pass <= repeat; pass++)); do
       # from its start until the machine is quiet after it: its setup (the
       # znodes a set or delete run works on), the run, the background work
       # it left (RocksDB flushes and compactions, ZooKeeper's snapshots)
-      # and the file system's journal. Counted at the device: a process's
-      # write_bytes is not used: on this machine's kernel it counted six
+      # and the file system's journal. Counted at the device, not from a
+      # process's write_bytes: on this machine's kernel that counted six
       # times the bytes an ensemble member's write calls passed (165 MB
       # against 27 MB of wchar in 4 s), likely whole page-cache folios
       # billed as they are dirtied.

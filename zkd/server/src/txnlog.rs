@@ -20,9 +20,10 @@
 //! chunk ahead of the records, so a synced append never changes its size;
 //! freed files are kept as spares and reused, so in steady state the zeros
 //! are not written again. While the log grows faster than files are freed
-//! (a new server, a burst of big writes), the next file is zeroed ahead of
-//! time, a piece whenever the writer is idle (`prepare_ahead`), so the
-//! syncs that clients wait for do not write the zeros too.
+//! (a new server, a burst of big writes), the next file can be zeroed ahead
+//! of time, a piece whenever the writer is idle (`prepare_ahead`; the
+//! standalone server asks for it), so the syncs that clients wait for do not
+//! write the zeros too.
 //!
 //! A standalone server's log is written with O_DIRECT where the file
 //! system allows it (see `Direct`): the block the records end in is written
@@ -53,11 +54,15 @@ pub const SEGMENT_BYTES: u64 = 64 << 20;
 /// setData in a hundred waited for a MiB (set 1x1 10 KiB p99 2.3-2.5 ms;
 /// with 64 KiB, 0.59-0.65 ms, 3 alternations; ZooKeeper's 0.69 ms).
 const CHUNK: u64 = 64 << 10;
+/// What zeros are written from, a chunk at most: a fresh zeroed buffer per
+/// extension was a fresh page for the allocator to fault in and clear
+/// (0.9% of an ensemble's CPU samples under multi10 16x32).
+static ZEROS: [u8; CHUNK as usize] = [0; CHUNK as usize];
 /// Freed files kept for reuse.
 const SPARES: usize = 2;
-/// Zeros written per `prepare_ahead` call: a job that arrives meanwhile
-/// waits for it (tens of µs into the page cache).
-const PIECE: u64 = 64 << 10;
+/// Zeros written per `prepare_ahead` call (at most `CHUNK`): a job that
+/// arrives meanwhile waits for it (tens of µs into the page cache).
+const PIECE: u64 = CHUNK;
 /// Writeback of a file being prepared is started every this many bytes,
 /// so the sync that takes the file has little of it left to write.
 const PREPARE_WRITEBACK: u64 = 1 << 20;
@@ -451,10 +456,6 @@ impl TxnLog {
             // Zeros past the records, so later synced appends change no
             // metadata. The sync that follows makes the new size durable.
             let target = (written_end + CHUNK).min(segment_bytes.max(written_end));
-            // From one static block: a fresh zeroed buffer per extension
-            // was a fresh page for the allocator to fault in and clear
-            // (0.9% of an ensemble's CPU samples under multi10 16x32).
-            static ZEROS: [u8; CHUNK as usize] = [0; CHUNK as usize];
             while o.allocated < target {
                 let n = (target - o.allocated).min(CHUNK) as usize;
                 o.file
@@ -623,7 +624,6 @@ impl TxnLog {
                 self.preparing.insert(Preparing { file, path, len: 0 })
             }
         };
-        static ZEROS: [u8; PIECE as usize] = [0; PIECE as usize];
         let n = PIECE.min(self.segment_bytes.saturating_sub(p.len));
         if let Err(e) = p.file.write_all_at(&ZEROS[..n as usize], p.len) {
             // Disk full, most likely: give the space back; the appends
