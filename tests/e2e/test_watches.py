@@ -151,6 +151,52 @@ def test_replies_come_in_request_order(any_server, base):
     raw.close()
 
 
+def test_order_holds_for_lone_requests_and_bursts_alike(any_server, base):
+    """zkd answers a lone write from its storage thread right after the sync
+    and a burst from the core; whichever way a reply goes, each connection
+    gets its replies in request order, and the event of a watch it set just
+    before the reply to its own write that fired it. Six connections
+    at once, in waves of 1 to 60 pipelined create/getData(watch)/setData, so
+    the server keeps switching between the two ways."""
+    import random
+
+    failures = []
+
+    def session(n):
+        rnd = random.Random(n)
+        raw = rawzk.Raw(any_server.port, timeout=30)
+        try:
+            raw.handshake()
+            i = 0
+            for wave in range(60):
+                expect = []
+                for _ in range(rnd.choice([1, 1, 1, 2, 3, 8, 20, 60])):
+                    p = f"{base}/c{n}-{i}"
+                    i += 1
+                    expect.append(raw.request(1, rawzk.create(p, b"v")))
+                    expect.append(raw.request(4, rawzk.path_watch(p, True)))
+                    x = raw.request(5, rawzk.set_data(p, b"w"))
+                    expect += [-1, x]
+                got = []
+                for _ in expect:
+                    xid, _, err, _ = raw.reply()
+                    assert err == 0, (xid, err)
+                    got.append(xid)
+                assert got == expect, f"session {n} wave {wave}"
+        except Exception as e:  # reported by the main thread
+            failures.append(repr(e))
+        finally:
+            raw.close()
+
+    threads = [threading.Thread(target=session, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads), "a session hung"
+    assert failures == []
+
+
 def test_watch_notification_zxid_follows_3_9(zkd_module):
     """3.9 puts the triggering zxid in the notification header (3.8 sent -1)."""
     zk = client(zkd_module.hosts)

@@ -392,6 +392,11 @@ impl Server {
         self.conns.get(&conn).map(|c| c.session)
     }
 
+    /// The effects so far, left in place.
+    pub fn peek_effects(&self) -> &[Effect] {
+        &self.effects
+    }
+
     pub fn take_effects(&mut self) -> Vec<Effect> {
         std::mem::take(&mut self.effects)
     }

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -95,8 +96,9 @@ pub async fn serve(
         match tls.clone() {
             None => {
                 tokio::spawn(async move {
+                    let socket = stream.as_raw_fd();
                     let (rd, wr) = stream.into_split();
-                    connection(rd, wr, peer, cfg, core).await;
+                    connection(rd, wr, Some(socket), peer, cfg, core).await;
                     drop(slot);
                 });
             }
@@ -109,7 +111,7 @@ pub async fn serve(
                     match hs.await {
                         Ok(Ok(s)) => {
                             let (rd, wr) = tokio::io::split(s);
-                            connection(rd, wr, peer, cfg, core).await;
+                            connection(rd, wr, None, peer, cfg, core).await;
                         }
                         Ok(Err(e)) => log::info!("TLS handshake with {peer} failed: {e}"),
                         Err(_) => log::info!("TLS handshake with {peer} timed out"),
@@ -130,9 +132,12 @@ async fn read_frame<R: WaitReadable>(
     rd.body(len).await.map_err(|e| e.to_string())
 }
 
+/// `socket`: the plain TCP descriptor behind `wr`, for replies sent
+/// straight from the storage thread (see `outbox`).
 async fn connection<R, W>(
     rd: R,
     mut wr: W,
+    socket: Option<RawFd>,
     peer: SocketAddr,
     cfg: Arc<Config>,
     core: mpsc::Sender<Msg>,
@@ -177,9 +182,10 @@ async fn connection<R, W>(
         }
     };
     let conn = next_conn_id();
-    let (outbox, gauge, out_rx) = Outbox::new();
+    let (outbox, gauge, out_rx) = Outbox::with_socket(socket);
     let (closed_tx, mut closed_rx) = oneshot::channel::<()>();
-    tokio::spawn(writer(wr, out_rx, gauge.clone(), closed_tx));
+    let ends = WriteEnds { rx: out_rx, wr };
+    tokio::spawn(writer(ends, gauge.clone(), closed_tx));
     let throttle_at = cfg.connection_output_bytes_max / 2;
     let ip = peer.ip().to_canonical().to_string();
     if core
@@ -229,12 +235,23 @@ async fn connection<R, W>(
     let _ = core.send(Msg::Closed { conn }).await;
 }
 
+/// The writer's queue and its half of the socket, in this order: fields
+/// drop in declaration order, so however the writer ends (or is dropped
+/// unstarted at shutdown) the `Inbox` stops direct sends before the socket
+/// can close and its number be reused.
+struct WriteEnds<W> {
+    rx: Inbox,
+    wr: W,
+}
+
 async fn writer<W: AsyncWrite + Unpin>(
-    mut wr: W,
-    mut rx: Inbox,
+    mut ends: WriteEnds<W>,
     gauge: Gauge,
     closed: oneshot::Sender<()>,
 ) {
+    // Used in place, not taken apart (two locals would drop in the reverse
+    // order, the socket first).
+    let WriteEnds { rx, wr } = &mut ends;
     // Grows with what is queued, and gives back a big burst's memory.
     let mut buf: Vec<u8> = Vec::new();
     let mut closing = false;
