@@ -111,11 +111,6 @@ impl Outbox {
         self.0.push(frame, false)
     }
 
-    /// As `Replier::push_now`.
-    pub fn push_now(&self, frame: Vec<u8>) -> usize {
-        self.0.push(frame, true)
-    }
-
     pub fn close(&self) {
         self.0.send(Out::Close);
     }
@@ -423,7 +418,11 @@ mod tests {
         // sent now would overtake it, so it queues behind.
         out.push(frame(2, 20));
         assert_eq!(len_of(inbox.recv().await), Some(20));
-        assert_eq!(out.push_now(frame(3, 30)), 50, "20 not yet written + 30");
+        assert_eq!(
+            replier.push_now(frame(3, 30)),
+            50,
+            "20 not yet written + 30"
+        );
         assert!(read_now(&mut peer).is_empty());
         assert_eq!(len_of(inbox.try_recv()), Some(30));
         gauge.written(50);
@@ -449,7 +448,7 @@ mod tests {
         let big = 4 << 20;
         let mut f = frame(1, big);
         f[big - 1] = 7;
-        let waiting = out.push_now(f);
+        let waiting = out.replier().push_now(f);
         assert!(
             waiting > 0 && waiting < big,
             "{waiting}: part sent, the rest queued"
@@ -469,7 +468,7 @@ mod tests {
             assert!(n > 0, "the part sent is there to read");
             got += n;
         }
-        out.push_now(frame(2, 10));
+        out.replier().push_now(frame(2, 10));
         assert!(read_now(&mut peer).is_empty());
         assert_eq!(len_of(inbox.try_recv()), Some(10));
     }

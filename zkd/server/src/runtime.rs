@@ -453,10 +453,6 @@ pub struct Core {
     /// Standalone: the last durable zxid. Ensemble: the last delivered one.
     pub(crate) durable: i64,
     reported: Arc<Reported>,
-    /// The message being handled is the only one waiting: its replies go
-    /// straight onto idle sockets (`Outbox::push_now`). In a burst they
-    /// are queued for the writers, which send in parallel and coalesce.
-    lone: bool,
     pub(crate) storage: std::sync::mpsc::Sender<Job>,
     storage_thread: std::thread::JoinHandle<()>,
     pub started: Instant,
@@ -522,7 +518,6 @@ impl Core {
             cfg,
             metrics,
             reported,
-            lone: false,
             clock,
             conns: HashMap::new(),
             latency: HashMap::new(),
@@ -710,11 +705,7 @@ impl Core {
                         self.note_reply(c, xid, us);
                     }
                     if let Some(out) = self.conns.get(&c) {
-                        let queued = if self.lone {
-                            out.push_now(bytes)
-                        } else {
-                            out.push(bytes)
-                        };
+                        let queued = out.push(bytes);
                         if queued > self.cfg.connection_output_bytes_max {
                             // Only watch events and replies already in flight
                             // get past the reader's throttle: this client has
@@ -849,20 +840,15 @@ impl Core {
                 } => self.on_peer_event(ev),
                 msg = rx.recv() => match msg {
                     Some(m) => {
-                        self.lone = rx.is_empty();
                         self.handle(m);
                         // Drain what is already queued before yielding, so a
                         // burst shares one durability wait.
                         for _ in 0..256 {
                             match rx.try_recv() {
-                                Ok(m) => {
-                                    self.lone = rx.is_empty();
-                                    self.handle(m)
-                                }
+                                Ok(m) => self.handle(m),
                                 Err(_) => break,
                             }
                         }
-                        self.lone = false;
                     }
                     None => break,
                 },
