@@ -140,6 +140,9 @@ pub(crate) struct Reported {
     /// Standalone jobs sent and not yet taken by the storage thread: with
     /// more writes waiting, its time is better spent on their sync.
     queued: AtomicUsize,
+    /// Replies attached to writes and not yet handed over (for
+    /// `zk_outstanding_requests`).
+    attached: AtomicUsize,
 }
 
 /// What the storage thread sends the core: standalone, a durable zxid
@@ -412,6 +415,9 @@ fn hand_over(releases: Vec<Release>, reported: &Reported, metrics: &Metrics, out
     }
     let mut sent = Vec::new();
     for r in releases {
+        reported
+            .attached
+            .fetch_sub(r.sends.len(), Ordering::Relaxed);
         let us = r.started.elapsed().as_micros() as u64;
         metrics.record(us, r.sends.len() as u64);
         for (conn, out, bytes) in r.sends {
@@ -544,7 +550,8 @@ impl Core {
     }
 
     pub fn outstanding(&self) -> usize {
-        self.held.iter().map(|h| h.effects.len()).sum()
+        self.held.iter().map(|h| h.effects.len()).sum::<usize>()
+            + self.reported.attached.load(Ordering::Relaxed)
     }
 
     /// Collects what the last step produced and either releases it or holds
@@ -583,7 +590,7 @@ impl Core {
         if !ok {
             return None;
         }
-        let sends = self
+        let sends: Vec<_> = self
             .server
             .take_effects()
             .into_iter()
@@ -592,6 +599,9 @@ impl Core {
                 Effect::Close(_) => unreachable!("checked above"),
             })
             .collect();
+        self.reported
+            .attached
+            .fetch_add(sends.len(), Ordering::Relaxed);
         Some(Release { started, sends })
     }
 
@@ -600,6 +610,8 @@ impl Core {
     pub(crate) fn on_report(&mut self, r: Report) {
         if let Some(back) = r.back {
             for rel in back {
+                let n = rel.sends.len();
+                self.reported.attached.fetch_sub(n, Ordering::Relaxed);
                 let effects = rel
                     .sends
                     .into_iter()
