@@ -75,9 +75,12 @@ impl Metrics {
         if n == 0 {
             return;
         }
-        let min = self.latency_min_us.load(Ordering::Relaxed);
-        if self.latency_count.load(Ordering::Relaxed) == 0 || us < min {
+        // Two threads record (the core, and the storage thread for the
+        // replies it sends), so the minimum is kept with an atomic min.
+        if self.latency_count.load(Ordering::Relaxed) == 0 {
             self.latency_min_us.store(us, Ordering::Relaxed);
+        } else {
+            self.latency_min_us.fetch_min(us, Ordering::Relaxed);
         }
         self.latency_max_us.fetch_max(us, Ordering::Relaxed);
         self.latency_sum_us.fetch_add(us * n, Ordering::Relaxed);
