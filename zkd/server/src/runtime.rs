@@ -424,14 +424,14 @@ fn hand_over(releases: Vec<Release>, reported: &Reported, metrics: &Metrics, out
         let us = r.started.elapsed().as_micros() as u64;
         metrics.record(us, r.sends.len() as u64);
         for (conn, out, bytes) in r.sends {
-            sent.push((conn, xid_of(&bytes), us));
-            let queued = out.push_now(bytes);
-            if queued > output_max {
-                // As `Core::release` does; the core forgets the connection
-                // when its reader reports it closed.
-                log::warn!(
-                    "closing connection 0x{conn:x}: {queued} bytes waiting to be sent, over connectionOutputBytesMax"
-                );
+            let xid = xid_of(&bytes);
+            // Replies, not watch events, as in `Core::release`.
+            if xid != -1 {
+                sent.push((conn, xid, us));
+            }
+            if over_output_max(conn, out.push_now(bytes), output_max) {
+                // The core forgets the connection when its reader reports
+                // it closed.
                 out.close();
             }
         }
@@ -441,6 +441,19 @@ fn hand_over(releases: Vec<Release>, reported: &Reported, metrics: &Metrics, out
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .extend(sent);
+}
+
+/// Only watch events and replies already in flight get past the reader's
+/// throttle: a connection with more than `max` bytes waiting belongs to a
+/// client that has stopped reading, and is cut loose.
+fn over_output_max(conn: ConnId, queued: usize, max: usize) -> bool {
+    if queued <= max {
+        return false;
+    }
+    log::warn!(
+        "closing connection 0x{conn:x}: {queued} bytes waiting to be sent, over connectionOutputBytesMax"
+    );
+    true
 }
 
 fn xid_of(frame: &[u8]) -> i32 {
@@ -720,14 +733,8 @@ impl Core {
                         self.note_reply(c, xid, us);
                     }
                     if let Some(out) = self.conns.get(&c) {
-                        let queued = out.push(bytes);
-                        if queued > self.cfg.connection_output_bytes_max {
-                            // Only watch events and replies already in flight
-                            // get past the reader's throttle: this client has
-                            // stopped reading. Cut it loose.
-                            log::warn!(
-                                "closing connection 0x{c:x}: {queued} bytes waiting to be sent, over connectionOutputBytesMax"
-                            );
+                        let max = self.cfg.connection_output_bytes_max;
+                        if over_output_max(c, out.push(bytes), max) {
                             out.close();
                             self.conns.remove(&c);
                         }
