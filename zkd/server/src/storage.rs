@@ -667,7 +667,17 @@ impl Store {
                 }
             }
         }
-        if self.flushing.is_none() && (self.txlog.files() > 1 || self.pending_base.is_some()) {
+        // A flush for a raised base only once the base frees a ZAB log
+        // file: ZAB compacts every snapSizeLimitInKb / 2 of delivered txns
+        // (32 MiB by default), and each compaction asked for a checkpoint
+        // flush that freed nothing while the base was still inside the
+        // file being appended to. Those extra flushes (every 2-6 s under
+        // 10 KiB writes, on every member) wrote the checkpoint in smaller
+        // pieces, each one more sorted run for compaction to merge.
+        let frees = |b: &u64| self.zablog.frees_through(*b);
+        if self.flushing.is_none()
+            && (self.txlog.files() > 1 || self.pending_base.as_ref().is_some_and(frees))
+        {
             self.start_flush()?;
         }
         Ok(())
@@ -841,6 +851,14 @@ impl Store {
         let mut fo = FlushOptions::default();
         fo.set_wait(false);
         self.db.flush_cf_opt(self.nodes(), &fo)?;
+        // The default column family holds the few synced records of an
+        // ensemble member (epochs, the ZAB log's base) and never fills
+        // its memtable: unflushed, it pinned RocksDB's first WAL file and
+        // with it every later one (an empty one per checkpoint flush, 60
+        // after one `bench.sh --ensemble` pass). Flushing it with each
+        // checkpoint lets RocksDB delete them; with nothing in it, the
+        // flush does nothing.
+        self.db.flush_opt(&fo)?;
         self.flushing = Some(self.written_zxid);
         Ok(())
     }
@@ -971,6 +989,84 @@ mod tests {
         let mut s = Store::open(&dir, &dir).unwrap();
         assert!(s.replay.is_empty(), "the checkpoint holds the redone txns");
         check(&s.load().unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An ensemble member flushes its checkpoint for a compaction of its
+    /// ZAB log only when that frees a log file, and those flushes let
+    /// RocksDB delete its WAL files although the epochs sit in them.
+    #[test]
+    fn a_zab_compaction_flushes_the_checkpoint_once_it_frees_a_file() {
+        use zkd_zab::peer::Persist as Z;
+        let dir = std::env::temp_dir().join(format!("zkd-store-compact-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let db = dir.join("db");
+        let mut s = Store::open(&db, &dir).unwrap();
+        s.load().unwrap();
+        s.zablog.set_segment_bytes(8 << 10);
+        s.commit_ensemble_log(&[], &[Z::AcceptedEpoch(1), Z::CurrentEpoch(1)], true)
+            .unwrap();
+        let wals = || {
+            std::fs::read_dir(&db)
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().path().extension() == Some("log".as_ref()))
+                .count()
+        };
+        let settle = |s: &mut Store| {
+            for _ in 0..1000 {
+                if s.flushing.is_none() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                s.commit_ensemble_tree(&[], &[]).unwrap();
+            }
+            panic!("a checkpoint flush did not finish in 10 s");
+        };
+        let mut zxid = 0u64;
+        let mut flushes = 0;
+        for round in 0..12 {
+            // 3 KiB txns: the log rolls every few of them.
+            let txns: Vec<_> = (0..2)
+                .map(|_| {
+                    zxid += 1;
+                    zkd_zab::types::Txn {
+                        zxid,
+                        data: std::sync::Arc::new(vec![round as u8; 3 << 10]),
+                    }
+                })
+                .collect();
+            let zab = [Z::Append(txns), Z::Applied(zxid), Z::Compact(zxid - 1)];
+            s.commit_ensemble_log(&[], &zab, true).unwrap();
+            let frees = s.zablog.frees_through(zxid - 1);
+            s.commit_ensemble_tree(&[], &zab).unwrap();
+            assert_eq!(
+                s.flushing.is_some(),
+                frees,
+                "round {round}: a flush is asked for exactly when it frees a log file"
+            );
+            flushes += frees as usize;
+            settle(&mut s);
+            assert!(
+                s.zablog.files() <= 2,
+                "round {round}: the flushed base trimmed the log"
+            );
+        }
+        assert!(
+            flushes >= 4,
+            "the log rolled and was trimmed ({flushes} flushes)"
+        );
+        let mut left = wals();
+        for _ in 0..500 {
+            if left <= 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            left = wals();
+        }
+        assert!(
+            left <= 2,
+            "{left} RocksDB WAL files after {flushes} flushes"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

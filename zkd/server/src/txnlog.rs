@@ -385,6 +385,12 @@ impl TxnLog {
         self.last == 0
     }
 
+    /// Smaller files, so a test rolls the log without writing 64 MiB.
+    #[cfg(test)]
+    pub fn set_segment_bytes(&mut self, n: u64) {
+        self.segment_bytes = n;
+    }
+
     /// Files of the current generation.
     pub fn files(&self) -> usize {
         self.segments.len()
@@ -564,15 +570,25 @@ impl TxnLog {
         Ok(())
     }
 
-    /// Frees the files whose records are all at or below `zxid` (the
-    /// caller's checkpoint covers them). The file being appended to stays.
-    pub fn trim_through(&mut self, zxid: u64) -> Result<usize, LogError> {
-        let keep_from = self
-            .segments
+    /// How many files `trim_through(zxid)` would free.
+    fn freeable_through(&self, zxid: u64) -> usize {
+        self.segments
             .iter()
             .position(|s| s.last > zxid || s.last == 0)
             .unwrap_or(self.segments.len())
-            .min(self.segments.len().saturating_sub(1));
+            .min(self.segments.len().saturating_sub(1))
+    }
+
+    /// Whether `trim_through(zxid)` would free a file: a checkpoint made
+    /// only to trim the log is worth its flush then, and not before.
+    pub fn frees_through(&self, zxid: u64) -> bool {
+        self.freeable_through(zxid) > 0
+    }
+
+    /// Frees the files whose records are all at or below `zxid` (the
+    /// caller's checkpoint covers them). The file being appended to stays.
+    pub fn trim_through(&mut self, zxid: u64) -> Result<usize, LogError> {
+        let keep_from = self.freeable_through(zxid);
         let freed: Vec<Segment> = self.segments.drain(..keep_from).collect();
         for s in &freed {
             self.free(&s.path)?;
