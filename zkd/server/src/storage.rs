@@ -674,9 +674,11 @@ impl Store {
         // less than that suggests, as a full memtable is flushed anyway:
         // 3-member ensemble, 16x32 10 KiB set, multi10 1x1 10 KiB, multi10
         // 16x32 100 B (~0.95 GB of txns per member): 22 -> 20 flushes.
-        let frees = |b: &u64| self.zablog.frees_through(*b);
         if self.flushing.is_none()
-            && (self.txlog.files() > 1 || self.pending_base.as_ref().is_some_and(frees))
+            && (self.txlog.files() > 1
+                || self
+                    .pending_base
+                    .is_some_and(|b| self.zablog.frees_through(b)))
         {
             self.start_flush()?;
         }
