@@ -69,11 +69,10 @@ pub fn apply_tree(tree: &mut DataTree, hdr: &TxnHeader, txn: &Txn) -> bool {
             data,
             version,
         } => {
-            if tree.get(path).is_none() {
-                return false;
-            }
-            tree.set_data(path, data.clone(), *version, hdr.zxid, hdr.time);
-            true
+            // One lookup: `None` when there is no node at `path`.
+            let set = |_: &_| Ok::<_, std::convert::Infallible>(*version);
+            tree.set_data_checked(path, data.clone(), hdr.zxid, hdr.time, set)
+                .is_some()
         }
         Txn::SetAcl { path, acl, version } => {
             if tree.get(path).is_none() {

@@ -87,7 +87,10 @@ impl Ord for PathKey {
         let n = common_prefix(a, b);
         let (ta, tb) = (&a[n..], &b[n..]);
         match (ta.contains(&b'/'), tb.contains(&b'/')) {
-            (false, false) => ta.cmp(tb),
+            // The tails differ at their first byte, or one is empty: that
+            // byte decides (no call into memcmp for the rest, which was 6%
+            // of a loaded ensemble's CPU, `perf`, multi of setData).
+            (false, false) => ta.first().cmp(&tb.first()),
             (true, false) => Ordering::Greater,
             (false, true) => Ordering::Less,
             (true, true) => {

@@ -20,21 +20,21 @@ pub fn validate(path: &str) -> Result<(), InvalidPath> {
     if path.ends_with('/') {
         return Err(InvalidPath("path must not end with / character"));
     }
-    let mut last = '/';
-    let chars: Vec<char> = path.chars().collect();
-    for (i, &c) in chars.iter().enumerate().skip(1) {
+    // The two characters before `c` and the one after it, without
+    // collecting the path's characters (an allocation per request).
+    let (mut before, mut last) = ('/', '/');
+    let mut rest = path[1..].chars().peekable();
+    while let Some(c) = rest.next() {
+        let after = rest.peek().copied();
         if c == '\0' {
             return Err(InvalidPath("null character not allowed"));
         } else if c == '/' && last == '/' {
             return Err(InvalidPath("empty node name specified"));
         } else if c == '.' && last == '.' {
-            let before = chars[i - 2];
-            let after = chars.get(i + 1).copied();
             if before == '/' && (after.is_none() || after == Some('/')) {
                 return Err(InvalidPath("relative paths not allowed"));
             }
         } else if c == '.' {
-            let after = chars.get(i + 1).copied();
             if last == '/' && (after.is_none() || after == Some('/')) {
                 return Err(InvalidPath("relative paths not allowed"));
             }
@@ -45,6 +45,7 @@ pub fn validate(path: &str) -> Result<(), InvalidPath> {
         {
             return Err(InvalidPath("invalid character"));
         }
+        before = last;
         last = c;
     }
     Ok(())
@@ -93,11 +94,29 @@ mod tests {
             "/..a",
             "/a/.b",
             "/zookeeper/quota",
+            "/a..",
+            "/a/...",
+            "/a/b..",
+            "/a/.b.",
+            "/\u{e9}t\u{e9}/..x",
         ] {
             assert_eq!(validate(ok), Ok(()), "{ok}");
         }
         for bad in [
-            "", "a", "/a/", "//", "/a//b", "/a/./b", "/a/..", "/.", "/a\0b", "/a\u{1}",
+            "",
+            "a",
+            "/a/",
+            "//",
+            "/a//b",
+            "/a/./b",
+            "/a/..",
+            "/.",
+            "/a\0b",
+            "/a\u{1}",
+            "/..",
+            "/a/../b",
+            "/\u{e9}/..",
+            "/a/\u{f8ff}",
         ] {
             assert!(validate(bad).is_err(), "{bad:?}");
         }

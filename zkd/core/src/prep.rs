@@ -81,7 +81,7 @@ pub fn execute(
         }
         OpCode::SetData => {
             let req: SetDataRequest = decode(body)?;
-            let (txn, stat) = set_data(tree, hdr, ids, rules, &req)?;
+            let (txn, stat) = set_data(tree, hdr, ids, rules, req)?;
             Ok((txn, Applied::Stat(stat)))
         }
         OpCode::SetAcl => {
@@ -95,7 +95,7 @@ pub fn execute(
         }
         OpCode::Multi => {
             let req: MultiRequest = decode(body)?;
-            multi(tree, hdr, ids, rules, &req)
+            multi(tree, hdr, ids, rules, req)
         }
         _ => Err(ErrorCode::UNIMPLEMENTED),
     }
@@ -263,7 +263,7 @@ fn set_data(
     hdr: &TxnHeader,
     ids: &[Id],
     rules: Rules,
-    req: &SetDataRequest,
+    req: SetDataRequest,
 ) -> Res<(Txn, Stat)> {
     valid_path(&req.path)?;
     if rules.enforce_quota && tree.max_quota_prefix(&req.path).is_some() {
@@ -290,10 +290,12 @@ fn set_data(
         })
         .ok_or(ErrorCode::NO_NODE)??;
     let version = stat.version;
+    // The request's own path and data: one copy of the data (the tree's)
+    // per setData, not two.
     Ok((
         Txn::SetData {
-            path: req.path.clone(),
-            data: req.data.clone(),
+            path: req.path,
+            data: req.data,
             version,
         },
         stat,
@@ -331,19 +333,20 @@ fn multi(
     hdr: &TxnHeader,
     ids: &[Id],
     rules: Rules,
-    req: &MultiRequest,
+    req: MultiRequest,
 ) -> Res<(Txn, Applied)> {
-    let mut txns = Vec::with_capacity(req.ops.len());
-    let mut results = Vec::with_capacity(req.ops.len());
-    for (i, op) in req.ops.iter().enumerate() {
+    let ops = req.ops.len();
+    let mut txns = Vec::with_capacity(ops);
+    let mut results = Vec::with_capacity(ops);
+    for (i, op) in req.ops.into_iter().enumerate() {
         let r = match op {
             MultiOp::Create { op, req: c } => {
-                let code = match *op {
+                let code = match op {
                     1 => OpCode::Create,
                     19 => OpCode::CreateContainer,
                     _ => OpCode::Create2,
                 };
-                create(tree, hdr, ids, rules, code, c, 0).map(|(t, p, s)| {
+                create(tree, hdr, ids, rules, code, &c, 0).map(|(t, p, s)| {
                     let r = if code == OpCode::Create {
                         MultiResult::Create(p)
                     } else {
@@ -354,19 +357,19 @@ fn multi(
             }
             MultiOp::CreateTtl(r) => {
                 let c = CreateRequest {
-                    path: r.path.clone(),
-                    data: r.data.clone(),
-                    acl: r.acl.clone(),
+                    path: r.path,
+                    data: r.data,
+                    acl: r.acl,
                     flags: r.flags,
                 };
                 create(tree, hdr, ids, rules, OpCode::CreateTtl, &c, r.ttl)
                     .map(|(t, p, s)| (t, MultiResult::Create2(p, s)))
             }
-            MultiOp::Delete(d) => delete(tree, hdr, ids, d).map(|t| (t, MultiResult::Delete)),
+            MultiOp::Delete(d) => delete(tree, hdr, ids, &d).map(|t| (t, MultiResult::Delete)),
             MultiOp::SetData(s) => {
                 set_data(tree, hdr, ids, rules, s).map(|(t, st)| (t, MultiResult::SetData(st)))
             }
-            MultiOp::Check(c) => check(tree, ids, c).map(|t| (t, MultiResult::Check)),
+            MultiOp::Check(c) => check(tree, ids, &c).map(|t| (t, MultiResult::Check)),
             MultiOp::GetChildren(_) | MultiOp::GetData(_) => Err(ErrorCode::BAD_ARGUMENTS),
         };
         match r {
@@ -382,7 +385,7 @@ fn multi(
                 errs.push(MultiResult::Error(e.0));
                 errs.extend(std::iter::repeat_n(
                     MultiResult::Error(ErrorCode::RUNTIME_INCONSISTENCY.0),
-                    req.ops.len() - i - 1,
+                    ops - i - 1,
                 ));
                 let txn = Txn::Multi(
                     errs.iter()

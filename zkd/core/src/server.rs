@@ -616,7 +616,7 @@ impl Server {
                 self.tree.delete(&p, hdr.zxid);
                 let changes = self.tree.commit();
                 log::debug!("removed {p} (empty container or expired TTL node)");
-                self.record(hdr, &Txn::Delete { path: p }, changes);
+                self.record(hdr, Txn::Delete { path: p }, changes);
             }
         }
         for id in self.sessions.expired(now.mono_ms) {
@@ -1142,7 +1142,7 @@ impl Server {
             Ok((txn, applied)) => (txn, Ok(applied)),
         };
         let changes = self.tree.commit();
-        self.record(hdr, &txn, changes);
+        self.record(hdr, txn, changes);
         Some(result)
     }
 
@@ -1169,22 +1169,22 @@ impl Server {
             _ => unreachable!("commit_txn takes session txns only"),
         }
         let changes = self.tree.commit();
-        self.record(hdr, &txn, changes);
+        self.record(hdr, txn, changes);
     }
 
     /// Logs a committed txn, queues its node changes for storage and fires
     /// the watches it triggers (before any reply the caller sends next).
-    fn record(&mut self, hdr: TxnHeader, txn: &Txn, changes: crate::tree::Changes) {
+    fn record(&mut self, hdr: TxnHeader, txn: Txn, changes: crate::tree::Changes) {
         self.last_zxid = hdr.zxid;
         match self.role {
             // In an ensemble the log is ZAB's.
             Role::Standalone => self
                 .persist
                 .log
-                .push((hdr.zxid, Txn::encode_entry(&hdr, txn))),
+                .push((hdr.zxid, Txn::encode_entry(&hdr, &txn))),
             Role::Leader => self.proposals.push(Proposal {
                 hdr,
-                txn: txn.clone(),
+                txn,
                 origin: self.cfg.server_id as u64,
                 err: 0,
                 reply: None,

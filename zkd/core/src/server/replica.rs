@@ -378,7 +378,7 @@ impl Server {
         let hdr = self.next_header(now, f.session, f.cxid);
         self.tree.begin();
         let changes = self.tree.commit();
-        self.record(hdr, &Txn::Error(e.0), changes);
+        self.record(hdr, Txn::Error(e.0), changes);
         self.answer_with(f.origin, e.0, None);
     }
 
@@ -413,7 +413,11 @@ impl Server {
             _ => {}
         }
         let changes = self.tree.commit();
-        self.record(hdr, &p.txn, changes);
+        let (opens, closes) = (
+            matches!(p.txn, Txn::CreateSession { .. }),
+            matches!(p.txn, Txn::CloseSession),
+        );
+        self.record(hdr, p.txn, changes);
         if let Some(leaders) = p.digest.filter(|d| *d != self.tree.digest()) {
             return Err(Divergence::Digest {
                 zxid: hdr.zxid,
@@ -422,8 +426,8 @@ impl Server {
             });
         }
         let mine = p.origin == self.cfg.server_id as u64;
-        match &p.txn {
-            Txn::CreateSession { .. } if mine => {
+        match () {
+            _ if opens && mine => {
                 if let Some(pc) = self.pending_connects.remove(&hdr.session) {
                     if p.err == 0 {
                         self.attach(now, pc.conn, &pc.ip, pc.port, hdr.session);
@@ -433,7 +437,7 @@ impl Server {
                     }
                 }
             }
-            Txn::CloseSession => {
+            _ if closes => {
                 let answered = mine && self.outstanding.contains_key(&(hdr.session, hdr.cxid));
                 if answered {
                     self.answer(hdr.session, hdr.cxid, 0, None);
