@@ -42,11 +42,12 @@ pub struct Node {
     pub acl: Arc<Vec<Acl>>,
     pub stat: NodeStat,
     pub child_count: u32,
-    /// `node_hash` of the node as the last committed transaction left it
-    /// (set when it enters the tree, and at `commit`), so a change takes
-    /// the old hash from here instead of hashing the old node again, half
-    /// of the digest's cost (`node_hash` was 6.5% of the samples of two
-    /// members of a 3-member ensemble under a multi of setData, `perf`).
+    /// `node_hash` of the node: set when it enters the tree, by a setData
+    /// at once, by any other change at `commit`; the journal saves it with
+    /// the node, so `commit` subtracts the old hash without hashing the
+    /// old node again and `rollback` restores it. That second hash was
+    /// half of the digest's cost (`node_hash` was 6.5% of the samples of
+    /// two members of a 3-member ensemble under a multi of setData, `perf`).
     hash: u64,
 }
 

@@ -413,6 +413,7 @@ impl Server {
             _ => {}
         }
         let changes = self.tree.commit();
+        // What the answer below needs of the txn, which `record` takes.
         let (opens, closes) = (
             matches!(p.txn, Txn::CreateSession { .. }),
             matches!(p.txn, Txn::CloseSession),
@@ -426,8 +427,8 @@ impl Server {
             });
         }
         let mine = p.origin == self.cfg.server_id as u64;
-        match () {
-            _ if opens && mine => {
+        if opens {
+            if mine {
                 if let Some(pc) = self.pending_connects.remove(&hdr.session) {
                     if p.err == 0 {
                         self.attach(now, pc.conn, &pc.ip, pc.port, hdr.session);
@@ -437,20 +438,19 @@ impl Server {
                     }
                 }
             }
-            _ if closes => {
-                let answered = mine && self.outstanding.contains_key(&(hdr.session, hdr.cxid));
-                if answered {
-                    self.answer(hdr.session, hdr.cxid, 0, None);
-                }
-                // Closed or expired elsewhere: the client here is told by
-                // losing its connection, as with a standalone expiry.
-                if let Some(c) = local_conn {
-                    self.detach(c);
-                    self.close(c);
-                }
+        } else if closes {
+            let answered = mine && self.outstanding.contains_key(&(hdr.session, hdr.cxid));
+            if answered {
+                self.answer(hdr.session, hdr.cxid, 0, None);
             }
-            _ if mine => self.answer(hdr.session, hdr.cxid, p.err, p.reply.as_deref()),
-            _ => {}
+            // Closed or expired elsewhere: the client here is told by
+            // losing its connection, as with a standalone expiry.
+            if let Some(c) = local_conn {
+                self.detach(c);
+                self.close(c);
+            }
+        } else if mine {
+            self.answer(hdr.session, hdr.cxid, p.err, p.reply.as_deref());
         }
         self.release_syncs();
         Ok(())
