@@ -167,6 +167,7 @@ fn serve(cfg_path: PathBuf) -> i32 {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
         .init();
+    crate::refuse_huge_pages();
     let cfg = match Config::load(&cfg_path) {
         Ok(c) => c,
         Err(e) => {
@@ -240,13 +241,15 @@ fn serve(cfg_path: PathBuf) -> i32 {
             }
             _ => None,
         };
-        let store = match Store::open(&cfg.data_dir.join("zkd.db"), &cfg.data_log_dir) {
+        let db_dir = cfg.data_dir.join("zkd.db");
+        let store = match Store::open(&db_dir, &cfg.data_log_dir) {
             Ok(s) => s,
             Err(e) => {
                 log::error!("cannot open store in {}: {e}", cfg.data_dir.display());
                 return 74;
             }
         };
+        crate::pagecache::keep_out(db_dir);
         let (durable_tx, durable_rx) = tokio::sync::mpsc::unbounded_channel();
         let core = match Core::new(cfg.clone(), store, durable_tx) {
             Ok(c) => c,
