@@ -52,7 +52,7 @@ pub fn keep_out(db: PathBuf) {
                 if look % AGAIN_AFTER == 0 {
                     files.seen.clear();
                 }
-                files.look(&db);
+                files.look(&db, drop_pages);
             }
         });
     if let Err(e) = started {
@@ -75,7 +75,7 @@ impl Files {
     /// page under writeback cannot be dropped, which makes the kernel drain
     /// the page lists of every CPU (`lru_add_drain_all`) on each ask.
     /// Best effort: an error only leaves pages cached.
-    fn look(&mut self, db: &Path) {
+    fn look(&mut self, db: &Path, mut drop_pages: impl FnMut(&Path) -> bool) {
         let Ok(entries) = std::fs::read_dir(db) else {
             return;
         };
@@ -109,4 +109,63 @@ fn drop_pages(path: &Path) -> bool {
     };
     // SAFETY: advice on an open descriptor; no memory is passed.
     unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A file is dropped once it has stopped changing, once, and again
+    /// after it changes; other files are never asked about.
+    #[test]
+    fn a_file_is_dropped_once_it_stops_changing() {
+        let dir = std::env::temp_dir().join(format!("zkd-pagecache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sst = dir.join("000012.sst");
+        std::fs::write(&sst, b"one").unwrap();
+        std::fs::write(dir.join("LOG"), b"not a checkpoint file").unwrap();
+        std::fs::write(dir.join("000013.log"), b"nor this").unwrap();
+        let mut files = Files::default();
+        let mut asked = Vec::new();
+        let mut look = |files: &mut Files| {
+            let mut now = Vec::new();
+            files.look(&dir, |p| {
+                now.push(p.file_name().unwrap().to_string_lossy().into_owned());
+                true
+            });
+            asked.push(now);
+        };
+        look(&mut files); // first seen: it may still be written
+        look(&mut files); // unchanged: dropped
+        look(&mut files); // dropped already
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&sst)
+            .unwrap()
+            .write_all(b" two")
+            .unwrap();
+        look(&mut files); // changed: being written
+        look(&mut files); // unchanged again: dropped
+        let blob = dir.join("000014.blob");
+        std::fs::write(&blob, b"blob").unwrap();
+        look(&mut files);
+        look(&mut files);
+        let none: Vec<String> = Vec::new();
+        let sst_only = vec!["000012.sst".to_string()];
+        assert_eq!(
+            asked,
+            vec![
+                none.clone(),
+                sst_only.clone(),
+                none.clone(),
+                none.clone(),
+                sst_only,
+                none,
+                vec!["000014.blob".to_string()],
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -719,7 +719,8 @@ impl Store {
             .db
             .property_int_value_cf(self.nodes(), "rocksdb.num-files-at-level0")?
             .unwrap_or(u64::MAX);
-        Ok(self.unflushed_memtables()? == 0 && l0_files + 2 < L0_SLOWDOWN_TRIGGER as u64)
+        Ok(self.unflushed_memtables()? == 0
+            && l0_files.saturating_add(2) < L0_SLOWDOWN_TRIGGER as u64)
     }
 
     fn get_u64(&self, key: &[u8]) -> Result<u64, StoreError> {
