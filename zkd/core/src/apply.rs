@@ -68,12 +68,9 @@ pub fn apply_tree(tree: &mut DataTree, hdr: &TxnHeader, txn: &Txn) -> bool {
             path,
             data,
             version,
-        } => {
-            // One lookup: `None` when there is no node at `path`.
-            let set = |_: &_| Ok::<_, std::convert::Infallible>(*version);
-            tree.set_data_checked(path, data.clone(), hdr.zxid, hdr.time, set)
-                .is_some()
-        }
+        } => tree
+            .try_set_data(path, data.clone(), *version, hdr.zxid, hdr.time)
+            .is_some(),
         Txn::SetAcl { path, acl, version } => {
             if tree.get(path).is_none() {
                 return false;

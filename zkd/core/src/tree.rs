@@ -537,11 +537,23 @@ impl DataTree {
         zxid: i64,
         time: i64,
     ) -> Stat {
-        self.set_data_checked(path, data, zxid, time, |_| {
-            Ok::<_, std::convert::Infallible>(version)
-        })
-        .expect("setData of a missing node")
-        .unwrap_or_else(|never| match never {})
+        self.try_set_data(path, data, version, zxid, time)
+            .expect("setData of a missing node")
+    }
+
+    /// setData of the node at `path`, if there is one (`None` if not),
+    /// with one lookup.
+    pub fn try_set_data(
+        &mut self,
+        path: &str,
+        data: Vec<u8>,
+        version: i32,
+        zxid: i64,
+        time: i64,
+    ) -> Option<Stat> {
+        let set = |_: &Node| Ok::<_, std::convert::Infallible>(version);
+        self.set_data_checked(path, data, zxid, time, set)
+            .map(|r| r.unwrap_or_else(|never| match never {}))
     }
 
     /// setData with one lookup of the node: `check` sees it as it is (its

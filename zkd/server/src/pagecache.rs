@@ -47,9 +47,9 @@ pub fn keep_out(db: PathBuf) {
         .name("zkd-pagecache".into())
         .spawn(move || {
             let mut files = Files::default();
-            for look in 1u32.. {
+            for look in (1..=AGAIN_AFTER).cycle() {
                 std::thread::sleep(EVERY);
-                if look % AGAIN_AFTER == 0 {
+                if look == AGAIN_AFTER {
                     files.seen.clear();
                 }
                 files.look(&db, drop_pages);
