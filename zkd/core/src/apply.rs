@@ -69,7 +69,7 @@ pub fn apply_tree(tree: &mut DataTree, hdr: &TxnHeader, txn: &Txn) -> bool {
             data,
             version,
         } => tree
-            .try_set_data(path, data.clone(), *version, hdr.zxid, hdr.time)
+            .set_data(path, data.clone(), *version, hdr.zxid, hdr.time)
             .is_some(),
         Txn::SetAcl { path, acl, version } => {
             if tree.get(path).is_none() {

@@ -529,21 +529,9 @@ impl DataTree {
         self.quota_after_delete(path, deleted_len);
     }
 
-    pub fn set_data(
-        &mut self,
-        path: &str,
-        data: Vec<u8>,
-        version: i32,
-        zxid: i64,
-        time: i64,
-    ) -> Stat {
-        self.try_set_data(path, data, version, zxid, time)
-            .expect("setData of a missing node")
-    }
-
     /// setData of the node at `path`, if there is one (`None` if not),
     /// with one lookup.
-    pub fn try_set_data(
+    pub fn set_data(
         &mut self,
         path: &str,
         data: Vec<u8>,
