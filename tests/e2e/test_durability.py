@@ -194,6 +194,43 @@ def test_the_next_log_file_is_zeroed_while_idle_and_taken_by_the_roll(zkd):
     zk.close()
 
 
+def test_a_burst_ending_just_after_the_log_rolls_frees_the_old_file_while_idle(zkd):
+    """The roll asks for a checkpoint flush; once it is done the full file
+    is freed. Writes used to be the only thing that looked, so a burst
+    that stopped right after a roll kept the 64 MiB file on disk (and to
+    be read again at the next start) until the next write."""
+    import glob
+    import hashlib
+    import os
+    logdir = os.path.join(zkd.data, "zkd.txnlog")
+
+    def files():
+        return sorted(p for p in glob.glob(os.path.join(logdir, "[0-9a-f]*-*.log")))
+
+    zk = client(zkd.hosts)
+    first = files()
+    assert len(first) == 1, first
+    i = 0
+    while len(files()) < 2:
+        assert i < 100, f"the log did not roll after {i} MB"
+        zk.create(f"/roll{i:03d}", hashlib.sha256(str(i).encode()).digest() * 31000)
+        i += 1
+    assert first[0] in files()
+    # No request from here on, this session's pings aside.
+    wait_until(lambda: first[0] not in files(), 20,
+               what="the rolled-over log file freed with no write after the roll")
+    assert len(files()) == 1, files()
+    zk.stop()
+    zk.close()
+    zkd.kill9()
+    zkd.start()
+    zk = client(zkd.hosts)
+    for j in range(i):
+        assert zk.exists(f"/roll{j:03d}") is not None, j
+    zk.stop()
+    zk.close()
+
+
 def test_torn_wal_tail_is_dropped_and_the_rest_served(zkd):
     """A crash in the middle of writing the last record leaves it torn: that
     record (never acknowledged in a real crash) is dropped, the rest served."""

@@ -37,7 +37,7 @@ use zkd_core::session::ConnId;
 use crate::config::Config;
 use crate::fourlw;
 use crate::outbox::{Outbox, Replier};
-use crate::storage::Store;
+use crate::storage::{Idle, Store};
 
 /// What a connection task tells the core.
 pub enum Msg {
@@ -308,22 +308,36 @@ impl Group {
 const LOOK_BEFORE_SLEEP: Duration = Duration::from_micros(200);
 
 /// The next job; with none queued, `idle` is called (a piece of work at a
-/// time, looking for a job between pieces) until it has nothing left.
-fn next_job(rx: &std::sync::mpsc::Receiver<Job>, mut idle: impl FnMut() -> bool) -> Option<Job> {
-    use std::sync::mpsc::TryRecvError;
+/// time, looking for a job between pieces) until it has nothing left, and
+/// again after the wait it asks for (with `true`) if no job comes first.
+fn next_job<J>(rx: &std::sync::mpsc::Receiver<J>, mut idle: impl FnMut(bool) -> Idle) -> Option<J> {
+    use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
     let mut until = Instant::now() + LOOK_BEFORE_SLEEP;
     let mut busy = true;
+    let mut waited = false;
+    let mut wait = None;
     loop {
         match rx.try_recv() {
             Ok(job) => return Some(job),
             Err(TryRecvError::Disconnected) => return None,
             Err(TryRecvError::Empty) if busy => {
-                busy = idle();
+                (busy, wait) = match idle(std::mem::take(&mut waited)) {
+                    Idle::More => (true, None),
+                    Idle::Done => (false, None),
+                    Idle::After(d) => (false, Some(d)),
+                };
                 // The look before sleeping starts when the work ends.
                 until = Instant::now() + LOOK_BEFORE_SLEEP;
             }
             Err(TryRecvError::Empty) if Instant::now() < until => std::thread::yield_now(),
-            Err(TryRecvError::Empty) => return rx.recv().ok(),
+            Err(TryRecvError::Empty) => match wait {
+                None => return rx.recv().ok(),
+                Some(d) => match rx.recv_timeout(d) {
+                    Ok(job) => return Some(job),
+                    Err(RecvTimeoutError::Disconnected) => return None,
+                    Err(RecvTimeoutError::Timeout) => (busy, waited) = (true, true),
+                },
+            },
         }
     }
 }
@@ -368,7 +382,7 @@ fn spawn_storage(
                     !durable_tx.is_closed()
                 })
             };
-            while let Some(first) = next_job(&rx, || store.prepare_ahead()) {
+            while let Some(first) = next_job(&rx, |waited| store.idle(waited)) {
                 let mut group = Group::default();
                 for job in std::iter::once(first).chain(rx.try_iter()) {
                     if matches!(job, Job::Standalone(..)) {
@@ -890,4 +904,41 @@ static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
 pub fn next_conn_id() -> ConnId {
     NEXT_CONN.fetch_add(1, Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Idle work runs a piece at a time; asked to come back later, it is
+    /// called again (told it waited) with no job; a job ends the wait.
+    #[test]
+    fn idle_work_is_resumed_after_the_wait_it_asks_for() {
+        let (tx, rx) = std::sync::mpsc::channel::<u32>();
+        let mut calls = Vec::new();
+        let got = std::thread::scope(|s| {
+            let sender = s.spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                tx.send(7).unwrap();
+                tx
+            });
+            let got = next_job(&rx, |waited| {
+                calls.push(waited);
+                match calls.len() {
+                    1 => Idle::More,
+                    2 | 3 => Idle::After(Duration::from_millis(10)),
+                    _ => Idle::Done,
+                }
+            });
+            drop(sender.join().unwrap());
+            got
+        });
+        assert_eq!(got, Some(7));
+        assert_eq!(calls, [false, false, true, true]);
+        // With nothing to do and the sender gone, there is no next job.
+        assert_eq!(
+            next_job(&rx, |_| Idle::After(Duration::from_millis(1))),
+            None
+        );
+    }
 }

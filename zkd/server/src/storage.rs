@@ -64,6 +64,21 @@ const KEY_LOG_GEN: &[u8] = b"zab_log_gen";
 const L0_SLOWDOWN_TRIGGER: i32 = 40;
 
 pub const TXNLOG_DIR: &str = "zkd.txnlog";
+/// How often an idle storage thread looks at an unfinished flush (see
+/// `Store::idle`): a wake-up per look while one is running (a flush takes
+/// from ~0.1 s to seconds), none once it is done.
+const MAINTAIN_WHILE_IDLE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// What an idle storage thread does next (`Store::idle`).
+#[derive(Debug, PartialEq)]
+pub enum Idle {
+    /// A piece was done and more is left: call again unless a job came.
+    More,
+    /// Nothing is left: wait for a job.
+    Done,
+    /// Nothing now: wait for a job, or this long, then call again.
+    After(std::time::Duration),
+}
 pub const ZABLOG_DIR: &str = "zkd.zablog";
 
 pub struct Store {
@@ -640,19 +655,39 @@ impl Store {
         self.maintain()
     }
 
-    /// Work for idle moments: zeros a piece of the standalone log's next
-    /// file (see `TxnLog::prepare_ahead`). True while there is more to do.
-    /// Not the ZAB log: with three members on one disk (`bench.sh
-    /// --ensemble --run "create 1 1 10240"`, 2 alternations) it cost 14%
-    /// (1,638/1,644 -> 1,412/1,406 ops/s, p50 +85 µs): a member's storage
-    /// thread takes two or three jobs per write, and each could find a
-    /// piece in progress.
-    pub fn prepare_ahead(&mut self) -> bool {
-        self.txlog.prepare_ahead().unwrap_or_else(|e| {
+    /// Work for idle moments, one piece per call; `waited` says the call
+    /// comes after waiting out an `Idle::After`.
+    /// - A piece of the standalone log's next file is zeroed (see
+    ///   `TxnLog::prepare_ahead`). Not the ZAB log: with three members on
+    ///   one disk (`bench.sh --ensemble --run "create 1 1 10240"`, 2
+    ///   alternations) it cost 14% (1,638/1,644 -> 1,412/1,406 ops/s, p50
+    ///   +85 µs): a member's storage thread takes two or three jobs per
+    ///   write, and each could find a piece in progress.
+    /// - `maintain` runs again while it has something to finish (a flush
+    ///   to see done, or one put off). Only writes ran it before: a burst
+    ///   that ended just after the log rolled kept the full 64 MiB file
+    ///   until the next write, however long the server stayed idle.
+    pub fn idle(&mut self, waited: bool) -> Idle {
+        if waited {
+            if let Err(e) = self.maintain() {
+                // The next write runs it again, and stops the server if
+                // it fails there.
+                log::warn!("checkpoint maintenance failed while idle: {e}");
+                return Idle::Done;
+            }
+        }
+        let more = self.txlog.prepare_ahead().unwrap_or_else(|e| {
             // Not fatal: the appends extend their own file as before.
             log::warn!("cannot prepare the next log file: {e}");
             false
-        })
+        });
+        if more {
+            Idle::More
+        } else if self.flushing.is_some() || self.wants_flush() {
+            Idle::After(MAINTAIN_WHILE_IDLE)
+        } else {
+            Idle::Done
+        }
     }
 
     /// Makes the whole checkpoint durable now (an import; a clean stop).
@@ -684,16 +719,19 @@ impl Store {
         // less than that suggests, as a full memtable is flushed anyway:
         // 3-member ensemble, 16x32 10 KiB set, multi10 1x1 10 KiB, multi10
         // 16x32 100 B (~0.95 GB of txns per member): 22 -> 20 flushes.
-        if self.flushing.is_none()
-            && (self.txlog.files() > 1
-                || self
-                    .pending_base
-                    .is_some_and(|b| self.zablog.frees_through(b)))
-            && self.flush_would_not_stall()?
-        {
+        if self.flushing.is_none() && self.wants_flush() && self.flush_would_not_stall()? {
             self.start_flush()?;
         }
         Ok(())
+    }
+
+    /// Whether a flush would free a log file: the standalone log has rolled,
+    /// or ZAB's raised base frees a file of its log.
+    fn wants_flush(&self) -> bool {
+        self.txlog.files() > 1
+            || self
+                .pending_base
+                .is_some_and(|b| self.zablog.frees_through(b))
     }
 
     /// Memtables of the checkpoint that are full and not yet flushed.
@@ -713,7 +751,8 @@ impl Store {
     /// (huge pages refused) fill a 64 MiB log file every ~0.4 s; a flush
     /// per file outran compaction to 18 level-0 files, and a log sync
     /// waited 1.9-2.7 s there (p99.9 2.2-3.3 s). A flush put off is asked
-    /// for again at the next write; the log keeps its files until then.
+    /// for again at the next write, or after `MAINTAIN_WHILE_IDLE` with
+    /// none; the log keeps its files until then.
     fn flush_would_not_stall(&self) -> Result<bool, StoreError> {
         let l0_files = self
             .db
