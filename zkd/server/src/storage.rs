@@ -64,6 +64,8 @@ const KEY_LOG_GEN: &[u8] = b"zab_log_gen";
 const L0_SLOWDOWN_TRIGGER: i32 = 40;
 
 pub const TXNLOG_DIR: &str = "zkd.txnlog";
+pub const ZABLOG_DIR: &str = "zkd.zablog";
+
 /// How often an idle storage thread looks at an unfinished flush (see
 /// `Store::idle`): a wake-up per look while one is running (a flush takes
 /// from ~0.1 s to seconds), none once it is done.
@@ -79,7 +81,6 @@ pub enum Idle {
     /// Nothing now: wait for a job, or this long, then call again.
     After(std::time::Duration),
 }
-pub const ZABLOG_DIR: &str = "zkd.zablog";
 
 pub struct Store {
     db: DB,
