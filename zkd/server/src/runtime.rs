@@ -321,13 +321,20 @@ fn next_job<J>(rx: &std::sync::mpsc::Receiver<J>, mut idle: impl FnMut(bool) -> 
             Ok(job) => return Some(job),
             Err(TryRecvError::Disconnected) => return None,
             Err(TryRecvError::Empty) if busy => {
-                (busy, wait) = match idle(std::mem::take(&mut waited)) {
+                let after_wait = std::mem::take(&mut waited);
+                (busy, wait) = match idle(after_wait) {
                     Idle::More => (true, None),
                     Idle::Done => (false, None),
                     Idle::After(d) => (false, Some(d)),
                 };
-                // The look before sleeping starts when the work ends.
-                until = Instant::now() + LOOK_BEFORE_SLEEP;
+                // The look before sleeping starts when the work ends; not
+                // after a wait that no job ended (no writes are coming).
+                let look = if after_wait {
+                    Duration::ZERO
+                } else {
+                    LOOK_BEFORE_SLEEP
+                };
+                until = Instant::now() + look;
             }
             Err(TryRecvError::Empty) if Instant::now() < until => std::thread::yield_now(),
             Err(TryRecvError::Empty) => match wait {
