@@ -63,6 +63,10 @@ const KEY_LOG_GEN: &[u8] = b"zab_log_gen";
 /// slows writes down.
 const L0_SLOWDOWN_TRIGGER: i32 = 40;
 
+/// Sorted runs at which universal compaction merges some (RocksDB's
+/// default is 4). See where it is set.
+const L0_COMPACTION_TRIGGER: i32 = 8;
+
 pub const TXNLOG_DIR: &str = "zkd.txnlog";
 pub const ZABLOG_DIR: &str = "zkd.zablog";
 
@@ -306,6 +310,27 @@ impl Store {
                 // 317-319 ms). At 40, two 8 s runs ended at 25-27 files
                 // with no stall, p99 48 ms. More files in level 0 cost
                 // only a wider merge when the tree is read back.
+                // Merging only from 8 sorted runs on (instead of 4): blob
+                // garbage collection (below) moves the live records out of
+                // the oldest blob files whenever a compaction passes over
+                // their keys, and at 4 the compactions that followed each
+                // checkpoint flush kept reaching the run that holds the
+                // long-lived nodes, moving 150-450 MB of 10 KiB nodes at a
+                // time, 3-5 s of writes on the disk the log syncs on.
+                // Standalone, one server through the whole benchmark
+                // sequence (`bench.sh` rows in order), RocksDB's event log
+                // counted 2567 MB of blobs rewritten by compaction at 4,
+                // 204 MB at 8; the rows after it, at 4 then at 8:
+                //   set 1x1 10 KiB p99      1267/1766/1391 -> 352/354/467 us
+                //   create 1x1 10 KiB p99    574/663/674   -> 617/402/399 us
+                //   set 16x32 10 KiB   32.9k/29.9k/32.7k -> 34.2k/36.8k/36.6k ops/s
+                // The price is garbage held longer: 60 s of 16x32 10 KiB sets
+                // over 16,000 nodes (160 MB live), du of the data directory
+                // every 10 s: 630/524/439/408/530/457/413 MB at 4,
+                // 628/517/779/828/556/500/529 MB at 8. The tree is never
+                // read from RocksDB while serving, so more runs cost only a
+                // wider merge at start-up.
+                o.set_level_zero_file_num_compaction_trigger(L0_COMPACTION_TRIGGER);
                 o.set_level_zero_slowdown_writes_trigger(L0_SLOWDOWN_TRIGGER);
                 o.set_level_zero_stop_writes_trigger(L0_SLOWDOWN_TRIGGER + 16);
                 // Records of 4 KiB and more (nodes with big data) go to blob
