@@ -11,7 +11,9 @@
 //! - the synced txns durable before currentEpoch is written, and both before
 //!   ACK(NEWLEADER) (ZOOKEEPER-3911, 2678, 4394);
 //! - each proposal durable before its ACK, and the leader counts itself only
-//!   after its own sync;
+//!   after its own sync (`Output::SyncThenAck`, answered by `Input::Synced`:
+//!   not a barrier, so the followers' acks alone can make a quorum while the
+//!   leader's own fsync is still running, as in ZooKeeper);
 //! - a log is never cut below what was delivered (ZOOKEEPER-1154): a SNAP that
 //!   would is refused as divergence.
 //!
@@ -43,9 +45,9 @@ pub struct Config {
     pub sync_limit: u64,
     /// How long a quorum's agreement must stand before an election decides.
     pub finalize_wait_ms: u64,
-    /// A deliberate bug (ACK a proposal before it is durable), so the
-    /// simulation can prove it notices lost acknowledged writes. Always false
-    /// in zkd.
+    /// A deliberate bug (a follower ACKs a proposal, and the leader counts
+    /// its own ack, before the proposal is durable), so the simulation can
+    /// prove it notices lost acknowledged writes. Always false in zkd.
     pub broken_ack_before_sync: bool,
     /// Compact the log once this many delivered txns are held...
     pub snap_count: usize,
@@ -128,6 +130,10 @@ pub enum Output {
     SendSnap(Id, Envelope),
     Persist(Persist),
     Sync,
+    /// Make everything persisted so far durable, then step
+    /// `Input::Synced(zxid)`. Unlike `Sync`, later outputs do not wait for
+    /// it: the leader's own ack of its proposals up to `zxid`.
+    SyncThenAck(Zxid),
     /// A committed txn, to apply, in zxid order.
     Deliver(Txn),
     /// This peer now leads an established epoch (a quorum acked NEWLEADER).
@@ -146,6 +152,8 @@ pub enum Input {
     Write(Vec<u8>),
     /// The runtime lost its stream with this peer.
     Disconnected(Id),
+    /// What was persisted before `Output::SyncThenAck(zxid)` is durable.
+    Synced(Zxid),
 }
 
 #[derive(Debug)]
@@ -402,6 +410,7 @@ impl Peer {
             Input::Msg(from, env) => self.on_msg(from, env),
             Input::Write(data) => self.write(data),
             Input::Disconnected(p) => self.disconnected(p),
+            Input::Synced(z) => self.synced(z),
         }
         std::mem::take(&mut self.out)
     }
@@ -911,7 +920,9 @@ impl Peer {
             data: data.into(),
         };
         let mut acked = BTreeSet::new();
-        acked.insert(self.cfg.id);
+        if self.cfg.broken_ack_before_sync {
+            acked.insert(self.cfg.id);
+        }
         l.acks.insert(txn.zxid, acked);
         let to: Vec<Id> = l
             .links
@@ -921,14 +932,27 @@ impl Peer {
             .collect();
         self.log.push(txn.clone());
         // Followers log the proposal while the leader does (as ZooKeeper's
-        // leader sends before its own fsync): its own ack still counts only
-        // after its sync, because every later output waits behind it.
+        // leader sends before its own fsync). Its own ack counts once its
+        // sync is done (`synced`); nothing else waits for that sync, so a
+        // quorum of followers' acks commits without it.
         for p in to {
             self.lsend(p, Msg::Proposal(txn.clone()));
         }
-        self.out
-            .push(Output::Persist(Persist::Append(vec![txn.clone()])));
-        self.out.push(Output::Sync);
+        let z = txn.zxid;
+        self.out.push(Output::Persist(Persist::Append(vec![txn])));
+        self.out.push(Output::SyncThenAck(z));
+        self.try_commit();
+    }
+
+    /// The leader's own log holds its proposals up to `z` durably.
+    fn synced(&mut self, z: Zxid) {
+        let me = self.cfg.id;
+        let Role::Leading(l) = &mut self.role else {
+            return;
+        };
+        for (_, s) in l.acks.range_mut(..=z) {
+            s.insert(me);
+        }
         self.try_commit();
     }
 

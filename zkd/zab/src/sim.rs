@@ -112,10 +112,21 @@ impl Rng {
     }
 }
 
+/// Writes a leader may have proposed and not yet delivered before clients
+/// wait (ZooKeeper bounds them too: each client's window, the server's
+/// outstanding limit). Without a bound a leader, which does not wait for
+/// its own fsync, outruns followers whose simulated fsyncs are not grouped,
+/// and a run measures a growing backlog instead of the protocol.
+const WRITES_IN_FLIGHT: u64 = 16;
+
 #[derive(Default, Clone)]
 struct Disk {
     durable: Durable,
-    pending: Vec<Persist>,
+    pending: std::collections::VecDeque<Persist>,
+    /// Writes ever queued, and ever made durable or lost (so an
+    /// `Output::SyncThenAck` syncs exactly the writes queued before it).
+    queued: u64,
+    done: u64,
 }
 
 impl Disk {
@@ -136,10 +147,26 @@ impl Disk {
             }
         }
     }
+    fn push(&mut self, p: Persist) {
+        self.pending.push_back(p);
+        self.queued += 1;
+    }
     fn sync(&mut self) {
-        for p in self.pending.drain(..) {
+        self.sync_upto(self.queued);
+    }
+    /// Makes the writes queued before the `upto`th durable, in order.
+    fn sync_upto(&mut self, upto: u64) {
+        while self.done < upto {
+            let Some(p) = self.pending.pop_front() else {
+                break;
+            };
             Self::apply(&mut self.durable, p);
+            self.done += 1;
         }
+    }
+    fn lose_pending(&mut self) {
+        self.pending.clear();
+        self.done = self.queued;
     }
 }
 
@@ -150,6 +177,9 @@ enum EventKind {
     Restart,
     /// An fsync finished, for the peer's incarnation with this number.
     SyncDone(u64),
+    /// An `Output::SyncThenAck` fsync finished: incarnation, the writes it
+    /// covers (`Disk::queued` when asked), the zxid to report.
+    AckSynced(u64, u64, Zxid),
 }
 
 /// What happens at a (time, sequence) slot: to whom, and the message if any.
@@ -280,7 +310,7 @@ impl Sim {
     fn crash_for(&mut self, id: Id, down: u64) {
         if self.peers.remove(&id).is_some() {
             self.report.crashes += 1;
-            self.disks.get_mut(&id).unwrap().pending.clear();
+            self.disks.get_mut(&id).unwrap().lose_pending();
             self.queues.remove(&id);
             self.syncing.remove(&id);
             *self.generation.entry(id).or_insert(0) += 1;
@@ -371,7 +401,7 @@ impl Sim {
                         }
                         self.delivered.insert(id, pos);
                     }
-                    self.disks.get_mut(&id).unwrap().pending.push(p)
+                    self.disks.get_mut(&id).unwrap().push(p)
                 }
                 Output::Sync => {
                     if !self.disks[&id].pending.is_empty() {
@@ -381,6 +411,13 @@ impl Sim {
                         self.schedule(at, EventKind::SyncDone(generation), id, None);
                         return Ok(());
                     }
+                }
+                Output::SyncThenAck(z) => {
+                    // Its own fsync, which later outputs do not wait for.
+                    let at = self.now + 1 + self.rng.below(self.cfg.faults.fsync_ms_max.max(1));
+                    let upto = self.disks[&id].queued;
+                    let generation = self.generation[&id];
+                    self.schedule(at, EventKind::AckSynced(generation, upto, z), id, None);
                 }
                 Output::Deliver(t) => self.check_deliver(id, t)?,
                 Output::Established(e) => {
@@ -480,6 +517,13 @@ impl Sim {
                     self.drain(id, faulty)?;
                 }
             }
+            EventKind::AckSynced(generation, upto, z) => {
+                if self.generation.get(&id) == Some(&generation) && self.peers.contains_key(&id) {
+                    self.disks.get_mut(&id).unwrap().sync_upto(upto);
+                    let outs = self.peers.get_mut(&id).unwrap().step(Input::Synced(z));
+                    self.apply_outputs(id, outs, faulty)?;
+                }
+            }
             EventKind::Msg => {
                 let (from, env) = msg.unwrap();
                 if self.cut.contains(&(from, id)) {
@@ -498,6 +542,8 @@ impl Sim {
         Ok(true)
     }
 
+    /// A client write to a random active leader, now and then, while it has
+    /// fewer than `WRITES_IN_FLIGHT` undelivered.
     fn offer_write(&mut self) -> Result<(), String> {
         if !self.rng.chance(self.cfg.faults.write) {
             return Ok(());
@@ -506,7 +552,11 @@ impl Sim {
             .ids
             .iter()
             .copied()
-            .filter(|i| self.peers.get(i).is_some_and(|p| p.is_active_leader()))
+            .filter(|i| {
+                self.peers.get(i).is_some_and(|p| {
+                    p.is_active_leader() && p.last_zxid() - p.delivered_zxid() < WRITES_IN_FLIGHT
+                })
+            })
             .collect();
         if leaders.is_empty() {
             return Ok(());

@@ -72,6 +72,28 @@ fn pos(outs: &[Output], f: impl Fn(&Output) -> bool) -> usize {
         .unwrap_or_else(|| panic!("expected output missing in {outs:?}"))
 }
 
+/// The zxid a leader's write asks its own sync for.
+fn own_sync(outs: &[Output]) -> Zxid {
+    outs.iter()
+        .find_map(|o| match o {
+            Output::SyncThenAck(z) => Some(*z),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("a write asks for the leader's own sync: {outs:?}"))
+}
+
+fn delivers(outs: &[Output]) -> bool {
+    outs.iter().any(|o| matches!(o, Output::Deliver(_)))
+}
+
+/// A client write at a leader whose own fsync then finishes: the outputs
+/// of both steps.
+fn write_synced(p: &mut Peer, data: Vec<u8>) -> Vec<Output> {
+    let mut outs = p.step(Input::Write(data));
+    outs.extend(p.step(Input::Synced(own_sync(&outs))));
+    outs
+}
+
 fn last_sync_before(outs: &[Output], i: usize) -> bool {
     outs[..i].contains(&Output::Sync)
 }
@@ -301,7 +323,7 @@ fn leader_syncing_observer(c: Config, writes: u32, observer_last: Zxid) -> (Peer
     p.step(Input::Tick(200));
     assert!(p.is_active_leader());
     for i in 0..writes {
-        p.step(Input::Write(format!("w{i}").into_bytes()));
+        write_synced(&mut p, format!("w{i}").into_bytes());
     }
     let info = Envelope {
         conn: 77,
@@ -344,7 +366,7 @@ fn compaction_keeps_the_newest_delivered_txns_and_moves_the_base() {
     p.step(Input::Tick(200));
     let mut compacted = Vec::new();
     for i in 0..25 {
-        for o in p.step(Input::Write(format!("w{i}").into_bytes())) {
+        for o in write_synced(&mut p, format!("w{i}").into_bytes()) {
             if let Output::Persist(Persist::Compact(z)) = o {
                 compacted.push(z);
             }
@@ -445,11 +467,102 @@ fn leader_counts_itself_only_after_its_own_sync() {
     assert!(p.is_active_leader());
     let outs = p.step(Input::Write(b"w".to_vec()));
     let append = pos(&outs, |o| matches!(o, Output::Persist(Persist::Append(_))));
-    let deliver = pos(&outs, |o| matches!(o, Output::Deliver(_)));
-    assert!(
-        append < deliver && outs[append..deliver].contains(&Output::Sync),
-        "{outs:?}"
-    );
+    let own = pos(&outs, |o| matches!(o, Output::SyncThenAck(_)));
+    assert!(append < own && !delivers(&outs), "{outs:?}");
+    let outs = p.step(Input::Synced(own_sync(&outs)));
+    assert!(delivers(&outs), "{outs:?}");
+}
+
+/// Leader 3 of voters 1, 2, 3, with both followers synced (acked
+/// NEWLEADER); returns it and each follower's stream number.
+fn leader_with_two_followers() -> (Peer, [u64; 2]) {
+    let mut p = Peer::new(cfg(3), Durable::default(), 0);
+    p.step(Input::Tick(0));
+    p.step(Input::Msg(1, vote(3, 0, 0, 1)));
+    p.step(Input::Msg(2, vote(3, 0, 0, 1)));
+    p.step(Input::Tick(500));
+    let conns = [11, 12];
+    let mut epoch = None;
+    for (f, conn) in [1, 2].into_iter().zip(conns) {
+        let msgs = [
+            Msg::FollowerInfo {
+                accepted_epoch: 0,
+                last_zxid: 0,
+                observer: false,
+            },
+            Msg::AckEpoch {
+                current_epoch: 0,
+                last_zxid: 0,
+            },
+        ];
+        for (seq, msg) in msgs.into_iter().enumerate() {
+            let outs = p.step(Input::Msg(
+                f,
+                Envelope {
+                    conn,
+                    seq: seq as u64 + 1,
+                    msg,
+                },
+            ));
+            for o in outs {
+                if let Output::Send(
+                    _,
+                    Envelope {
+                        msg: Msg::LeaderInfo { epoch: e },
+                        ..
+                    },
+                ) = o
+                {
+                    epoch = Some(e);
+                }
+            }
+        }
+    }
+    let epoch = epoch.expect("the leader sent its epoch");
+    for (f, conn) in [1, 2].into_iter().zip(conns) {
+        let msg = Msg::AckNewLeader { epoch };
+        p.step(Input::Msg(f, Envelope { conn, seq: 3, msg }));
+    }
+    assert!(p.is_active_leader());
+    (p, conns)
+}
+
+#[test]
+fn two_followers_commit_without_the_leaders_own_sync_one_does_not() {
+    let (mut p, conns) = leader_with_two_followers();
+    let z = own_sync(&p.step(Input::Write(b"w".to_vec())));
+    let ack = |conn| Envelope {
+        conn,
+        seq: 4,
+        msg: Msg::Ack { zxid: z },
+    };
+    // One follower's ack with the leader's unsynced copy is no quorum.
+    let outs = p.step(Input::Msg(1, ack(conns[0])));
+    assert!(!delivers(&outs), "{outs:?}");
+    // The second one is, with the leader's fsync still running.
+    let outs = p.step(Input::Msg(2, ack(conns[1])));
+    assert!(delivers(&outs), "{outs:?}");
+    // Its sync finishing later delivers nothing twice.
+    let outs = p.step(Input::Synced(z));
+    assert!(!delivers(&outs), "{outs:?}");
+}
+
+#[test]
+fn one_follower_and_the_leaders_own_sync_commit() {
+    let (mut p, conns) = leader_with_two_followers();
+    let z = own_sync(&p.step(Input::Write(b"w".to_vec())));
+    let outs = p.step(Input::Synced(z));
+    assert!(!delivers(&outs), "{outs:?}");
+    let msg = Msg::Ack { zxid: z };
+    let outs = p.step(Input::Msg(
+        1,
+        Envelope {
+            conn: conns[0],
+            seq: 4,
+            msg,
+        },
+    ));
+    assert!(delivers(&outs), "{outs:?}");
 }
 
 #[test]

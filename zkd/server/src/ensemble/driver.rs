@@ -5,6 +5,11 @@
 //! happens until the storage thread answers that write's ticket. Appends
 //! queued after it join that write (`pending`), so a burst of proposals
 //! costs one fsync.
+//!
+//! The leader's own ack of its proposals (`Output::SyncThenAck`) is no
+//! barrier: it rides on the next synced write, and ZAB hears of it
+//! (`Input::Synced`) when that write's ticket is answered, while commits
+//! that the followers' acks alone allow go out meanwhile.
 
 use std::time::Instant;
 
@@ -78,8 +83,23 @@ impl Core {
     /// The storage thread finished a write.
     pub(crate) fn on_ticket(&mut self, ticket: i64) {
         let z = self.zab.as_mut().expect("ensemble mode");
-        if z.waiting.is_some_and(|w| ticket >= w) {
+        let mut synced = None;
+        while let Some(&(t, zxid)) = z.own_acks.front() {
+            if t > ticket {
+                break;
+            }
+            z.own_acks.pop_front();
+            synced = Some(zxid);
+        }
+        if let Some(zxid) = synced {
+            let outs = z.peer.step(Input::Synced(zxid));
+            z.pending.push(outs);
+        }
+        let unblocked = z.waiting.is_some_and(|w| ticket >= w);
+        if unblocked {
             z.waiting = None;
+        }
+        if unblocked || synced.is_some() {
             self.drain();
         }
     }
@@ -182,6 +202,11 @@ impl Core {
         let z = self.zab.as_mut().expect("ensemble mode");
         let ticket = z.next_ticket;
         z.next_ticket += 1;
+        if sync {
+            if let Some(zxid) = z.own_ack.take() {
+                z.own_acks.push_back((ticket, zxid));
+            }
+        }
         let job = Job::Ensemble {
             tree: std::mem::take(&mut z.job_tree),
             zab: std::mem::take(&mut z.job_zab),
@@ -220,7 +245,11 @@ impl Core {
                 }
                 Output::Persist(p) => z.job_zab.push(p),
                 Output::Sync => {
-                    if z.job_zab.is_empty() && z.job_tree.is_empty() && !z.unsynced {
+                    if z.job_zab.is_empty()
+                        && z.job_tree.is_empty()
+                        && !z.unsynced
+                        && z.own_ack.is_none()
+                    {
                         continue;
                     }
                     // Group commit: later appends join this write.
@@ -229,6 +258,9 @@ impl Core {
                     let t = self.send_job(true);
                     self.zab.as_mut().expect("ensemble mode").waiting = Some(t);
                 }
+                // Joins the next synced write: the one a later barrier
+                // makes, or the one at the end of this drain.
+                Output::SyncThenAck(zxid) => z.own_ack = Some(zxid),
                 Output::Deliver(txn) => self.deliver(txn),
                 Output::Established(epoch) => {
                     z.pending_epoch = Some(epoch);
@@ -240,10 +272,14 @@ impl Core {
                 }
             }
         }
-        // The queue is empty: write what is left without waiting, then take
-        // up a role the peer reached.
+        // The queue is empty: write what is left without waiting (synced if
+        // the leader's own ack rides on it), then take up a role the peer
+        // reached.
         let z = self.zab.as_mut().expect("ensemble mode");
-        if !z.job_zab.is_empty() || !z.job_tree.is_empty() {
+        if z.own_ack.is_some() {
+            z.unsynced = false;
+            self.send_job(true);
+        } else if !z.job_zab.is_empty() || !z.job_tree.is_empty() {
             z.unsynced = true;
             self.send_job(false);
         }
@@ -429,6 +465,8 @@ impl Core {
         z.pending_epoch = None;
         z.early.clear();
         z.stash.clear();
+        z.own_ack = None;
+        z.own_acks.clear();
         if z.looking_since.is_none() {
             z.looking_since = Some(now_ms);
         }

@@ -50,6 +50,11 @@ pub struct Zab {
     pub(crate) unsynced: bool,
     /// The sync barrier in flight, by ticket.
     pub(crate) waiting: Option<i64>,
+    /// Leader: its own ack asked for (`Output::SyncThenAck`), up to this
+    /// zxid, not yet in a synced write...
+    pub(crate) own_ack: Option<u64>,
+    /// ...and those in synced writes not yet answered, by ticket.
+    pub(crate) own_acks: VecDeque<(i64, u64)>,
     pub(crate) next_ticket: i64,
     /// Leader: tree changes of txns prepared but not yet delivered, by zxid.
     pub(crate) stash: VecDeque<(i64, Persist)>,
@@ -227,6 +232,8 @@ pub fn start(core: &mut Core, durable: Durable) -> Result<(), String> {
         job_zab: Vec::new(),
         unsynced: false,
         waiting: None,
+        own_ack: None,
+        own_acks: VecDeque::new(),
         next_ticket: 1,
         stash: VecDeque::new(),
         serving: false,
