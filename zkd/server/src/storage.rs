@@ -320,7 +320,7 @@ impl Store {
                 // Standalone, one server through the whole benchmark
                 // sequence (`bench.sh` rows in order), RocksDB's event log
                 // counted 2567 MB of blobs rewritten by compaction at 4,
-                // 204 MB at 8; the rows after it, at 4 then at 8:
+                // 204 MB at 8; late rows of that sequence, at 4 then at 8:
                 //   set 1x1 10 KiB p99      1267/1766/1391 -> 352/354/467 us
                 //   create 1x1 10 KiB p99    574/663/674   -> 617/402/399 us
                 //   set 16x32 10 KiB   32.9k/29.9k/32.7k -> 34.2k/36.8k/36.6k ops/s
@@ -329,7 +329,9 @@ impl Store {
                 // every 10 s: 630/524/439/408/530/457/413 MB at 4,
                 // 628/517/779/828/556/500/529 MB at 8. The tree is never
                 // read from RocksDB while serving, so more runs cost only a
-                // wider merge at start-up.
+                // wider merge at start-up: 1M znodes of 100 B came back in
+                // 1.84 s at 8 (`bench-scale.py`; 2.01-2.41 s in earlier runs
+                // at 4).
                 o.set_level_zero_file_num_compaction_trigger(L0_COMPACTION_TRIGGER);
                 o.set_level_zero_slowdown_writes_trigger(L0_SLOWDOWN_TRIGGER);
                 o.set_level_zero_stop_writes_trigger(L0_SLOWDOWN_TRIGGER + 16);
