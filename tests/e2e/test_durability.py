@@ -1,6 +1,9 @@
 """Crash safety: kill -9 under concurrent writers, restart, and check that
 every acknowledged write survived, no multi is half-applied, and sessions
 come back (their ephemerals stay if the client returns in time, go if not)."""
+import glob
+import hashlib
+import os
 import threading
 import time
 import uuid
@@ -133,8 +136,6 @@ def test_sessions_survive_a_restart_and_expire_if_not_resumed(zkd):
 def _wal(server):
     """The transaction log file, and where its records end (it is
     preallocated: zeros follow the last record)."""
-    import glob
-    import os
     logs = sorted(glob.glob(os.path.join(server.data, "zkd.txnlog", "[0-9a-f]*-*.log")))
     assert logs, "no transaction log in the data directory"
     with open(logs[-1], "rb") as f:
@@ -155,9 +156,6 @@ def test_the_next_log_file_is_zeroed_while_idle_and_taken_by_the_roll(zkd):
     the next file with zeros while it is idle (so no write a client waits
     for has to grow a file); the log then rolls into that file, and every
     write is there after a crash."""
-    import glob
-    import hashlib
-    import os
     logdir = os.path.join(zkd.data, "zkd.txnlog")
     zk = client(zkd.hosts)
 
@@ -199,13 +197,10 @@ def test_a_burst_ending_just_after_the_log_rolls_frees_the_old_file_while_idle(z
     is freed. Writes used to be the only thing that looked, so a burst
     that stopped right after a roll kept the 64 MiB file on disk (and to
     be read again at the next start) until the next write."""
-    import glob
-    import hashlib
-    import os
     logdir = os.path.join(zkd.data, "zkd.txnlog")
 
     def files():
-        return sorted(p for p in glob.glob(os.path.join(logdir, "[0-9a-f]*-*.log")))
+        return sorted(glob.glob(os.path.join(logdir, "[0-9a-f]*-*.log")))
 
     zk = client(zkd.hosts)
     first = files()
@@ -234,7 +229,6 @@ def test_a_burst_ending_just_after_the_log_rolls_frees_the_old_file_while_idle(z
 def test_torn_wal_tail_is_dropped_and_the_rest_served(zkd):
     """A crash in the middle of writing the last record leaves it torn: that
     record (never acknowledged in a real crash) is dropped, the rest served."""
-    import os
     _fill(zkd, 40)
     zkd.kill9()
     wal, end = _wal(zkd)
@@ -254,7 +248,6 @@ def test_torn_wal_tail_is_dropped_and_the_rest_served(zkd):
 def test_damage_inside_the_wal_refuses_to_start(zkd):
     """Damage before the tail means acknowledged writes are gone: zkd must not
     start and serve the remains (RocksDB's default would stop there silently)."""
-    import os
     import subprocess
     from conftest import ZKD
     _fill(zkd, 40)

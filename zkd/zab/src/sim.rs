@@ -123,10 +123,9 @@ const WRITES_IN_FLIGHT: u64 = 16;
 struct Disk {
     durable: Durable,
     pending: std::collections::VecDeque<Persist>,
-    /// Writes ever queued, and ever made durable or lost (so an
-    /// `Output::SyncThenAck` syncs exactly the writes queued before it).
+    /// Writes ever queued (so an `Output::SyncThenAck` syncs exactly the
+    /// writes queued before it); all but `pending` are durable or lost.
     queued: u64,
-    done: u64,
 }
 
 impl Disk {
@@ -156,17 +155,12 @@ impl Disk {
     }
     /// Makes the writes queued before the `upto`th durable, in order.
     fn sync_upto(&mut self, upto: u64) {
-        while self.done < upto {
+        while self.queued - (self.pending.len() as u64) < upto {
             let Some(p) = self.pending.pop_front() else {
                 break;
             };
             Self::apply(&mut self.durable, p);
-            self.done += 1;
         }
-    }
-    fn lose_pending(&mut self) {
-        self.pending.clear();
-        self.done = self.queued;
     }
 }
 
@@ -310,7 +304,7 @@ impl Sim {
     fn crash_for(&mut self, id: Id, down: u64) {
         if self.peers.remove(&id).is_some() {
             self.report.crashes += 1;
-            self.disks.get_mut(&id).unwrap().lose_pending();
+            self.disks.get_mut(&id).unwrap().pending.clear();
             self.queues.remove(&id);
             self.syncing.remove(&id);
             *self.generation.entry(id).or_insert(0) += 1;

@@ -309,6 +309,33 @@ fn an_older_state_is_installed_only_with_the_txns_we_delivered_after_it() {
     assert!(outs.contains(&Output::Deliver(delivered)), "{outs:?}");
 }
 
+/// A learner with `last_zxid` and no epoch yet introduces itself to leader
+/// `p` on stream `conn` (FOLLOWERINFO, then ACKEPOCH): the leader's outputs.
+fn learner_joins(
+    p: &mut Peer,
+    from: Id,
+    conn: u64,
+    observer: bool,
+    last_zxid: Zxid,
+) -> Vec<Output> {
+    let msgs = [
+        Msg::FollowerInfo {
+            accepted_epoch: 0,
+            last_zxid,
+            observer,
+        },
+        Msg::AckEpoch {
+            current_epoch: 0,
+            last_zxid,
+        },
+    ];
+    let mut outs = Vec::new();
+    for (seq, msg) in (1..).zip(msgs) {
+        outs.extend(p.step(Input::Msg(from, Envelope { conn, seq, msg })));
+    }
+    outs
+}
+
 /// A single-voter leader with one observer, which has written `writes`
 /// txns; returns the leader and what the observer is sent when it connects
 /// with `observer_last` as its last zxid.
@@ -325,25 +352,7 @@ fn leader_syncing_observer(c: Config, writes: u32, observer_last: Zxid) -> (Peer
     for i in 0..writes {
         write_synced(&mut p, format!("w{i}").into_bytes());
     }
-    let info = Envelope {
-        conn: 77,
-        seq: 1,
-        msg: Msg::FollowerInfo {
-            accepted_epoch: 0,
-            last_zxid: observer_last,
-            observer: true,
-        },
-    };
-    p.step(Input::Msg(2, info));
-    let ack = Envelope {
-        conn: 77,
-        seq: 2,
-        msg: Msg::AckEpoch {
-            current_epoch: 0,
-            last_zxid: observer_last,
-        },
-    };
-    let outs = p.step(Input::Msg(2, ack));
+    let outs = learner_joins(&mut p, 2, 77, true, observer_last);
     (p, outs)
 }
 
@@ -484,37 +493,16 @@ fn leader_with_two_followers() -> (Peer, [u64; 2]) {
     let conns = [11, 12];
     let mut epoch = None;
     for (f, conn) in [1, 2].into_iter().zip(conns) {
-        let msgs = [
-            Msg::FollowerInfo {
-                accepted_epoch: 0,
-                last_zxid: 0,
-                observer: false,
-            },
-            Msg::AckEpoch {
-                current_epoch: 0,
-                last_zxid: 0,
-            },
-        ];
-        for (seq, msg) in msgs.into_iter().enumerate() {
-            let outs = p.step(Input::Msg(
-                f,
+        for o in learner_joins(&mut p, f, conn, false, 0) {
+            if let Output::Send(
+                _,
                 Envelope {
-                    conn,
-                    seq: seq as u64 + 1,
-                    msg,
+                    msg: Msg::LeaderInfo { epoch: e },
+                    ..
                 },
-            ));
-            for o in outs {
-                if let Output::Send(
-                    _,
-                    Envelope {
-                        msg: Msg::LeaderInfo { epoch: e },
-                        ..
-                    },
-                ) = o
-                {
-                    epoch = Some(e);
-                }
+            ) = o
+            {
+                epoch = Some(e);
             }
         }
     }
