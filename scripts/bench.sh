@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks zkd against Apache ZooKeeper 3.8.0 in the same run, on the same
 # disk, both with fsync on and tickTime=2000, and prints ops/s, p50/p99/p99.9
-# latency, the zkd/ZooKeeper ratio and the KiB the disk wrote per op for
-# each (setup and background work included) per workload. The load generator
+# latency, the zkd/ZooKeeper ratio, and for each server the KiB the disk
+# wrote per op (setup and background work included) and the CPU time its
+# processes used per op during the run, per workload. The load generator
 # (zkbench) is pipelined; its own CPU share is printed so a reader can see it
 # measured the servers, not itself.
 #
@@ -31,7 +32,7 @@ members=1
 only=()
 while (($#)); do
   case "$1" in
-    --help|-h) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --help|-h) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --ensemble) members=3 ;;
     --quick) quick=1; seconds=2 ;;
     --seconds) seconds="$2"; shift ;;
@@ -72,6 +73,8 @@ clientPortAddress=127.0.0.1
 maxClientCnxns=0
 4lw.commands.whitelist=*"
 declare -A cport
+# The process groups (setsid) of each side's servers in this pass.
+declare -A side_groups
 # Each pass runs against a fresh pair of servers in $work/p<pass>, like a
 # run of its own: one pair through three passes held three passes' znodes,
 # and ZooKeeper ran out of heap (connection refused) in the third.
@@ -93,12 +96,13 @@ start_servers() {
     servers=""
   done
   pass_pids=()
+  side_groups=([zkd]="" [zk]="")
   for ((i = 1; i <= members; i++)); do
     RUST_LOG=info setsid "$ZKD_BIN" serve "$pdir/zkd$i/zoo.cfg" 2> "$pdir/zkd$i.log" &
-    pass_pids+=($!); disown
+    pass_pids+=($!); side_groups[zkd]+=" $!"; disown
     ZOOCFGDIR="$pdir/zk$i" ZOO_LOG_DIR="$pdir/zk$i" setsid /usr/share/zookeeper/bin/zkServer.sh start-foreground \
       "$pdir/zk$i/zoo.cfg" > "$pdir/zk$i.log" 2>&1 &
-    pass_pids+=($!); disown
+    pass_pids+=($!); side_groups[zk]+=" $!"; disown
   done
   pids+=("${pass_pids[@]}")
   zkd_hosts=""; zk_hosts=""
@@ -198,6 +202,8 @@ for ((pass = 1; pass <= repeat; pass++)); do
     for side in $sides; do
       settle "$side $r"
       hosts=$zkd_hosts; [[ $side == zk ]] && hosts=$zk_hosts
+      # This side's servers, whose CPU time over the run zkbench reports.
+      groups=${side_groups[$side]# }; groups=${groups// /,}
       # A delete run ends when its znodes are gone: enough of them that a
       # many-connection run lasts a second or more (setup creates them one
       # request at a time per connection, not timed).
@@ -222,7 +228,8 @@ for ((pass = 1; pass <= repeat; pass++)); do
       # again, under another prefix, and said so.
       for try in 1 2 3; do
         if line=$("$bench" --server "$hosts" --workload "$w" --conns "$conns" --depth "$depth" \
-          --size "$size" --fill "$fill" --seconds "$seconds" --keys "$keys" --prefix "/b${pass}_$n$side$try"); then
+          --size "$size" --fill "$fill" --seconds "$seconds" --keys "$keys" --prefix "/b${pass}_$n$side$try" \
+          --cpu-of "$groups"); then
           break
         fi
         echo "bench.sh: $side $r failed (pass $pass, try $try)" >&2
@@ -271,11 +278,13 @@ med = lambda rs, f: statistics.median(r[f] for r in rs)
 # Setup included (see w0 above), so a read or delete run shows what its
 # setup wrote spread over its ops.
 per_op = lambda rs: f"{statistics.median(r['written'] / max(r['ops'], 1) for r in rs) / 1024:.1f}"
+cpu_per_op = lambda rs: f"{med(rs, 'server_cpu_us_per_op'):.0f}"
 lat = lambda rs: "/".join(f"{med(rs, f):.0f}" for f in ("p50_us", "p99_us", "p999_us"))
 if repeat > 1:
     print(f"Medians of {repeat} passes; 'pass ratios' is the range of zkd/ZK over the passes.")
 print(f"{'workload':<12}{'conns':>6}{'depth':>6}{'size':>7} | {'zkd ops/s':>10}{'ZK ops/s':>10}{'ratio':>7} |"
       f" {'zkd p50/p99/p99.9 us':>22} {'ZK p50/p99/p99.9 us':>22} | bench cpu% | disk KiB/op zkd ZK"
+      f" | server cpu us/op zkd ZK"
       + (" | pass ratios" if repeat > 1 else ""))
 for k, v in by.items():
     a, b = v["zkd"], v["zk"]
@@ -283,7 +292,7 @@ for k, v in by.items():
     ratio = ao / bo if bo else float("inf")
     line = (f"{k[0]:<12}{k[1]:>6}{k[2]:>6}{k[3]:>7} | {ao:>10.0f}{bo:>10.0f}{ratio:>7.2f} |"
             f" {lat(a):>22} {lat(b):>22} | {med(a, 'bench_cpu_pct'):.0f}/{med(b, 'bench_cpu_pct'):.0f}"
-            f" | {per_op(a):>8} {per_op(b):>6}")
+            f" | {per_op(a):>8} {per_op(b):>6} | {cpu_per_op(a):>12} {cpu_per_op(b):>6}")
     if repeat > 1:
         zk = {r["pass"]: r["ops_per_s"] for r in b}
         rs = [r["ops_per_s"] / zk[r["pass"]] for r in a if zk.get(r["pass"])]

@@ -37,7 +37,7 @@ pub fn run(dir: &Path, appenders: usize, size: usize, seconds: f64) -> std::io::
         let path = dir.join(format!("zkbench-fsync-{}-{i}", std::process::id()));
         files.push(Owned::create(path)?);
     }
-    let cpu0 = super::cpu_seconds();
+    let cpu0 = crate::cpu::own_seconds();
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(seconds);
     let mut lat = Vec::new();
@@ -52,7 +52,7 @@ pub fn run(dir: &Path, appenders: usize, size: usize, seconds: f64) -> std::io::
         Ok::<_, std::io::Error>(())
     })?;
     let secs = start.elapsed().as_secs_f64();
-    let cpu = super::cpu_seconds() - cpu0;
+    let cpu = crate::cpu::own_seconds() - cpu0;
     drop(files);
     Ok(Measured { lat, secs, cpu })
 }

@@ -9,6 +9,7 @@
 //! `scripts/bench.sh` runs it against both servers and prints the ratios.
 //! `--workload fsync` measures the disk instead of a server (`disk.rs`).
 
+mod cpu;
 mod disk;
 mod payload;
 
@@ -52,6 +53,9 @@ Options:
   --keys N        znodes per connection for get/set/exists/mix, default 100
   --prefix PATH   namespace for the run, default /zkbench
   --dir DIR       fsync: where the appenders' files go (removed after)
+  --cpu-of PGIDS  also report the CPU time the processes in these process
+                  groups (comma-separated: the servers) used during the
+                  timed run, per op (server_cpu_us_per_op)
 ";
 
 #[derive(Clone)]
@@ -66,6 +70,7 @@ struct Opts {
     prefix: String,
     dir: String,
     fill: Fill,
+    cpu_of: Vec<i64>,
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -80,6 +85,7 @@ fn parse_args() -> Result<Opts, String> {
         prefix: "/zkbench".into(),
         dir: String::new(),
         fill: Fill::Random,
+        cpu_of: Vec::new(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -105,6 +111,16 @@ fn parse_args() -> Result<Opts, String> {
             "--prefix" => o.prefix = v,
             "--dir" => o.dir = v,
             "--fill" => o.fill = v.parse()?,
+            "--cpu-of" => {
+                o.cpu_of = v
+                    .split(',')
+                    .map(|g| {
+                        g.trim()
+                            .parse::<i64>()
+                            .map_err(|_| format!("--cpu-of: bad process group {g:?}"))
+                    })
+                    .collect::<Result<_, _>>()?
+            }
             _ => return Err(format!("unknown option {a}")),
         }
         i += 2;
@@ -359,24 +375,6 @@ async fn setup(
     Ok(out)
 }
 
-fn cpu_seconds() -> f64 {
-    // utime + stime of this process, from /proc (clock ticks of 100 Hz).
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let t = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (t(11) + t(12)) / 100.0
-}
-
 async fn drive(
     o: Arc<Opts>,
     c: usize,
@@ -522,7 +520,7 @@ async fn fanout(o: Opts) -> std::io::Result<()> {
     let mut c0 = Conn::open(&servers[0]).await?;
     c0.call(1, &create_body(&o.prefix, b"")).await?;
     c0.call(1, &create_body(&fan, b"")).await?;
-    let cpu0 = cpu_seconds();
+    let cpu0 = cpu::own_seconds();
     let setup = Instant::now();
     // Open and watch in parallel, a bounded number at a time.
     let gate = Arc::new(Semaphore::new(200));
@@ -574,10 +572,10 @@ async fn fanout(o: Opts) -> std::io::Result<()> {
         ready_rx.recv().await.expect("watchers report")?;
     }
     let setup_secs = setup.elapsed().as_secs_f64();
-    let setup_cpu = cpu_seconds() - cpu0;
+    let setup_cpu = cpu::own_seconds() - cpu0;
     eprintln!("zkbench: {} sessions watching {fan}", o.conns);
     tokio::time::sleep(Duration::from_secs_f64(o.seconds)).await;
-    let cpu1 = cpu_seconds();
+    let cpu1 = cpu::own_seconds();
     let t0 = Instant::now();
     let body = SetDataRequest {
         path: fan.clone(),
@@ -606,7 +604,7 @@ async fn fanout(o: Opts) -> std::io::Result<()> {
         pct(&lat, 0.99),
         pct(&lat, 0.999),
         lat.last().copied().unwrap_or(0),
-        100.0 * (cpu_seconds() - cpu1) / secs
+        100.0 * (cpu::own_seconds() - cpu1) / secs
     );
     // Exiting closes every session at once.
     std::process::exit(0);
@@ -625,7 +623,8 @@ async fn run(o: Opts) -> std::io::Result<()> {
     }
     let conns = setup(&o, conns, &payload).await?;
     let o = Arc::new(o);
-    let cpu0 = cpu_seconds();
+    let cpu0 = cpu::own_seconds();
+    let server0 = cpu::groups_seconds(&o.cpu_of);
     let start = Instant::now();
     // populate runs until its znodes exist, however long that takes.
     let seconds = if o.workload == "populate" {
@@ -647,16 +646,26 @@ async fn run(o: Opts) -> std::io::Result<()> {
         errors += e;
     }
     let secs = start.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu0;
+    let cpu = cpu::own_seconds() - cpu0;
+    let server = (!o.cpu_of.is_empty()).then(|| cpu::groups_seconds(&o.cpu_of) - server0);
     lat.sort_unstable();
-    report(&o, &lat, errors, secs, cpu);
+    report(&o, &lat, errors, secs, cpu, server);
     Ok(())
 }
 
-/// The run's JSON line; `lat` sorted.
-fn report(o: &Opts, lat: &[u32], errors: u64, secs: f64, cpu: f64) {
+/// The run's JSON line; `lat` sorted. `server`: the CPU seconds of the
+/// `--cpu-of` processes over the run, if asked for.
+fn report(o: &Opts, lat: &[u32], errors: u64, secs: f64, cpu: f64, server: Option<f64>) {
+    let server = server
+        .map(|s| {
+            format!(
+                ",\"server_cpu_us_per_op\":{:.1}",
+                s * 1e6 / lat.len().max(1) as f64
+            )
+        })
+        .unwrap_or_default();
     println!(
-        "{{\"workload\":\"{}\",\"conns\":{},\"depth\":{},\"size\":{},\"ops\":{},\"errors\":{},\"secs\":{:.3},\"ops_per_s\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"bench_cpu_pct\":{:.1}}}",
+        "{{\"workload\":\"{}\",\"conns\":{},\"depth\":{},\"size\":{},\"ops\":{},\"errors\":{},\"secs\":{:.3},\"ops_per_s\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"bench_cpu_pct\":{:.1}{server}}}",
         o.workload, o.conns, o.depth, o.size, lat.len(), errors, secs, lat.len() as f64 / secs,
         pct(lat, 0.5), pct(lat, 0.99), pct(lat, 0.999), 100.0 * cpu / secs
     );
@@ -674,7 +683,7 @@ fn main() {
         match disk::run(std::path::Path::new(&o.dir), o.conns, o.size, o.seconds) {
             Ok(mut m) => {
                 m.lat.sort_unstable();
-                report(&o, &m.lat, 0, m.secs, m.cpu);
+                report(&o, &m.lat, 0, m.secs, m.cpu, None);
                 return;
             }
             Err(e) => {
