@@ -3,8 +3,9 @@
 //! (`--cpu-of`), taken over exactly the timed run: no setup, and only the
 //! background work that happened during the run.
 
-/// Clock ticks per second of `utime` and `stime` in `/proc/*/stat`. The
-/// kernel's USER_HZ is 100 on every architecture Linux runs this on.
+/// Clock ticks per second of `utime` and `stime` in `/proc/*/stat`: the
+/// kernel's USER_HZ, 100 on x86 and arm (`getconf CLK_TCK`), and the value
+/// this generator has always assumed for its own share.
 const TICKS_PER_SECOND: f64 = 100.0;
 
 /// The fields of a `/proc/<pid>/stat` line after the command name (which
