@@ -86,8 +86,9 @@ def test_zkbench_ends_when_the_server_goes_away(zkd):
 def test_bench_sh_compares_both_servers_and_what_they_wrote():
     """One short row of scripts/bench.sh end to end: it starts zkd and
     Apache ZooKeeper, runs the row against each, and its table has both
-    servers' ops/s and the KiB the disk wrote per op for each (a setData
-    of 100 bytes with fsync on writes at least those bytes to its log)."""
+    servers' ops/s, the KiB the disk wrote per op for each (a setData of
+    100 bytes with fsync on writes at least those bytes to its log) and
+    the CPU time each server's processes used per op (some, for a write)."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, SETTLE="0", ZKD_BIN=os.path.join(TARGET, "release", "zkd"))
     out = subprocess.run(
@@ -97,12 +98,14 @@ def test_bench_sh_compares_both_servers_and_what_they_wrote():
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     lines = out.stdout.splitlines()
     head = next(l for l in lines if l.startswith("workload"))
-    assert head.rstrip().endswith("disk KiB/op zkd ZK")
+    assert head.rstrip().endswith("disk KiB/op zkd ZK | server cpu us/op zkd ZK")
     row = next(l for l in lines if l.startswith("set "))
     cols = row.split("|")
     zkd_ops, zk_ops, ratio = cols[1].split()
     assert float(zkd_ops) > 0 and float(zk_ops) > 0
     assert abs(float(ratio) - float(zkd_ops) / float(zk_ops)) < 0.01
-    zkd_kib, zk_kib = (float(v) for v in cols[-1].split())
+    zkd_kib, zk_kib = (float(v) for v in cols[-2].split())
     assert zkd_kib >= 100 / 1024 and zk_kib >= 100 / 1024, row
+    zkd_cpu, zk_cpu = (float(v) for v in cols[-1].split())
+    assert zkd_cpu > 0 and zk_cpu > 0, row
     assert any(l.startswith("Disk floor") for l in lines)
