@@ -8,6 +8,8 @@
 //!
 //! `scripts/bench.sh` runs it against both servers and prints the ratios.
 //! `--workload fsync` measures the disk instead of a server (`disk.rs`).
+//! CPU time, its own and the servers' (`--cpu-of`), is read from /proc
+//! (`cpu.rs`); the data written comes from `payload.rs`.
 
 mod cpu;
 mod disk;
