@@ -73,8 +73,6 @@ clientPortAddress=127.0.0.1
 maxClientCnxns=0
 4lw.commands.whitelist=*"
 declare -A cport
-# The process groups (setsid) of each side's servers in this pass.
-declare -A side_groups
 # Each pass runs against a fresh pair of servers in $work/p<pass>, like a
 # run of its own: one pair through three passes held three passes' znodes,
 # and ZooKeeper ran out of heap (connection refused) in the third.
@@ -95,15 +93,17 @@ start_servers() {
     done
     servers=""
   done
-  pass_pids=()
-  side_groups=([zkd]="" [zk]="")
+  # Each member is its own process group (setsid): what the runs' CPU time
+  # is read from, and what is killed.
+  zkd_groups=(); zk_groups=()
   for ((i = 1; i <= members; i++)); do
     RUST_LOG=info setsid "$ZKD_BIN" serve "$pdir/zkd$i/zoo.cfg" 2> "$pdir/zkd$i.log" &
-    pass_pids+=($!); side_groups[zkd]+=" $!"; disown
+    zkd_groups+=($!); disown
     ZOOCFGDIR="$pdir/zk$i" ZOO_LOG_DIR="$pdir/zk$i" setsid /usr/share/zookeeper/bin/zkServer.sh start-foreground \
       "$pdir/zk$i/zoo.cfg" > "$pdir/zk$i.log" 2>&1 &
-    pass_pids+=($!); side_groups[zk]+=" $!"; disown
+    zk_groups+=($!); disown
   done
+  pass_pids=("${zkd_groups[@]}" "${zk_groups[@]}")
   pids+=("${pass_pids[@]}")
   zkd_hosts=""; zk_hosts=""
   for ((i = 1; i <= members; i++)); do
@@ -203,7 +203,7 @@ for ((pass = 1; pass <= repeat; pass++)); do
       settle "$side $r"
       hosts=$zkd_hosts; [[ $side == zk ]] && hosts=$zk_hosts
       # This side's servers, whose CPU time over the run zkbench reports.
-      groups=${side_groups[$side]# }; groups=${groups// /,}
+      groups=("${zkd_groups[@]}"); [[ $side == zk ]] && groups=("${zk_groups[@]}")
       # A delete run ends when its znodes are gone: enough of them that a
       # many-connection run lasts a second or more (setup creates them one
       # request at a time per connection, not timed).
@@ -229,7 +229,7 @@ for ((pass = 1; pass <= repeat; pass++)); do
       for try in 1 2 3; do
         if line=$("$bench" --server "$hosts" --workload "$w" --conns "$conns" --depth "$depth" \
           --size "$size" --fill "$fill" --seconds "$seconds" --keys "$keys" --prefix "/b${pass}_$n$side$try" \
-          --cpu-of "$groups"); then
+          --cpu-of "$(IFS=,; echo "${groups[*]}")"); then
           break
         fi
         echo "bench.sh: $side $r failed (pass $pass, try $try)" >&2
