@@ -183,7 +183,7 @@ impl Shared {
 
 /// What of `bytes` the socket takes without blocking; 0 on any error (the
 /// writer, trying the same, meets it and ends the connection).
-fn send_some(fd: RawFd, bytes: &[u8]) -> usize {
+pub(crate) fn send_some(fd: RawFd, bytes: &[u8]) -> usize {
     loop {
         // SAFETY: `fd` is open (see `Outbox::with_socket`) and `bytes` is a
         // valid slice for its length.

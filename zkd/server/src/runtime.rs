@@ -22,6 +22,14 @@
 //! from the storage thread each wake crosses threads (all replies from the
 //! storage thread: 16 connections x 32 creates in flight went from 100-104k
 //! to 81-83k/s).
+//!
+//! Ensemble, the storage thread publishes the highest ticket it wrote and
+//! sends the core a message only when the core asked for one (it has
+//! outputs waiting behind that write, or the leader's own acks wait for
+//! it). A learner's acks ride on the write that syncs what they ack
+//! (`Job::Ensemble::then`) and leave from the storage thread right after
+//! the sync, so a lone write on a follower no longer wakes its core
+//! between its sync and its ack.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -127,13 +135,16 @@ pub struct Release {
     sends: Vec<(ConnId, Replier, Vec<u8>)>,
 }
 
-/// What the standalone storage thread publishes without a message.
+/// What the storage thread publishes without a message.
 #[derive(Default)]
 pub(crate) struct Reported {
     /// Durable, and every reply attached to a write up to it handed over.
     durable: AtomicI64,
-    /// The core holds effects: send it the next durable zxid (wake it).
-    waiting: AtomicBool,
+    /// Ensemble: the highest ticket written.
+    pub(crate) ticket: AtomicI64,
+    /// Standalone: the core holds effects; ensemble: the core has work
+    /// behind a ticket. Send it the next report (wake it).
+    pub(crate) waiting: AtomicBool,
     /// Replies handed over: connection, xid, µs since the request's step
     /// began; the core takes them for `cons` and the slow-request log.
     sent: Mutex<Vec<(ConnId, i32, u64)>>,
@@ -189,12 +200,14 @@ pub enum Job {
     /// with the zxid now durable.
     Standalone(Persist, Option<Release>),
     /// Ensemble: tree changes and ZAB persists, answered with `ticket`
-    /// once written (and synced, with `sync`).
+    /// once written (and synced, with `sync`); `then` (a learner's ack) is
+    /// sent once synced, before the answer.
     Ensemble {
         tree: Vec<Persist>,
         zab: Vec<zkd_zab::peer::Persist>,
         sync: bool,
         ticket: i64,
+        then: Option<(crate::ensemble::link::Link, Vec<u8>)>,
     },
     /// Everything before it written, a read of the store (a leader that
     /// stepped down reading its tree back, a leader reading the state for a
@@ -218,6 +231,7 @@ struct Group {
     zab: Vec<zkd_zab::peer::Persist>,
     sync: bool,
     ticket: Option<i64>,
+    then: Vec<(crate::ensemble::link::Link, Vec<u8>)>,
 }
 
 impl Group {
@@ -232,11 +246,13 @@ impl Group {
                 zab,
                 sync,
                 ticket,
+                then,
             } => {
                 self.tree.extend(tree);
                 self.zab.extend(zab);
                 self.sync |= sync;
                 self.ticket = Some(ticket);
+                self.then.extend(then);
             }
             Job::Read(_) => unreachable!("reads are not merged"),
         }
@@ -277,6 +293,11 @@ impl Group {
             store
                 .commit_ensemble_log(&self.tree, &self.zab, self.sync)
                 .and_then(|tree_follows| {
+                    // Only jobs with `sync` carry `then`, so the group
+                    // was synced.
+                    for (link, frame) in self.then.drain(..) {
+                        link.send_now(frame);
+                    }
                     listening = report(ticket, releases, false);
                     if tree_follows {
                         store.commit_ensemble_tree(&self.tree, &self.zab)
@@ -367,7 +388,14 @@ fn spawn_storage(
             let flush = |group: Group, store: &mut Store| {
                 group.write(store, fsync_warning_ms, |zxid, releases, standalone| {
                     if !standalone {
-                        return durable_tx.send(Report { zxid, back: None }).is_ok();
+                        // The core is woken only if it has work behind
+                        // this ticket; otherwise it reads the ticket when
+                        // something else wakes it (see `driver`).
+                        reported.ticket.store(zxid, Ordering::SeqCst);
+                        if reported.waiting.swap(false, Ordering::SeqCst) {
+                            return durable_tx.send(Report { zxid, back: None }).is_ok();
+                        }
+                        return !durable_tx.is_closed();
                     }
                     let n: usize = releases.iter().map(|r| r.sends.len()).sum();
                     if n > DIRECT_MAX
@@ -495,7 +523,7 @@ pub struct Core {
     pub(crate) held: VecDeque<Held>,
     /// Standalone: the last durable zxid. Ensemble: the last delivered one.
     pub(crate) durable: i64,
-    reported: Arc<Reported>,
+    pub(crate) reported: Arc<Reported>,
     pub(crate) storage: std::sync::mpsc::Sender<Job>,
     storage_thread: std::thread::JoinHandle<()>,
     pub started: Instant,
@@ -870,7 +898,7 @@ impl Core {
                 }
                 Some(r) = durable_rx.recv() => {
                     if self.zab.is_some() {
-                        self.on_ticket(r.zxid);
+                        self.on_ticket();
                     } else {
                         self.on_report(r);
                     }
@@ -916,6 +944,60 @@ pub fn next_conn_id() -> ConnId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A learner's acks ride on the write that syncs what they ack: they
+    /// leave once the log is written, before the ticket is reported (from
+    /// then on the core sends on the same link, and must not overtake
+    /// them), in the order of their jobs.
+    #[test]
+    fn acks_riding_on_a_write_leave_after_the_log_and_before_the_ticket() {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        use zkd_zab::peer::Persist as Z;
+        use zkd_zab::types::Txn;
+
+        let dir = std::env::temp_dir().join(format!("zkd-acks-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        theirs.set_nonblocking(true).unwrap();
+        let (link, writer) = crate::ensemble::link::new();
+        let _up = writer.attach(ours.as_raw_fd());
+        let zxid = (1u64 << 32) + 1;
+        {
+            let mut store = Store::open(&dir, &dir).unwrap();
+            store.load().unwrap();
+            let mut group = Group::default();
+            for (ticket, z, ack) in [(1, zxid, b"ack1"), (2, zxid + 1, b"ack2")] {
+                group.add(Job::Ensemble {
+                    tree: Vec::new(),
+                    zab: vec![Z::Append(vec![Txn {
+                        zxid: z,
+                        data: vec![ticket as u8; 3].into(),
+                    }])],
+                    sync: true,
+                    ticket,
+                    then: Some((link.clone(), ack.to_vec())),
+                });
+            }
+            let mut at_report = None;
+            let listening = group.write(&mut store, 1000, |ticket, _, standalone| {
+                let mut got = vec![0u8; 64];
+                let n = theirs.read(&mut got).unwrap_or(0);
+                at_report = Some((ticket, standalone, got[..n].to_vec()));
+                true
+            });
+            assert!(listening);
+            assert_eq!(at_report, Some((2, false, b"ack1ack2".to_vec())));
+        }
+        // What they acked is in the log.
+        let mut store = Store::open(&dir, &dir).unwrap();
+        let loaded = store.load().unwrap();
+        let zab = store.load_zab(loaded.last_zxid).unwrap();
+        let logged: Vec<u64> = zab.log.iter().map(|t| t.zxid).collect();
+        assert_eq!(logged, vec![zxid, zxid + 1]);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// Idle work runs a piece at a time; asked to come back later, it is
     /// called again (told it waited) with no job; a job ends the wait.

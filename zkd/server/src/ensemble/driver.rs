@@ -10,13 +10,19 @@
 //! barrier: it rides on the next synced write, and ZAB hears of it
 //! (`Input::Synced`) when that write's ticket is answered, while commits
 //! that the followers' acks alone allow go out meanwhile.
+//!
+//! A learner's ack right behind a barrier is not left for the core: the
+//! storage thread sends it as soon as the write is synced (`link`), which
+//! saves waking the core first.
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use zkd_core::server::{Role, Server};
 use zkd_zab::peer::{Input, Output, Persist as ZPersist};
 use zkd_zab::types::PeerState;
 
+use super::link::Link;
 use super::transport::PeerEvent;
 use super::wire::Frame;
 use crate::runtime::{Core, Job};
@@ -80,8 +86,16 @@ impl Core {
         }
     }
 
-    /// The storage thread finished a write.
-    pub(crate) fn on_ticket(&mut self, ticket: i64) {
+    /// The storage thread finished a write the core asked to hear of.
+    pub(crate) fn on_ticket(&mut self) {
+        self.drain();
+    }
+
+    /// What the storage thread has written (it publishes the ticket, and
+    /// sends a message only when asked to, by `ask_for_ticket`): the
+    /// leader's own acks it synced, and the barrier it lifted.
+    fn take_ticket(&mut self) {
+        let ticket = self.reported.ticket.load(Ordering::SeqCst);
         let z = self.zab.as_mut().expect("ensemble mode");
         let mut synced = None;
         while let Some(&(t, zxid)) = z.own_acks.front() {
@@ -95,13 +109,31 @@ impl Core {
             let outs = z.peer.step(Input::Synced(zxid));
             z.pending.push(outs);
         }
-        let unblocked = z.waiting.is_some_and(|w| ticket >= w);
-        if unblocked {
+        if z.waiting.is_some_and(|w| ticket >= w) {
             z.waiting = None;
         }
-        if unblocked || synced.is_some() {
-            self.drain();
+    }
+
+    /// Whether the core must be woken when the storage thread answers its
+    /// writes: outputs wait behind a barrier, or the leader's own acks
+    /// wait for their sync. A learner whose only output behind the barrier
+    /// was its ack (sent by the storage thread) is not woken; the next
+    /// message from the leader finds the barrier lifted. Asks, then looks
+    /// again: false if the answer came meanwhile (there is work now).
+    fn ask_for_ticket(&mut self) -> bool {
+        let z = self.zab.as_mut().expect("ensemble mode");
+        let blocked = z.waiting.is_some() && !z.pending.is_empty();
+        if !blocked && z.own_acks.is_empty() {
+            return true;
         }
+        let wanted = match (z.waiting, z.own_acks.front()) {
+            (Some(w), Some(&(t, _))) => w.min(t),
+            (Some(w), None) => w,
+            (None, Some(&(t, _))) => t,
+            (None, None) => unreachable!("checked"),
+        };
+        self.reported.waiting.store(true, Ordering::SeqCst);
+        self.reported.ticket.load(Ordering::SeqCst) < wanted
     }
 
     pub(crate) fn on_peer_event(&mut self, ev: PeerEvent) {
@@ -199,6 +231,10 @@ impl Core {
     }
 
     fn send_job(&mut self, sync: bool) -> i64 {
+        self.send_job_then(sync, None)
+    }
+
+    fn send_job_then(&mut self, sync: bool, then: Option<(Link, Vec<u8>)>) -> i64 {
         let z = self.zab.as_mut().expect("ensemble mode");
         let ticket = z.next_ticket;
         z.next_ticket += 1;
@@ -212,6 +248,7 @@ impl Core {
             zab: std::mem::take(&mut z.job_zab),
             sync,
             ticket,
+            then,
         };
         if self.storage.send(job).is_err() {
             log::error!("storage thread is gone, stopping");
@@ -220,8 +257,31 @@ impl Core {
         ticket
     }
 
+    /// A learner's acks of what the write at a barrier syncs
+    /// (`Pending::take_acks`), to leave from the storage thread right
+    /// after the sync as one frame buffer (`link`).
+    fn acks_once_synced(z: &mut crate::ensemble::Zab) -> Option<(Link, Vec<u8>)> {
+        let (leader, acks) = z.pending.take_acks()?;
+        let mut bytes = Vec::new();
+        for env in acks {
+            log::trace!("to server.{leader}, once synced: {env:?}");
+            bytes.extend_from_slice(&Frame::Zab(env).encode());
+        }
+        z.transport.quorum_link(leader).map(|link| (link, bytes))
+    }
+
     /// Carries out queued outputs until a sync barrier must wait.
     pub(crate) fn drain(&mut self) {
+        loop {
+            self.drain_once();
+            if self.ask_for_ticket() {
+                return;
+            }
+        }
+    }
+
+    fn drain_once(&mut self) {
+        self.take_ticket();
         loop {
             let z = self.zab.as_mut().expect("ensemble mode");
             if z.waiting.is_some() {
@@ -255,7 +315,8 @@ impl Core {
                     // Group commit: later appends join this write.
                     z.pending.take_appends(&mut z.job_zab);
                     z.unsynced = false;
-                    let t = self.send_job(true);
+                    let then = Self::acks_once_synced(z);
+                    let t = self.send_job_then(true, then);
                     self.zab.as_mut().expect("ensemble mode").waiting = Some(t);
                 }
                 // Joins the next synced write: the one a later barrier

@@ -6,6 +6,8 @@
 //! - `wire`      — frames between members (ZAB messages, forwarded requests).
 //! - `state`     — the applied state (tree + sessions) a SNAP carries.
 //! - `transport` — TCP links to every peer, with loss reported.
+//! - `link`      — one link's send queue, which the storage thread may
+//!   also send a learner's acks on, right after their sync.
 //! - `driver`    — feeds the peer messages, ticks and client writes, and
 //!   executes its outputs in order: sends, persists with sync barriers (on
 //!   the storage thread), deliveries (applied to the tree, releasing held
@@ -14,6 +16,7 @@
 //!   appends queued after it into its write (group commit).
 
 pub mod driver;
+pub mod link;
 pub mod pending;
 pub mod state;
 pub mod transport;

@@ -14,7 +14,8 @@
 
 use std::collections::VecDeque;
 
-use zkd_zab::peer::{Output, Persist};
+use zkd_zab::peer::{Envelope, Output, Persist};
+use zkd_zab::types::{Id, Msg};
 
 #[derive(Default)]
 pub struct Pending {
@@ -55,6 +56,47 @@ impl Pending {
             }
             self.searched += 1;
         }
+    }
+
+    /// At a sync just popped, after `take_appends`: the acks to one peer
+    /// (the leader) right behind it, and behind the later syncs whose
+    /// appends joined its write. `take_appends` took every append up to
+    /// the first other persist, so a sync met before any other output has
+    /// nothing left to write and is dropped. Anything else ends the search:
+    /// it must be carried out before the acks after it.
+    pub fn take_acks(&mut self) -> Option<(Id, Vec<Envelope>)> {
+        let mut leader = None;
+        let mut acks = Vec::new();
+        loop {
+            self.trim();
+            match self.queue.front() {
+                Some(Some(Output::Sync)) => {}
+                Some(Some(Output::Send(to, env)))
+                    if matches!(env.msg, Msg::Ack { .. }) && leader.is_none_or(|l| l == *to) =>
+                {
+                    leader = Some(*to);
+                }
+                _ => break,
+            }
+            if let Some(Some(Output::Send(_, env))) = self.queue.pop_front() {
+                acks.push(env);
+            }
+            self.searched = self.searched.saturating_sub(1);
+        }
+        leader.map(|l| (l, acks))
+    }
+
+    /// Drops the holes at the front.
+    fn trim(&mut self) {
+        while let Some(None) = self.queue.front() {
+            self.queue.pop_front();
+            self.searched = self.searched.saturating_sub(1);
+        }
+    }
+
+    pub fn is_empty(&mut self) -> bool {
+        self.trim();
+        self.queue.is_empty()
     }
 
     #[cfg(test)]
@@ -174,5 +216,58 @@ mod tests {
             seq: 0,
             msg: zkd_zab::types::Msg::PingAck,
         }
+    }
+
+    fn ack(to: u64, z: u64) -> Output {
+        Output::Send(
+            to,
+            Envelope {
+                conn: 1,
+                seq: z,
+                msg: Msg::Ack { zxid: z },
+            },
+        )
+    }
+
+    #[test]
+    fn the_acks_a_write_covers_are_taken_up_to_any_other_output() {
+        let mut p = Pending::default();
+        let mut job = Vec::new();
+        p.push(vec![append(1), Output::Sync, ack(3, 1)]);
+        p.push(vec![append(2), Output::Sync, ack(3, 2)]);
+        p.push(vec![Output::Persist(Persist::Applied(1))]);
+        p.push(vec![append(3), Output::Sync, ack(3, 3)]);
+        assert!(is_append(p.pop()));
+        assert!(matches!(p.pop(), Some(Output::Sync)));
+        p.take_appends(&mut job);
+        assert_eq!(zxids(&job), vec![2]);
+        let (to, acks) = p.take_acks().expect("acks");
+        assert_eq!(to, 3);
+        let acked: Vec<u64> = acks.iter().map(|e| e.seq).collect();
+        assert_eq!(acked, vec![1, 2], "not past the applied mark");
+        // What is left is in order: the applied mark, then the third txn.
+        assert!(matches!(
+            p.pop(),
+            Some(Output::Persist(Persist::Applied(1)))
+        ));
+        assert!(is_append(p.pop()));
+        assert!(matches!(p.pop(), Some(Output::Sync)));
+        assert!(matches!(p.pop(), Some(Output::Send(3, _))));
+        assert!(p.pop().is_none());
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn no_acks_means_nothing_is_taken_and_another_peer_ends_the_search() {
+        let mut p = Pending::default();
+        p.push(vec![append(1)]);
+        assert!(p.take_acks().is_none());
+        assert_eq!(p.len(), 1);
+        let mut p = Pending::default();
+        p.push(vec![ack(3, 1), Output::Sync, ack(2, 2), ack(3, 3)]);
+        let (to, acks) = p.take_acks().expect("acks");
+        assert_eq!((to, acks.len()), (3, 1));
+        assert!(matches!(p.pop(), Some(Output::Send(2, _))));
+        assert_eq!(p.len(), 1);
     }
 }

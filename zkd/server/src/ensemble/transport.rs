@@ -11,12 +11,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+use super::link::{self, Link, Writer};
 use super::wire::{Channel, Frame, HELLO_MAGIC, PEER_FRAME_MAX};
 
 pub type Id = u64;
@@ -38,7 +40,7 @@ pub struct PeerAddr {
 
 /// Sending side: one queue per peer and channel.
 pub struct Transport {
-    links: HashMap<(Id, u8), mpsc::UnboundedSender<Vec<u8>>>,
+    links: HashMap<(Id, u8), Link>,
 }
 
 /// A write that takes longer than this means the peer is stuck (stopped,
@@ -67,7 +69,7 @@ impl Transport {
             .filter(|ip| !ip.is_unspecified());
         for p in peers.iter().filter(|p| p.id != me) {
             for (ch, addr) in [(Channel::Election, p.election), (Channel::Quorum, p.quorum)] {
-                let (tx, rx) = mpsc::unbounded_channel();
+                let (tx, rx) = link::new();
                 links.insert((p.id, ch as u8), tx);
                 tokio::spawn(dial(me, p.id, ch, addr, local, rx, events.clone()));
             }
@@ -77,7 +79,21 @@ impl Transport {
 
     pub fn send(&self, to: Id, f: &Frame) {
         if let Some(tx) = self.links.get(&(to, f.channel() as u8)) {
-            let _ = tx.send(f.encode());
+            tx.send(f.encode());
+        }
+    }
+
+    /// The link that carries the ZAB stream to `to`, for a thread that
+    /// sends on it directly (`Link::send_now`).
+    pub fn quorum_link(&self, to: Id) -> Option<Link> {
+        self.links.get(&(to, Channel::Quorum as u8)).cloned()
+    }
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        for l in self.links.values() {
+            l.end();
         }
     }
 }
@@ -88,7 +104,7 @@ async fn dial(
     ch: Channel,
     addr: SocketAddr,
     local: Option<std::net::IpAddr>,
-    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut rx: Writer,
     events: mpsc::UnboundedSender<PeerEvent>,
 ) {
     let mut was_up = false;
@@ -101,8 +117,8 @@ async fn dial(
                     let _ = events.send(PeerEvent::Disconnected(peer));
                 }
                 was_up = false;
-                while rx.try_recv().is_ok() {}
-                if rx.is_closed() {
+                rx.discard();
+                if rx.ended() {
                     return;
                 }
                 tokio::time::sleep(REDIAL_PAUSE).await;
@@ -121,6 +137,9 @@ async fn dial(
         hello.extend_from_slice(&me.to_be_bytes());
         hello.push(ch as u8);
         let mut ok = w.write_all(&hello).await.is_ok() && w.flush().await.is_ok();
+        // Direct sends may follow the hello; they stop (the guard is
+        // dropped) before the socket closes.
+        let attached = rx.attach(w.get_ref().as_ref().as_raw_fd());
         let mut scratch = [0u8; 64];
         while ok {
             // The peer never writes on our connection: a read that ends
@@ -138,8 +157,8 @@ async fn dial(
                 // Send what is already queued in the same flush.
                 for _ in 0..1024 {
                     match rx.try_recv() {
-                        Ok(more) => w.write_all(&more).await?,
-                        Err(_) => break,
+                        Some(more) => w.write_all(&more).await?,
+                        None => break,
                     }
                 }
                 w.flush().await
@@ -152,11 +171,12 @@ async fn dial(
                 crate::release_freed_memory();
             }
         }
+        drop(attached);
         log::info!("lost connection to server.{peer} ({ch:?}), redialling");
         if ch == Channel::Quorum {
             let _ = events.send(PeerEvent::Disconnected(peer));
         }
-        while rx.try_recv().is_ok() {}
+        rx.discard();
         tokio::time::sleep(REDIAL_PAUSE).await;
     }
 }
