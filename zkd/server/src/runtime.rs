@@ -898,7 +898,7 @@ impl Core {
                 }
                 Some(r) = durable_rx.recv() => {
                     if self.zab.is_some() {
-                        self.on_ticket();
+                        self.drain();
                     } else {
                         self.on_report(r);
                     }

@@ -86,11 +86,6 @@ impl Core {
         }
     }
 
-    /// The storage thread finished a write the core asked to hear of.
-    pub(crate) fn on_ticket(&mut self) {
-        self.drain();
-    }
-
     /// What the storage thread has written (it publishes the ticket, and
     /// sends a message only when asked to, by `ask_for_ticket`): the
     /// leader's own acks it synced, and the barrier it lifted.
@@ -126,12 +121,8 @@ impl Core {
         if !blocked && z.own_acks.is_empty() {
             return true;
         }
-        let wanted = match (z.waiting, z.own_acks.front()) {
-            (Some(w), Some(&(t, _))) => w.min(t),
-            (Some(w), None) => w,
-            (None, Some(&(t, _))) => t,
-            (None, None) => unreachable!("checked"),
-        };
+        let own = z.own_acks.front().map(|&(t, _)| t);
+        let wanted = z.waiting.into_iter().chain(own).min().expect("checked");
         self.reported.waiting.store(true, Ordering::SeqCst);
         self.reported.ticket.load(Ordering::SeqCst) < wanted
     }
