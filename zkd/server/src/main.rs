@@ -14,7 +14,9 @@
 //!   driver that carries out the pure peer's outputs).
 //! - `net`     — the client port: frames in, frames out, four-letter words.
 //! - `frames`  — a connection's frame reader (no buffer while idle).
-//! - `outbox`  — a connection's outgoing queue and its byte limit.
+//! - `sendq`   — a socket's send queue that other threads may send on
+//!   directly while its writer is idle (clients' and peers' alike).
+//! - `outbox`  — a client connection's outgoing queue and its limits.
 //! - `fourlw`  — the four-letter-word answers.
 //! - `cli`     — `zkd serve`, `zkd status`, `--help`.
 
@@ -30,6 +32,7 @@ mod net;
 mod outbox;
 mod pagecache;
 mod runtime;
+mod sendq;
 mod storage;
 mod tls;
 mod txnlog;

@@ -19,18 +19,14 @@
 //! leaves the storage thread right after its sync, without waking a tokio
 //! worker first (measured: see `runtime`'s `DIRECT_MAX`).
 
-use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-/// What the core tells a connection's writer.
-pub enum Out {
-    Frame(Vec<u8>),
-    Close,
-}
+pub use crate::sendq::Out;
+use crate::sendq::SendQueue;
 
 /// Everything a connection's core side, reader and writer share, in one
 /// allocation. A tokio unbounded channel plus four `Arc`s cost ~1.4 KB per
@@ -38,30 +34,10 @@ pub enum Out {
 /// 32-slot block and a cache-padded header up front); a queue that holds
 /// nothing while idle costs nothing per idle session.
 struct Shared {
-    queue: Mutex<Queue>,
-    /// The writer has something to look at (stored as a permit if the
-    /// writer is busy, so no push is missed).
-    ready: Notify,
-    queued: AtomicUsize,
+    queue: SendQueue,
     drained: Notify,
     requests: AtomicUsize,
     answered: Notify,
-}
-
-#[derive(Default)]
-struct Queue {
-    items: VecDeque<Out>,
-    /// The core dropped its `Outbox`: after what is queued, the writer ends.
-    ended: bool,
-    /// The writer is gone: nothing pushed will be written.
-    gone: bool,
-    /// The writer took something and has not come back for more: a frame
-    /// sent now would overtake it.
-    busy: bool,
-    /// A plain TCP connection's socket, open while `gone` is false (the
-    /// writer holds it); `None` for TLS (the bytes must go through the
-    /// session).
-    socket: Option<RawFd>,
 }
 
 /// The sending side, held by the core only: when the core drops it the
@@ -93,12 +69,7 @@ impl Outbox {
     /// writer drops its `Inbox` before its half of the socket).
     pub fn with_socket(socket: Option<RawFd>) -> (Outbox, Gauge, Inbox) {
         let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue {
-                socket,
-                ..Queue::default()
-            }),
-            ready: Notify::new(),
-            queued: AtomicUsize::new(0),
+            queue: SendQueue::new(socket),
             drained: Notify::new(),
             requests: AtomicUsize::new(0),
             answered: Notify::new(),
@@ -112,7 +83,7 @@ impl Outbox {
     }
 
     pub fn close(&self) {
-        self.0.send(Out::Close);
+        self.0.queue.push_close();
     }
 
     /// Requests of this connection read and not yet answered.
@@ -135,7 +106,7 @@ impl Replier {
     }
 
     pub fn close(&self) {
-        self.0.send(Out::Close);
+        self.0.queue.push_close();
     }
 }
 
@@ -148,59 +119,7 @@ impl Shared {
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| r.checked_sub(1));
             self.answered.notify_waiters();
         }
-        let mut q = self.queue.lock().expect("outbox lock");
-        if q.gone {
-            return self.queued.load(Ordering::Acquire);
-        }
-        let mut frame = frame;
-        if now && !q.busy && !q.ended && q.items.is_empty() {
-            if let Some(fd) = q.socket {
-                let sent = send_some(fd, &frame);
-                if sent == frame.len() {
-                    return self.queued.load(Ordering::Acquire);
-                }
-                frame.drain(..sent);
-            }
-        }
-        let waiting = self.queued.fetch_add(frame.len(), Ordering::AcqRel) + frame.len();
-        q.items.push_back(Out::Frame(frame));
-        drop(q);
-        self.ready.notify_one();
-        waiting
-    }
-
-    fn send(&self, out: Out) -> bool {
-        let mut q = self.queue.lock().expect("outbox lock");
-        if q.gone {
-            return false;
-        }
-        q.items.push_back(out);
-        drop(q);
-        self.ready.notify_one();
-        true
-    }
-}
-
-/// What of `bytes` the socket takes without blocking; 0 on any error (the
-/// writer, trying the same, meets it and ends the connection).
-pub(crate) fn send_some(fd: RawFd, bytes: &[u8]) -> usize {
-    loop {
-        // SAFETY: `fd` is open (see `Outbox::with_socket`) and `bytes` is a
-        // valid slice for its length.
-        let n = unsafe {
-            libc::send(
-                fd,
-                bytes.as_ptr().cast(),
-                bytes.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        if n >= 0 {
-            return n as usize;
-        }
-        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            return 0;
-        }
+        self.queue.push(frame, now)
     }
 }
 
@@ -208,8 +127,7 @@ impl Drop for Outbox {
     fn drop(&mut self) {
         // From now on everything goes through the writer, which ends after
         // what is queued.
-        self.0.queue.lock().expect("outbox lock").ended = true;
-        self.0.ready.notify_one();
+        self.0.queue.end();
     }
 }
 
@@ -217,50 +135,30 @@ impl Inbox {
     /// The next item; `None` once the core has dropped its `Outbox` and
     /// everything queued before that was taken.
     pub async fn recv(&mut self) -> Option<Out> {
-        loop {
-            {
-                let mut q = self.0.queue.lock().expect("outbox lock");
-                if let Some(o) = q.items.pop_front() {
-                    q.busy = true;
-                    return Some(o);
-                }
-                // Everything taken before is written.
-                q.busy = false;
-                if q.ended {
-                    return None;
-                }
-                // A burst's slots are given back once it is written.
-                if q.items.capacity() > 64 {
-                    q.items = VecDeque::new();
-                }
-            }
-            self.0.ready.notified().await;
-        }
+        self.0.queue.recv().await
     }
 
     /// The next item if one is queued.
     pub fn try_recv(&mut self) -> Option<Out> {
-        self.0.queue.lock().expect("outbox lock").items.pop_front()
+        self.0.queue.try_recv()
     }
 }
 
 impl Drop for Inbox {
     fn drop(&mut self) {
-        let mut q = self.0.queue.lock().expect("outbox lock");
-        q.gone = true;
-        q.items = VecDeque::new();
+        self.0.queue.writer_gone();
     }
 }
 
 impl Gauge {
     /// The writer wrote `n` bytes.
     pub fn written(&self, n: usize) {
-        self.0.queued.fetch_sub(n, Ordering::AcqRel);
+        self.0.queue.written(n);
         self.0.drained.notify_waiters();
     }
 
     pub fn queued(&self) -> usize {
-        self.0.queued.load(Ordering::Acquire)
+        self.0.queue.queued()
     }
 
     /// The reader took a request off the socket.
@@ -293,6 +191,8 @@ impl Gauge {
 
 #[cfg(test)]
 mod tests {
+    // The queue itself (order, direct sends, wake-ups) is tested in
+    // `sendq`; these test what the outbox adds and how its ends use it.
     use super::*;
 
     fn frame(xid: i32, len: usize) -> Vec<u8> {
@@ -332,145 +232,43 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_waiting_writer_wakes_for_each_push_and_for_the_end() {
-        let (out, _gauge, mut inbox) = Outbox::new();
-        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
-        let writer = tokio::spawn(async move {
-            while let Some(o) = inbox.recv().await {
-                let _ = seen_tx.send(len_of(Some(o)).unwrap());
-            }
-        });
-        let wait = std::time::Duration::from_secs(10);
-        for i in 0..20 {
-            // The writer is asleep in `recv` (nothing queued): the push
-            // alone must wake it.
-            tokio::task::yield_now().await;
-            out.push(frame(i, 8 + i as usize));
-            let got = tokio::time::timeout(wait, seen.recv()).await;
-            assert_eq!(got.expect("the push woke the writer"), Some(8 + i as usize));
-        }
-        drop(out);
-        tokio::time::timeout(wait, writer)
-            .await
-            .expect("the writer saw the end")
-            .unwrap();
-    }
-
-    #[tokio::test]
-    async fn with_the_writer_gone_nothing_is_kept() {
-        let (out, gauge, inbox) = Outbox::new();
-        out.push(frame(1, 10));
-        drop(inbox);
-        out.push(frame(2, 50));
-        assert_eq!(
-            gauge.queued(),
-            10,
-            "a frame nobody will write is not counted"
-        );
-        assert!(out.0.queue.lock().unwrap().items.is_empty());
-    }
-
-    #[tokio::test]
-    async fn an_idle_writer_gives_back_a_bursts_slots() {
-        let (out, _gauge, mut inbox) = Outbox::new();
-        for i in 0..1000 {
-            out.push(frame(i, 8));
-        }
-        for _ in 0..1000 {
-            assert!(inbox.recv().await.is_some());
-        }
-        let idle = tokio::time::timeout(std::time::Duration::from_millis(50), inbox.recv()).await;
-        assert!(idle.is_err(), "nothing was queued");
-        assert!(out.0.queue.lock().unwrap().items.capacity() <= 64);
-    }
-
-    /// A connected pair of sockets, one end for the outbox.
-    fn pair() -> (
-        std::os::unix::net::UnixStream,
-        std::os::unix::net::UnixStream,
-    ) {
-        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        b.set_nonblocking(true).unwrap();
-        (a, b)
-    }
-
-    fn read_now(s: &mut std::os::unix::net::UnixStream) -> Vec<u8> {
+    async fn only_a_repliers_push_now_goes_straight_out_and_only_while_the_writer_lives() {
         use std::io::Read;
-        let mut buf = vec![0u8; 1 << 20];
-        match s.read(&mut buf) {
-            Ok(n) => buf[..n].to_vec(),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Vec::new(),
-            Err(e) => panic!("{e}"),
-        }
-    }
-
-    #[tokio::test]
-    async fn an_idle_writers_frame_goes_straight_onto_the_socket() {
         use std::os::fd::AsRawFd;
-        let (ours, mut peer) = pair();
+        let (ours, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        peer.set_nonblocking(true).unwrap();
+        let mut got = [0u8; 64];
         let (out, gauge, mut inbox) = Outbox::with_socket(Some(ours.as_raw_fd()));
         let replier = out.replier();
-        assert_eq!(replier.push_now(frame(1, 12)), 0);
-        assert_eq!(read_now(&mut peer).len(), 12, "sent, not queued");
-        assert_eq!(gauge.queued(), 0);
-        assert!(inbox.try_recv().is_none());
-        // The writer takes a queued frame and has not come back: a frame
-        // sent now would overtake it, so it queues behind.
-        out.push(frame(2, 20));
-        assert_eq!(len_of(inbox.recv().await), Some(20));
-        assert_eq!(
-            replier.push_now(frame(3, 30)),
-            50,
-            "20 not yet written + 30"
-        );
-        assert!(read_now(&mut peer).is_empty());
-        assert_eq!(len_of(inbox.try_recv()), Some(30));
-        gauge.written(50);
-        // Back in `recv` with nothing queued: idle again.
-        assert!(
-            tokio::time::timeout(std::time::Duration::from_millis(20), inbox.recv())
-                .await
-                .is_err()
-        );
-        assert_eq!(replier.push_now(frame(4, 40)), 0);
-        assert_eq!(read_now(&mut peer).len(), 40);
-        // Once the writer is gone the socket is not touched.
+        assert_eq!(out.push(frame(1, 12)), 12, "the core's push is queued");
+        assert!(peer.read(&mut got).is_err());
+        assert_eq!(len_of(inbox.recv().await), Some(12));
+        gauge.written(12);
+        let idle = tokio::time::timeout(std::time::Duration::from_millis(20), inbox.recv()).await;
+        assert!(idle.is_err(), "nothing was queued");
+        assert_eq!(replier.push_now(frame(2, 16)), 0);
+        assert_eq!(peer.read(&mut got).unwrap(), 16, "sent, not queued");
+        // Once the writer is gone nothing is kept, counted or sent.
         drop(inbox);
-        replier.push_now(frame(5, 50));
-        assert!(read_now(&mut peer).is_empty());
+        assert_eq!(replier.push_now(frame(3, 50)), 0);
+        assert_eq!(out.push(frame(4, 50)), 0);
+        assert!(peer.read(&mut got).is_err());
     }
 
     #[tokio::test]
-    async fn what_a_full_socket_does_not_take_is_queued_in_order() {
-        use std::os::fd::AsRawFd;
-        let (ours, mut peer) = pair();
-        let (out, gauge, mut inbox) = Outbox::with_socket(Some(ours.as_raw_fd()));
-        let big = 4 << 20;
-        let mut f = frame(1, big);
-        f[big - 1] = 7;
-        let waiting = out.replier().push_now(f);
-        assert!(
-            waiting > 0 && waiting < big,
-            "{waiting}: part sent, the rest queued"
-        );
-        assert_eq!(gauge.queued(), waiting);
-        let rest = match inbox.recv().await {
-            Some(Out::Frame(r)) => r,
-            _ => panic!("the rest is queued"),
-        };
-        assert_eq!(rest.len(), waiting);
-        assert_eq!(rest[waiting - 1], 7, "the tail, not the head");
-        // Behind a queued remainder nothing is sent directly, even after
-        // the peer has read: the writer has not finished the rest.
-        let mut got = 0;
-        while got < big - waiting {
-            let n = read_now(&mut peer).len();
-            assert!(n > 0, "the part sent is there to read");
-            got += n;
-        }
-        out.replier().push_now(frame(2, 10));
-        assert!(read_now(&mut peer).is_empty());
-        assert_eq!(len_of(inbox.try_recv()), Some(10));
+    async fn the_gauge_wakes_a_throttled_reader_when_the_writer_catches_up() {
+        let (out, gauge, mut inbox) = Outbox::new();
+        out.push(frame(1, 100));
+        let waiter = gauge.clone();
+        let reader = tokio::spawn(async move { waiter.wait_below(10).await });
+        tokio::task::yield_now().await;
+        assert!(!reader.is_finished(), "100 bytes wait");
+        assert_eq!(len_of(inbox.recv().await), Some(100));
+        gauge.written(100);
+        tokio::time::timeout(std::time::Duration::from_secs(10), reader)
+            .await
+            .expect("the written bytes woke the reader")
+            .unwrap();
     }
 
     #[test]
