@@ -6,6 +6,7 @@
 //!   group; what makes a write durable.
 //! - `storage` — the tree's checkpoint in RocksDB (written without its WAL),
 //!   redone from the log at start-up; ZAB's epochs; the rules between them.
+//! - `blobgc`  — when the checkpoint's blob files are garbage-collected.
 //! - `disk`    — free space checks and the fail-stop exit.
 //! - `pagecache` — keeps the checkpoint's files out of the page cache.
 //! - `runtime` — the task that owns the pure core (`zkd_core`), the storage
@@ -20,6 +21,7 @@
 //! - `fourlw`  — the four-letter-word answers.
 //! - `cli`     — `zkd serve`, `zkd status`, `--help`.
 
+mod blobgc;
 mod cli;
 mod config;
 mod disk;
