@@ -43,17 +43,19 @@ impl BlobGc {
     }
 
     /// Given the blob files' total size and the garbage in them, the new
-    /// setting if it changes.
-    pub fn steer(&mut self, files: u64, garbage: u64) -> Option<bool> {
+    /// setting if it should change.
+    pub fn change(&self, files: u64, garbage: u64) -> Option<bool> {
         let want = if self.on {
             garbage.saturating_mul(4) >= files
         } else {
             files > self.floor && garbage.saturating_mul(2) > files
         };
-        (want != self.on).then(|| {
-            self.on = want;
-            want
-        })
+        (want != self.on).then_some(want)
+    }
+
+    /// The setting was changed (RocksDB took it).
+    pub fn switched(&mut self, on: bool) {
+        self.on = on;
     }
 }
 
@@ -74,15 +76,19 @@ mod tests {
             (400, None, "stays off until half"),
         ];
         for (garbage, change, why) in steps {
-            assert_eq!(gc.steer(1000 << 20, garbage << 20), change, "{why}");
+            let got = gc.change(1000 << 20, garbage << 20);
+            assert_eq!(got, change, "{why}");
+            if let Some(on) = got {
+                gc.switched(on);
+            }
         }
         assert!(!gc.is_on());
     }
 
     #[test]
     fn a_small_store_is_left_alone() {
-        let mut gc = BlobGc::new(FLOOR);
-        assert_eq!(gc.steer(FLOOR, FLOOR), None);
-        assert_eq!(gc.steer(FLOOR + 1, FLOOR), Some(true));
+        let gc = BlobGc::new(FLOOR);
+        assert_eq!(gc.change(FLOOR, FLOOR), None);
+        assert_eq!(gc.change(FLOOR + 1, FLOOR), Some(true));
     }
 }
