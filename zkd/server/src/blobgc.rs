@@ -5,11 +5,12 @@
 //! oldest quarter of those files whenever a compaction passes over their
 //! keys, so that the files can then be deleted. Always on, it moved the
 //! same long-lived nodes over and over. One example: a 3-member ensemble
-//! ran `bench.sh`'s 10 KiB rows (create through multi10) with about 600 MB
-//! of live nodes per member. Each member rewrote 1,013 MB of blobs in four
-//! compactions of 124-434 MB. The largest wrote for 12 s on the disk the
-//! log syncs on, during the multi10 1x1 row, and that row's disk writes
-//! came to 1,000 KiB per op.
+//! ran `bench.sh`'s 10 KiB rows (create through multi10), ending with
+//! about 1.2 GB of live nodes per member (estimated from the rows' key
+//! counts). Each member rewrote 1,013 MB of blobs in four compactions of
+//! 124-434 MB. The largest wrote for 12 s on the disk the log syncs on,
+//! during the multi10 1x1 row, and that row's disk writes came to 1,000
+//! KiB per op.
 //!
 //! So collection runs only while garbage is a large share of the blob
 //! files: it is switched on above half and off again below a quarter. A
@@ -20,7 +21,7 @@
 //! with collection always on (245-514 MB): overwritten files die whole.
 //! The price is space where files die in part (deletes, long-lived nodes
 //! among short-lived ones): after that sequence the blob files were
-//! 2.2 GB per member for about 1.2 GB of live nodes.
+//! 2.2 GB per member.
 
 /// Below this many bytes of blob files, space is not worth moving data
 /// for.
