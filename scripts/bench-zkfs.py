@@ -19,16 +19,12 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from ports import free_port  # noqa: E402
 TARGET = os.environ.get("CARGO_TARGET_DIR", "/var/cache/zkfs-target")
 ZKD = os.path.join(TARGET, "release", "zkd")
 ZKFS = os.path.join(TARGET, "release", "zkfs")
 ZK_SERVER_SH = "/usr/share/zookeeper/bin/zkServer.sh"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(pred, timeout, what):

@@ -65,7 +65,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 common="tickTime=2000
 initLimit=10
 syncLimit=5
@@ -78,11 +77,14 @@ declare -A cport
 # and ZooKeeper ran out of heap (connection refused) in the third.
 start_servers() {
   pdir="$work/p$1"
-  local side i d servers=""
+  local side i d servers="" ports k=0
+  # Every port of the pass at once, all distinct (scripts/ports.py says
+  # why they are not taken from the kernel's ephemeral range).
+  mapfile -t ports < <(python3 scripts/ports.py $((2 * members * 3)))
   for side in zkd zk; do
     for ((i = 1; i <= members; i++)); do
-      cport[$side$i]=$(port)
-      if ((members > 1)); then servers+="server.$i=127.0.0.1:$(port):$(port)"$'\n'; fi
+      cport[$side$i]=${ports[k++]}
+      if ((members > 1)); then servers+="server.$i=127.0.0.1:${ports[k++]}:${ports[k++]}"$'\n'; fi
     done
     for ((i = 1; i <= members; i++)); do
       d="$pdir/$side$i"

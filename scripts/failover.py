@@ -25,16 +25,12 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from ports import free_port  # noqa: E402
 TARGET = os.environ.get("CARGO_TARGET_DIR", "/var/cache/zkfs-target")
 ZKD = os.environ.get("ZKD_BIN", os.path.join(TARGET, "release", "zkd"))
 ZKBENCH = os.path.join(TARGET, "release", "zkbench")
 ZK_SERVER_SH = "/usr/share/zookeeper/bin/zkServer.sh"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def four(port, word):

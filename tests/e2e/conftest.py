@@ -5,17 +5,20 @@ started as a real process, and is killed at the end of its fixture. Waits are
 bounded; nothing here sleeps for a fixed time when it can poll instead.
 """
 import os
-import random
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from ports import free_port  # noqa: E402,F401 (tests import it from here)
+
 # The same default as scripts/env.sh: the build lives outside the clone.
 TARGET = os.environ.get("CARGO_TARGET_DIR", "/var/cache/zkfs-target")
 ZKD = os.environ.get("ZKD_BIN", os.path.join(TARGET, "release", "zkd"))
@@ -30,39 +33,6 @@ REFERENCE_JVMFLAGS = (
     "-Dzookeeper.extendedTypesEnabled=true -Dznode.container.checkIntervalMs=300 -Dzookeeper.enforceQuota=true "
     f"-Dzookeeper.DigestAuthenticationProvider.superDigest={SUPER_DIGEST}"
 )
-
-
-def _ephemeral_low():
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-_EPHEMERAL_LOW = _ephemeral_low()
-_handed_out = set()
-
-
-def free_port():
-    """A port no server of this run was given, free on every address now,
-    and below the kernel's ephemeral range: a port from that range (what
-    binding port 0 gives) can be taken by any outgoing connection between
-    being picked and the server binding it, and a member of an ensemble
-    once failed to start with "Address already in use" that way."""
-    low, high = 10000, max(_EPHEMERAL_LOW, 10001)
-    for _ in range(1000):
-        port = random.randrange(low, high)
-        if port in _handed_out:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("0.0.0.0", port))
-            except OSError:
-                continue
-        _handed_out.add(port)
-        return port
-    raise RuntimeError(f"no free port in {low}-{high - 1}")
 
 
 def four_letter(port, word, timeout=5.0, host="127.0.0.1"):
