@@ -62,18 +62,27 @@ impl Writer {
     /// The next frame; `None` once the link ended and everything queued
     /// before was taken. Cancel-safe: a frame is taken only when returned.
     pub async fn recv(&mut self) -> Option<Vec<u8>> {
-        let f = frame(self.0.recv().await);
-        // The queue's byte count is the outbox's throttle; a link has none
-        // and counts a frame gone once it is taken.
-        self.0.written(f.as_ref().map_or(0, Vec::len));
-        f
+        let o = self.0.recv().await;
+        self.taken(o)
     }
 
     /// The next frame if one is queued.
     pub fn try_recv(&mut self) -> Option<Vec<u8>> {
-        let f = frame(self.0.try_recv());
-        self.0.written(f.as_ref().map_or(0, Vec::len));
-        f
+        let o = self.0.try_recv();
+        self.taken(o)
+    }
+
+    /// A link only ever queues frames (`Out::Close` is the outbox's). The
+    /// queue's byte count is the outbox's throttle; a link has none and
+    /// counts a frame gone once it is taken.
+    fn taken(&self, o: Option<Out>) -> Option<Vec<u8>> {
+        match o {
+            Some(Out::Frame(f)) => {
+                self.0.written(f.len());
+                Some(f)
+            }
+            Some(Out::Close) | None => None,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -94,14 +103,6 @@ impl Writer {
     pub fn attach(&self, socket: RawFd) -> Attached {
         self.0.set_socket(Some(socket));
         Attached(self.0.clone())
-    }
-}
-
-/// A link only ever queues frames (`Out::Close` is the outbox's).
-fn frame(o: Option<Out>) -> Option<Vec<u8>> {
-    match o {
-        Some(Out::Frame(f)) => Some(f),
-        Some(Out::Close) | None => None,
     }
 }
 
