@@ -7,6 +7,8 @@
 //! - `storage` — the tree's checkpoint in RocksDB (written without its WAL),
 //!   redone from the log at start-up; ZAB's epochs; the rules between them.
 //! - `blobgc`  — when the checkpoint's blob files are garbage-collected.
+//! - `rocksdb_crc` — RocksDB's checksum on the CPU's crc32 instruction in
+//!   place of the shared library's table-driven one.
 //! - `disk`    — free space checks and the fail-stop exit.
 //! - `pagecache` — keeps the checkpoint's files out of the page cache.
 //! - `runtime` — the task that owns the pure core (`zkd_core`), the storage
@@ -33,6 +35,7 @@ mod migrate;
 mod net;
 mod outbox;
 mod pagecache;
+mod rocksdb_crc;
 mod runtime;
 mod sendq;
 mod storage;
