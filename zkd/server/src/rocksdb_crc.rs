@@ -2,12 +2,14 @@
 //!
 //! Debian's librocksdb (7.8.3, the one we link) is built portable, so its
 //! CRC-32C is the table-driven one, about 1 GB/s here. RocksDB checksums
-//! every record it writes to a blob file, value included (each node of
-//! 4 KiB and more, at every flush and every garbage collection that moves
-//! it), every SST block, and every blob read back at start-up. Under 16x32
-//! 10 KiB creates on a 3-member ensemble, `perf record` put 252 of the 541
-//! samples of RocksDB's flush thread in that loop, about an eighth of the
-//! machine's CPU. With this file, A/B against the build before it (two
+//! with it every record it writes to a blob file, value included (each
+//! node of 4 KiB and more, at every flush and every garbage collection
+//! that moves it), every blob it reads back (at start-up), and the records
+//! of its own logs (MANIFEST, WAL); SST blocks use XXH3 (the 7.8 default,
+//! per the OPTIONS file of a zkd store). Under 16x32 10 KiB creates on a
+//! 3-member ensemble, `perf record` put 252 of the 541 samples of
+//! RocksDB's flush thread in that loop, about an eighth of the machine's
+//! CPU. With this file, A/B against the build before it (two
 //! servers or ensembles side by side, 5 s slices taking turns, 3 rounds,
 //! medians): 16x32 10 KiB creates 1.15x the ops/s on 3 members (server
 //! CPU 228 -> 185 us/op) and 1.18x standalone (53 -> 42 us/op); setData
