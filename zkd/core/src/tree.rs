@@ -97,11 +97,7 @@ impl Node {
         // record (8 bytes doubling to 256 for 100 B of data), and
         // `Node::encode` was 10% of the core's samples on a 3-member
         // ensemble under multi10 of 100 B setData, 16x32 (`perf`).
-        let acl: usize = self
-            .acl
-            .iter()
-            .map(|a| 12 + a.id.scheme.len() + a.id.id.len())
-            .sum();
+        let acl: usize = self.acl.iter().map(Acl::encoded_len).sum();
         let mut w = Writer::with_capacity(RECORD_STAT + 4 + acl + 4 + self.data.len());
         let s = &self.stat;
         w.i64(s.czxid).i64(s.mzxid).i64(s.ctime).i64(s.mtime);

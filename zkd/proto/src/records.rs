@@ -120,6 +120,12 @@ impl Record for Acl {
 }
 
 impl Acl {
+    /// Bytes `write` puts out: perms, then the scheme and the id as
+    /// length-prefixed strings.
+    pub fn encoded_len(&self) -> usize {
+        4 + 4 + self.id.scheme.len() + 4 + self.id.id.len()
+    }
+
     pub fn new(perms: i32, scheme: &str, id: &str) -> Acl {
         Acl {
             perms,

@@ -188,6 +188,18 @@ fn be8(b: &[u8], what: &str) -> Result<[u8; 8], StoreError> {
         .map_err(|_| StoreError(format!("{what} is damaged")))
 }
 
+/// Of records in order (lists of `(key, value)`), the last one of each
+/// key, latest first.
+fn last_of_each<'a, K: Eq + std::hash::Hash + 'a, V: 'a>(
+    lists: impl DoubleEndedIterator<Item = &'a [(K, V)]>,
+) -> impl Iterator<Item = &'a (K, V)> {
+    let mut seen = HashSet::new();
+    lists
+        .rev()
+        .flat_map(|l| l.iter().rev())
+        .filter(move |(k, _)| seen.insert(k))
+}
+
 pub fn node_key(path: &str) -> Vec<u8> {
     match zkd_core::path::split(path) {
         None => Vec::new(),
@@ -653,17 +665,13 @@ impl Store {
     /// times a second on each member), sorting the memtable for its flush
     /// was 16% of the machine's samples (`perf`).
     fn put_tree(&self, batch: &mut WriteBatch, group: &[Persist]) {
-        let mut nodes = HashSet::new();
-        let latest = group.iter().rev().flat_map(|p| p.nodes.iter().rev());
-        for (path, v) in latest.filter(|(path, _)| nodes.insert(path.as_str())) {
+        for (path, v) in last_of_each(group.iter().map(|p| &p.nodes[..])) {
             match v {
                 Some(v) => batch.put_cf(self.nodes(), node_key(path), v),
                 None => batch.delete_cf(self.nodes(), node_key(path)),
             }
         }
-        let mut sessions = HashSet::new();
-        let latest = group.iter().rev().flat_map(|p| p.sessions.iter().rev());
-        for (id, v) in latest.filter(|(id, _)| sessions.insert(*id)) {
+        for (id, v) in last_of_each(group.iter().map(|p| &p.sessions[..])) {
             match v {
                 Some(v) => batch.put_cf(self.nodes(), session_key(*id), v),
                 None => batch.delete_cf(self.nodes(), session_key(*id)),
@@ -1104,18 +1112,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("zkd-store-last-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let node = |data: &[u8]| {
-            let stat = NodeStat {
-                czxid: 1,
-                mzxid: 1,
-                ctime: 5,
-                mtime: 5,
-                version: 0,
-                cversion: 0,
-                aversion: 0,
-                ephemeral_owner: 0,
-                pzxid: 1,
-            };
-            Some(Node::new(data.to_vec(), std::sync::Arc::new(Acl::open_unsafe()), stat).encode())
+            let acl = std::sync::Arc::new(Acl::open_unsafe());
+            Some(Node::new(data.to_vec(), acl, NodeStat::default()).encode())
         };
         let session = Some(zkd_core::server::encode_session(4000, &[1; 16]));
         let group = [
