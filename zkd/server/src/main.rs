@@ -6,6 +6,8 @@
 //!   group; what makes a write durable.
 //! - `storage` — the tree's checkpoint in RocksDB (written without its WAL),
 //!   redone from the log at start-up; ZAB's epochs; the rules between them.
+//! - `staged`  — the checkpoint's records waiting for their write to RocksDB
+//!   (each node's last one only).
 //! - `blobgc`  — when the checkpoint's blob files are garbage-collected.
 //! - `rocksdb_crc` — RocksDB's checksum on the CPU's crc32 instruction in
 //!   place of the shared library's table-driven one.
@@ -38,6 +40,7 @@ mod pagecache;
 mod rocksdb_crc;
 mod runtime;
 mod sendq;
+mod staged;
 mod storage;
 mod tls;
 mod txnlog;

@@ -287,7 +287,7 @@ impl Group {
         let result = if !self.standalone.is_empty() {
             store.commit_log(&self.standalone).and_then(|last| {
                 listening = report(last, releases, true);
-                store.commit_tree(&self.standalone, last)
+                store.commit_tree(&mut self.standalone, last)
             })
         } else if let Some(ticket) = self.ticket {
             store
@@ -300,7 +300,7 @@ impl Group {
                     }
                     listening = report(ticket, releases, false);
                     if tree_follows {
-                        store.commit_ensemble_tree(&self.tree, &self.zab)
+                        store.commit_ensemble_tree(&mut self.tree, &self.zab)
                     } else {
                         Ok(())
                     }

@@ -1,7 +1,9 @@
 //! RocksDB holds the tree; the transaction log (`txnlog`) holds the txns.
 //!
 //! Every txn is made durable once, in the log (one `fdatasync` per group).
-//! The tree's records are then written to RocksDB *without* RocksDB's WAL:
+//! The tree's records are then staged (`staged`: each node's last record,
+//! written in one batch when enough is held or a flush is due) and written
+//! to RocksDB *without* RocksDB's WAL:
 //! RocksDB is a checkpoint that reaches the disk when its memtable is
 //! flushed, and what a crash loses of it the log redoes at start-up. This is
 //! ZooKeeper's own design (txn log + snapshot) with an incremental snapshot.
@@ -34,7 +36,7 @@
 //!    generation first, then the state and the generation number in one
 //!    synced RocksDB batch, and only then frees the old generation.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -45,6 +47,7 @@ use zkd_core::tree::{DataTree, Node};
 use zkd_core::txn::Txn;
 
 use crate::blobgc::BlobGc;
+use crate::staged::Staged;
 use crate::txnlog::TxnLog;
 
 const CF_NODES: &str = "nodes";
@@ -80,6 +83,13 @@ pub const ZABLOG_DIR: &str = "zkd.zablog";
 /// from ~0.1 s to seconds), none once it is done.
 const MAINTAIN_WHILE_IDLE: Duration = Duration::from_millis(200);
 
+/// How many bytes of records `staged` may hold before they are written
+/// whatever else happens; otherwise they are written when a flush is
+/// asked for (the log rolled) or something reads RocksDB. All of them go
+/// in one batch (the checkpoint must stay one txn's state), so this bounds
+/// the pause that write makes on the storage thread as well as the memory.
+const STAGED_MAX_BYTES: usize = 8 << 20;
+
 /// What an idle storage thread does next (`Store::idle`).
 #[derive(Debug, PartialEq)]
 pub enum Idle {
@@ -103,6 +113,8 @@ pub struct Store {
     zab_records: Vec<zkd_zab::types::Txn>,
     /// The checkpoint's zxid as last written (not necessarily flushed).
     written_zxid: i64,
+    /// Tree records of synced groups not written to RocksDB yet (`staged`).
+    staged: Staged,
     /// A flush was asked for when the checkpoint was at this zxid.
     flushing: Option<i64>,
     /// ZAB compacted its log through this zxid; raised on disk after a
@@ -186,18 +198,6 @@ pub struct Loaded {
 fn be8(b: &[u8], what: &str) -> Result<[u8; 8], StoreError> {
     b.try_into()
         .map_err(|_| StoreError(format!("{what} is damaged")))
-}
-
-/// Of records in order (lists of `(key, value)`), the last one of each
-/// key, latest first.
-fn last_of_each<'a, K: Eq + std::hash::Hash + 'a, V: 'a>(
-    lists: impl DoubleEndedIterator<Item = &'a [(K, V)]>,
-) -> impl Iterator<Item = &'a (K, V)> {
-    let mut seen = HashSet::new();
-    lists
-        .rev()
-        .flat_map(|l| l.iter().rev())
-        .filter(move |(k, _)| seen.insert(k))
 }
 
 pub fn node_key(path: &str) -> Vec<u8> {
@@ -426,6 +426,7 @@ impl Store {
             replay,
             zab_records,
             written_zxid: last as i64,
+            staged: Staged::default(),
             flushing: None,
             pending_base: None,
             blob_gc: BlobGc::new(crate::blobgc::FLOOR),
@@ -504,6 +505,8 @@ impl Store {
     /// checkpoint had not reached. A store with log records but no
     /// checkpoint is refused rather than started empty (ZOOKEEPER-2325).
     pub fn load(&mut self) -> Result<Loaded, StoreError> {
+        // A leader that stepped down reads back what it wrote.
+        self.write_staged()?;
         let Some(mut last_zxid) = self.checkpoint_zxid()? else {
             let has_nodes = self
                 .db
@@ -657,31 +660,57 @@ impl Store {
         Ok(last)
     }
 
-    /// A group's tree records into `batch`: of each node and session, only
-    /// the group's last record. A batch is applied in order, so the ones
-    /// before it would be overwritten at once; written, they were sorted
-    /// and dropped again by every flush. Under multi10 of 100 B setData,
-    /// 16x32, on a 3-member ensemble (1,600 nodes rewritten ~190,000
-    /// times a second on each member), sorting the memtable for its flush
-    /// was 16% of the machine's samples (`perf`).
-    fn put_tree(&self, batch: &mut WriteBatch, group: &[Persist]) {
-        for (path, v) in last_of_each(group.iter().map(|p| &p.nodes[..])) {
+    /// Writes the staged records to RocksDB, unlogged, in one batch with
+    /// the zxid they reach.
+    fn write_staged(&mut self) -> Result<(), StoreError> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        let cf = self.db.cf_handle(CF_NODES).expect("created at open");
+        let mut batch = WriteBatch::default();
+        for (path, v) in self.staged.nodes.drain() {
             match v {
-                Some(v) => batch.put_cf(self.nodes(), node_key(path), v),
-                None => batch.delete_cf(self.nodes(), node_key(path)),
+                Some(v) => batch.put_cf(cf, node_key(&path), v),
+                None => batch.delete_cf(cf, node_key(&path)),
             }
         }
-        for (id, v) in last_of_each(group.iter().map(|p| &p.sessions[..])) {
+        for (id, v) in self.staged.sessions.drain() {
             match v {
-                Some(v) => batch.put_cf(self.nodes(), session_key(*id), v),
-                None => batch.delete_cf(self.nodes(), session_key(*id)),
+                Some(v) => batch.put_cf(cf, session_key(id), v),
+                None => batch.delete_cf(cf, session_key(id)),
             }
         }
+        let last = self.staged.last.take();
+        if let Some(z) = last {
+            batch.put_cf(cf, META_LAST_ZXID, z.to_be_bytes());
+        }
+        self.staged.bytes = 0;
+        self.db.write_opt(batch, &unlogged())?;
+        if let Some(z) = last {
+            self.written_zxid = z;
+        }
+        Ok(())
+    }
+
+    /// Stages a synced group's tree records; writes them all once they
+    /// are `STAGED_MAX_BYTES`, or at once while records seldom repeat a
+    /// key (see `Staged::repeating`).
+    fn stage(&mut self, group: &mut [Persist], last: Option<i64>) -> Result<(), StoreError> {
+        self.staged.add(group, last);
+        if self.staged.bytes >= STAGED_MAX_BYTES || !self.staged.repeating() {
+            self.write_staged()?;
+        }
+        Ok(())
+    }
+
+    /// The zxid the checkpoint reaches with what is staged.
+    fn reached_zxid(&self) -> i64 {
+        self.staged.last.unwrap_or(self.written_zxid)
     }
 
     /// Makes a group of persists durable: their txns in one synced log
     /// write, then their tree records (rule 1).
-    pub fn commit(&mut self, group: &[Persist]) -> Result<i64, StoreError> {
+    pub fn commit(&mut self, group: &mut [Persist]) -> Result<i64, StoreError> {
         let last = self.commit_log(group)?;
         self.commit_tree(group, last)?;
         Ok(last)
@@ -692,7 +721,7 @@ impl Store {
     /// (reads are served from memory, and a crash redoes the tree from the
     /// log).
     pub fn commit_log(&mut self, group: &[Persist]) -> Result<i64, StoreError> {
-        let mut last = self.written_zxid;
+        let mut last = self.reached_zxid();
         for p in group {
             for (zxid, rec) in &p.log {
                 self.txlog.append(*zxid as u64, rec)?;
@@ -703,14 +732,11 @@ impl Store {
         Ok(last)
     }
 
-    /// The checkpoint half of `commit`: the group's tree records, unlogged,
-    /// after `commit_log` returned `last` for the same group.
-    pub fn commit_tree(&mut self, group: &[Persist], last: i64) -> Result<(), StoreError> {
-        let mut batch = WriteBatch::default();
-        self.put_tree(&mut batch, group);
-        batch.put_cf(self.nodes(), META_LAST_ZXID, last.to_be_bytes());
-        self.db.write_opt(batch, &unlogged())?;
-        self.written_zxid = last;
+    /// The checkpoint half of `commit`: the group's tree records (taken
+    /// out of it), staged, after `commit_log` returned `last` for the same
+    /// group.
+    pub fn commit_tree(&mut self, group: &mut [Persist], last: i64) -> Result<(), StoreError> {
+        self.stage(group, Some(last))?;
         self.maintain()
     }
 
@@ -751,6 +777,7 @@ impl Store {
 
     /// Makes the whole checkpoint durable now (an import; a clean stop).
     pub fn flush(&mut self) -> Result<(), StoreError> {
+        self.write_staged()?;
         self.db.flush_cf(self.nodes())?;
         self.flushing = Some(self.written_zxid);
         self.maintain()
@@ -883,7 +910,8 @@ impl Store {
     /// The applied state (tree and sessions at `last_zxid`), for a SNAP.
     /// Read from one RocksDB snapshot, so it is one zxid's state even if
     /// it is read while writes go on.
-    pub fn applied_state(&self) -> Result<(u64, Vec<u8>), StoreError> {
+    pub fn applied_state(&mut self) -> Result<(u64, Vec<u8>), StoreError> {
+        self.write_staged()?;
         let snap = self.db.snapshot();
         let zxid = match snap.get_cf(self.nodes(), META_LAST_ZXID)? {
             Some(v) => u64::from_be_bytes(be8(&v, "the last_zxid record")?),
@@ -956,21 +984,10 @@ impl Store {
     /// zxid they reach, unlogged, after `commit_ensemble_log` (rule 1).
     pub fn commit_ensemble_tree(
         &mut self,
-        tree: &[Persist],
+        tree: &mut [Persist],
         zab: &[zkd_zab::peer::Persist],
     ) -> Result<(), StoreError> {
-        let applied = applied(zab);
-        let mut batch = WriteBatch::default();
-        self.put_tree(&mut batch, tree);
-        if let Some(z) = applied {
-            batch.put_cf(self.nodes(), META_LAST_ZXID, z.to_be_bytes());
-        }
-        if !batch.is_empty() {
-            self.db.write_opt(batch, &unlogged())?;
-            if let Some(z) = applied {
-                self.written_zxid = z;
-            }
-        }
+        self.stage(tree, applied(zab))?;
         self.maintain()
     }
 
@@ -987,6 +1004,8 @@ impl Store {
         let gen = self.zablog.generation() + 1;
         let records: Vec<(u64, &[u8])> = log.iter().map(|t| (t.zxid, &t.data[..])).collect();
         self.zablog.begin_generation(gen, &records)?;
+        // Older than the state that replaces them.
+        self.staged.clear();
         let mut batch = WriteBatch::default();
         // Node keys are UTF-8 paths: none starts with 0xff; sessions and
         // last_zxid sort below [0xff, 0xff].
@@ -1016,6 +1035,7 @@ impl Store {
     /// Asks RocksDB for a flush of the checkpoint in the background;
     /// `maintain` frees what it covers once it is done.
     fn start_flush(&mut self) -> Result<(), StoreError> {
+        self.write_staged()?;
         let mut fo = FlushOptions::default();
         fo.set_wait(false);
         self.db.flush_cf_opt(self.nodes(), &fo)?;
@@ -1048,6 +1068,17 @@ impl Store {
             out.push(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
         }
         Ok(out)
+    }
+}
+
+/// A store closed in order leaves its staged records in RocksDB, which
+/// flushes its memtables when it closes (its WAL is not written): the next
+/// start then need not redo their txns from the log.
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Err(e) = self.write_staged() {
+            log::warn!("could not write the staged checkpoint records at close: {e}");
+        }
     }
 }
 
@@ -1091,7 +1122,8 @@ mod tests {
                 nodes: ch.records,
                 sessions: vec![(7, Some(zkd_core::server::encode_session(4000, &[1; 16])))],
             };
-            assert_eq!(s.commit(&[p]).unwrap(), 1);
+            assert_eq!(s.commit(&mut [p]).unwrap(), 1);
+            s.write_staged().unwrap();
             assert_eq!(s.children("/a").unwrap(), vec!["b".to_string()]);
         }
         let mut s = Store::open(&dir, &dir).unwrap();
@@ -1104,10 +1136,11 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// Of each node and session a group writes only its last record, and
-    /// that last record is what the checkpoint then holds.
+    /// Records wait in `staged` across groups, each node's and session's
+    /// last only; a flush, a read of the store, or enough bytes write them,
+    /// and the checkpoint then holds each key's last record.
     #[test]
-    fn a_group_writes_each_key_once_its_last_record() {
+    fn staged_records_reach_the_checkpoint_last_one_each() {
         use zkd_core::tree::{Node, NodeStat};
         let dir = std::env::temp_dir().join(format!("zkd-store-last-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -1116,42 +1149,86 @@ mod tests {
             Some(Node::new(data.to_vec(), acl, NodeStat::default()).encode())
         };
         let session = Some(zkd_core::server::encode_session(4000, &[1; 16]));
-        let group = [
-            Persist {
-                last_zxid: 1,
-                log: vec![(1, entry(0, 1, &Txn::Error(0)))],
-                nodes: vec![
-                    ("/a".into(), node(b"1")),
-                    ("/b".into(), node(b"b")),
-                    ("/a".into(), node(b"2")),
-                    ("/b".into(), None),
-                ],
-                sessions: vec![(7, session.clone()), (8, session.clone())],
-            },
-            Persist {
-                last_zxid: 2,
-                log: vec![(2, entry(0, 2, &Txn::Error(0)))],
-                nodes: vec![("/a".into(), node(b"3")), ("/c".into(), node(b"c"))],
-                sessions: vec![(7, None)],
-            },
-        ];
+        let persist = |zxid: i64, nodes: Vec<(&str, Option<Vec<u8>>)>, sessions| Persist {
+            last_zxid: zxid,
+            log: vec![(zxid, entry(0, zxid, &Txn::Error(0)))],
+            nodes: nodes.into_iter().map(|(p, v)| (p.to_string(), v)).collect(),
+            sessions,
+        };
+        let stored = |s: &Store, path: &str| s.db.get_cf(s.nodes(), node_key(path)).unwrap();
         {
             let mut s = Store::open(&dir, &dir).unwrap();
             s.load().unwrap();
-            let mut batch = WriteBatch::default();
-            s.put_tree(&mut batch, &group);
+            // Writes of new keys go through at once (tested in `staged`).
+            s.staged.assume_repeating();
+            let mut group = [
+                persist(
+                    1,
+                    vec![
+                        ("/a", node(b"1")),
+                        ("/b", node(b"b")),
+                        ("/a", node(b"2")),
+                        ("/b", None),
+                    ],
+                    vec![(7, session.clone()), (8, session.clone())],
+                ),
+                persist(
+                    2,
+                    vec![("/a", node(b"3")), ("/c", node(b"c"))],
+                    vec![(7, None)],
+                ),
+            ];
+            assert_eq!(s.commit(&mut group).unwrap(), 2);
             // /a, /b, /c, sessions 7 and 8: five keys for nine records.
-            assert_eq!(batch.len(), 5);
-            assert_eq!(s.commit(&group).unwrap(), 2);
-            // Read back from the checkpoint itself, not redone from the log.
-            s.db.flush_cf(s.nodes()).unwrap();
+            assert_eq!(s.staged.nodes.len() + s.staged.sessions.len(), 5);
+            assert_eq!(stored(&s, "/c"), None, "staged, not written");
+            assert_eq!(
+                s.commit(&mut [persist(3, vec![("/a", node(b"4"))], vec![])])
+                    .unwrap(),
+                3
+            );
+            assert_eq!(s.staged.nodes.len(), 3);
+            // Reading the store (a SNAP for a learner) writes them first.
+            let (zxid, _) = s.applied_state().unwrap();
+            assert_eq!(zxid, 3);
+            assert!(s.staged.is_empty());
+            assert_eq!(stored(&s, "/a"), node(b"4"));
+            // Enough bytes are written at once.
+            let big = node(&vec![9; STAGED_MAX_BYTES]);
+            s.commit(&mut [persist(4, vec![("/d", big.clone())], vec![])])
+                .unwrap();
+            assert!(s.staged.is_empty());
+            assert_eq!(stored(&s, "/d"), big);
+            s.commit(&mut [persist(5, vec![("/d", node(b"d"))], vec![])])
+                .unwrap();
+            // A leader that stepped down reads its tree back from RocksDB.
+            let l = s.load().unwrap();
+            assert_eq!(
+                (l.last_zxid, &l.tree.get("/d").unwrap().data[..]),
+                (5, &b"d"[..])
+            );
+            // Records that have not been repeating keys are written at once.
+            s.staged = Staged::default();
+            s.commit(&mut [persist(6, vec![("/e", node(b"e"))], vec![])])
+                .unwrap();
+            assert_eq!(stored(&s, "/e"), node(b"e"));
+            s.staged.assume_repeating();
+            s.commit(&mut [persist(7, vec![("/f", node(b"f"))], vec![])])
+                .unwrap();
+            assert!(!s.staged.is_empty());
+            // Closed with /f staged: dropping the store writes it, and
+            // RocksDB flushes its memtable as it closes.
         }
+        // Read back from the checkpoint itself, not redone from the log.
         std::fs::remove_dir_all(dir.join(TXNLOG_DIR)).unwrap();
         let mut s = Store::open(&dir, &dir).unwrap();
         let l = s.load().unwrap();
-        assert_eq!(l.tree.get("/a").unwrap().data[..], b"3"[..]);
+        assert_eq!(l.last_zxid, 7);
+        assert_eq!(l.tree.get("/f").unwrap().data[..], b"f"[..]);
+        assert_eq!(l.tree.get("/a").unwrap().data[..], b"4"[..]);
         assert!(l.tree.get("/b").is_none());
         assert_eq!(l.tree.get("/c").unwrap().data[..], b"c"[..]);
+        assert_eq!(l.tree.get("/d").unwrap().data[..], b"d"[..]);
         assert_eq!(l.sessions.iter().map(|s| s.id).collect::<Vec<_>>(), [8]);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -1302,7 +1379,7 @@ mod tests {
                     return;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(10));
-                s.commit_ensemble_tree(&[], &[]).unwrap();
+                s.commit_ensemble_tree(&mut [], &[]).unwrap();
             }
             panic!("a checkpoint flush did not finish in 10 s");
         };
@@ -1322,7 +1399,7 @@ mod tests {
             let zab = [Z::Append(txns), Z::Applied(zxid), Z::Compact(zxid - 1)];
             s.commit_ensemble_log(&[], &zab, true).unwrap();
             let frees = s.zablog.frees_through(zxid - 1);
-            s.commit_ensemble_tree(&[], &zab).unwrap();
+            s.commit_ensemble_tree(&mut [], &zab).unwrap();
             assert_eq!(
                 s.flushing.is_some(),
                 frees,

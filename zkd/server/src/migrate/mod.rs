@@ -263,7 +263,7 @@ pub fn import(src: &Path, cfg: &Config) -> Result<Summary, String> {
         let passwd = zkformat::session_password(*id);
         p.sessions.push((*id, Some(encode_session(*to, &passwd))));
     }
-    store.commit(&[p]).map_err(|e| e.to_string())?;
+    store.commit(&mut [p]).map_err(|e| e.to_string())?;
     // An import has no log to redo it from: make the tree itself durable.
     store.flush().map_err(|e| e.to_string())?;
     Ok(sum)
