@@ -36,7 +36,7 @@
 //!    generation first, then the state and the generation number in one
 //!    synced RocksDB batch, and only then frees the old generation.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -198,6 +198,18 @@ pub struct Loaded {
 fn be8(b: &[u8], what: &str) -> Result<[u8; 8], StoreError> {
     b.try_into()
         .map_err(|_| StoreError(format!("{what} is damaged")))
+}
+
+/// Of records in order (lists of `(key, value)`), the last one of each
+/// key, latest first.
+fn last_of_each<'a, K: Eq + std::hash::Hash + 'a, V: 'a>(
+    lists: impl DoubleEndedIterator<Item = &'a [(K, V)]>,
+) -> impl Iterator<Item = &'a (K, V)> {
+    let mut seen = HashSet::new();
+    lists
+        .rev()
+        .flat_map(|l| l.iter().rev())
+        .filter(move |(k, _)| seen.insert(k))
 }
 
 pub fn node_key(path: &str) -> Vec<u8> {
@@ -696,6 +708,36 @@ impl Store {
     /// are `STAGED_MAX_BYTES`, or at once while records seldom repeat a
     /// key (see `Staged::repeating`).
     fn stage(&mut self, group: &mut [Persist], last: Option<i64>) -> Result<(), StoreError> {
+        if self.staged.is_empty() && !self.staged.repeating() {
+            // Straight into a batch, the group's last record of each key
+            // only: a batch is applied in order, so the earlier ones
+            // would only be written, sorted at the flush and dropped (a
+            // create also rewrites its parent).
+            self.staged.observe(group);
+            let mut batch = WriteBatch::default();
+            for (path, v) in last_of_each(group.iter().map(|p| &p.nodes[..])) {
+                match v {
+                    Some(v) => batch.put_cf(self.nodes(), node_key(path), v),
+                    None => batch.delete_cf(self.nodes(), node_key(path)),
+                }
+            }
+            for (id, v) in last_of_each(group.iter().map(|p| &p.sessions[..])) {
+                match v {
+                    Some(v) => batch.put_cf(self.nodes(), session_key(*id), v),
+                    None => batch.delete_cf(self.nodes(), session_key(*id)),
+                }
+            }
+            if let Some(z) = last {
+                batch.put_cf(self.nodes(), META_LAST_ZXID, z.to_be_bytes());
+            }
+            if !batch.is_empty() {
+                self.db.write_opt(batch, &unlogged())?;
+            }
+            if let Some(z) = last {
+                self.written_zxid = z;
+            }
+            return Ok(());
+        }
         self.staged.add(group, last);
         if self.staged.bytes >= STAGED_MAX_BYTES || !self.staged.repeating() {
             self.write_staged()?;
