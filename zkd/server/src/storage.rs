@@ -212,6 +212,27 @@ fn last_of_each<'a, K: Eq + std::hash::Hash + 'a, V: 'a>(
         .filter(move |(k, _)| seen.insert(k))
 }
 
+/// Tree records into a batch: a node's or session's record, or its delete.
+fn put_records<'a>(
+    batch: &mut WriteBatch,
+    cf: &rocksdb::ColumnFamily,
+    nodes: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>,
+    sessions: impl Iterator<Item = (i64, Option<&'a [u8]>)>,
+) {
+    for (path, v) in nodes {
+        match v {
+            Some(v) => batch.put_cf(cf, node_key(path), v),
+            None => batch.delete_cf(cf, node_key(path)),
+        }
+    }
+    for (id, v) in sessions {
+        match v {
+            Some(v) => batch.put_cf(cf, session_key(id), v),
+            None => batch.delete_cf(cf, session_key(id)),
+        }
+    }
+}
+
 pub fn node_key(path: &str) -> Vec<u8> {
     match zkd_core::path::split(path) {
         None => Vec::new(),
@@ -678,25 +699,25 @@ impl Store {
         if self.staged.is_empty() {
             return Ok(());
         }
-        let cf = self.db.cf_handle(CF_NODES).expect("created at open");
+        let last = self.staged.last;
         let mut batch = WriteBatch::default();
-        for (path, v) in self.staged.nodes.drain() {
-            match v {
-                Some(v) => batch.put_cf(cf, node_key(&path), v),
-                None => batch.delete_cf(cf, node_key(&path)),
-            }
-        }
-        for (id, v) in self.staged.sessions.drain() {
-            match v {
-                Some(v) => batch.put_cf(cf, session_key(id), v),
-                None => batch.delete_cf(cf, session_key(id)),
-            }
-        }
-        let last = self.staged.last.take();
+        put_records(
+            &mut batch,
+            self.nodes(),
+            self.staged
+                .nodes
+                .iter()
+                .map(|(p, v)| (&p[..], v.as_deref())),
+            self.staged
+                .sessions
+                .iter()
+                .map(|(id, v)| (*id, v.as_deref())),
+        );
         if let Some(z) = last {
-            batch.put_cf(cf, META_LAST_ZXID, z.to_be_bytes());
+            batch.put_cf(self.nodes(), META_LAST_ZXID, z.to_be_bytes());
         }
-        self.staged.bytes = 0;
+        // Cleared (capacity kept) once in the batch, which copied them.
+        self.staged.clear();
         self.db.write_opt(batch, &unlogged())?;
         if let Some(z) = last {
             self.written_zxid = z;
@@ -715,18 +736,14 @@ impl Store {
             // create also rewrites its parent).
             self.staged.observe(group);
             let mut batch = WriteBatch::default();
-            for (path, v) in last_of_each(group.iter().map(|p| &p.nodes[..])) {
-                match v {
-                    Some(v) => batch.put_cf(self.nodes(), node_key(path), v),
-                    None => batch.delete_cf(self.nodes(), node_key(path)),
-                }
-            }
-            for (id, v) in last_of_each(group.iter().map(|p| &p.sessions[..])) {
-                match v {
-                    Some(v) => batch.put_cf(self.nodes(), session_key(*id), v),
-                    None => batch.delete_cf(self.nodes(), session_key(*id)),
-                }
-            }
+            put_records(
+                &mut batch,
+                self.nodes(),
+                last_of_each(group.iter().map(|p| &p.nodes[..]))
+                    .map(|(p, v)| (&p[..], v.as_deref())),
+                last_of_each(group.iter().map(|p| &p.sessions[..]))
+                    .map(|(id, v)| (*id, v.as_deref())),
+            );
             if let Some(z) = last {
                 batch.put_cf(self.nodes(), META_LAST_ZXID, z.to_be_bytes());
             }
