@@ -38,6 +38,13 @@ const RECENT_SLOTS: usize = 1 << 17;
 /// Over how many records the repeat rate is averaged (about).
 const RATE_RECORDS: f32 = 1024.0;
 
+/// Records this big count as new keys whatever their key: 8 MiB holds
+/// fewer than 2,048 of them, too few to save much, and writing them all
+/// at once stalled the storage thread (3-member ensemble, multi10 1x1 of
+/// 10 KiB over 1,000 nodes, A/B against no holding: 0.958x, p99 4.0 ->
+/// 7.1 ms).
+const BIG_RECORD: usize = 4096;
+
 /// Whether records lately repeat keys: a tag of each node key's hash in
 /// a slot picked by the hash, and the average share of records that found
 /// their own tag there.
@@ -67,13 +74,6 @@ fn key_hash(key: &[u8]) -> u64 {
     }
     h
 }
-
-/// Records this big count as new keys whatever their key: 8 MiB holds
-/// fewer than 2,048 of them, too few to save much, and writing them all
-/// at once stalled the storage thread (3-member ensemble, multi10 1x1 of
-/// 10 KiB over 1,000 nodes, A/B against no holding: 0.958x, p99 4.0 ->
-/// 7.1 ms).
-const BIG_RECORD: usize = 4096;
 
 impl Recent {
     fn see(&mut self, key: &[u8], v: &Option<Vec<u8>>) {
@@ -111,12 +111,11 @@ impl Staged {
     /// Takes the records of a group (in order: a later record of a key
     /// replaces an earlier one), which reaches `last`.
     pub fn add(&mut self, group: &mut [Persist], last: Option<i64>) {
+        self.observe(group);
         for p in group.iter_mut() {
             for (path, v) in p.nodes.drain(..) {
-                self.recent.see(path.as_bytes(), &v);
-                let n = size(path.len(), &v);
                 let key = path.len();
-                self.bytes += n;
+                self.bytes += size(key, &v);
                 if let Some(old) = self.nodes.insert(path, v) {
                     self.bytes -= size(key, &old);
                 }
@@ -133,8 +132,8 @@ impl Staged {
         }
     }
 
-    /// Counts a group's node records as `add` would, without taking them
-    /// (they are written straight away).
+    /// Counts a group's node records as repeats or new keys (`add` does,
+    /// and so must a group written without being held).
     pub fn observe(&mut self, group: &[Persist]) {
         for p in group {
             for (path, v) in &p.nodes {

@@ -667,25 +667,22 @@ impl Store {
             last = hdr.zxid;
         }
         let mut batch = WriteBatch::default();
-        for (p, v) in &nodes {
-            match v {
-                Some(v) => batch.put_cf(self.nodes(), node_key(p), v),
-                None => batch.delete_cf(self.nodes(), node_key(p)),
-            }
-        }
-        for id in touched {
-            match sessions.get(&id) {
-                Some(s) => batch.put_cf(
-                    self.nodes(),
-                    session_key(id),
-                    zkd_core::server::encode_session(s.timeout_ms, &s.passwd),
-                ),
-                None => batch.delete_cf(self.nodes(), session_key(id)),
-            }
-        }
-        batch.put_cf(self.nodes(), META_LAST_ZXID, last.to_be_bytes());
-        self.db.write_opt(batch, &unlogged())?;
-        self.written_zxid = last;
+        let session_records: Vec<(i64, Option<Vec<u8>>)> = touched
+            .into_iter()
+            .map(|id| {
+                let rec = sessions
+                    .get(&id)
+                    .map(|s| zkd_core::server::encode_session(s.timeout_ms, &s.passwd));
+                (id, rec)
+            })
+            .collect();
+        put_records(
+            &mut batch,
+            self.nodes(),
+            nodes.iter().map(|(p, v)| (&p[..], v.as_deref())),
+            session_records.iter().map(|(id, v)| (*id, v.as_deref())),
+        );
+        self.write_checkpoint(batch, Some(last))?;
         log::info!(
             "redid {} logged txns after the checkpoint at 0x{from:x}, now at 0x{last:x}",
             records.len()
@@ -713,12 +710,24 @@ impl Store {
                 .iter()
                 .map(|(id, v)| (*id, v.as_deref())),
         );
+        // Cleared (capacity kept) once in the batch, which copied them.
+        self.staged.clear();
+        self.write_checkpoint(batch, last)
+    }
+
+    /// Writes tree records, unlogged, with the zxid they reach (`None`:
+    /// records of txns not yet applied, which leave it as it is).
+    fn write_checkpoint(
+        &mut self,
+        mut batch: WriteBatch,
+        last: Option<i64>,
+    ) -> Result<(), StoreError> {
         if let Some(z) = last {
             batch.put_cf(self.nodes(), META_LAST_ZXID, z.to_be_bytes());
         }
-        // Cleared (capacity kept) once in the batch, which copied them.
-        self.staged.clear();
-        self.db.write_opt(batch, &unlogged())?;
+        if !batch.is_empty() {
+            self.db.write_opt(batch, &unlogged())?;
+        }
         if let Some(z) = last {
             self.written_zxid = z;
         }
@@ -744,16 +753,7 @@ impl Store {
                 last_of_each(group.iter().map(|p| &p.sessions[..]))
                     .map(|(id, v)| (*id, v.as_deref())),
             );
-            if let Some(z) = last {
-                batch.put_cf(self.nodes(), META_LAST_ZXID, z.to_be_bytes());
-            }
-            if !batch.is_empty() {
-                self.db.write_opt(batch, &unlogged())?;
-            }
-            if let Some(z) = last {
-                self.written_zxid = z;
-            }
-            return Ok(());
+            return self.write_checkpoint(batch, last);
         }
         self.staged.add(group, last);
         if self.staged.bytes >= STAGED_MAX_BYTES || !self.staged.repeating() {
