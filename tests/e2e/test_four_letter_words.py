@@ -35,7 +35,10 @@ def test_stat(any_server, busy):
     assert out[0].startswith("Zookeeper version: ")
     assert out[1] == "Clients:"
     clients = [l for l in out if l.startswith(" /")]
-    assert any(re.fullmatch(r" /127\.0\.0\.1:\d+\[1\]\(queued=0,recved=\d+,sent=\d+\)", l) for l in clients), out
+    # queued= counts requests the server has not answered yet: the busy
+    # client's ping can be one of them at the moment `stat` is answered
+    # (seen once from Apache ZooKeeper), so only its form is checked.
+    assert any(re.fullmatch(r" /127\.0\.0\.1:\d+\[1\]\(queued=\d+,recved=\d+,sent=\d+\)", l) for l in clients), out
     for key in ["Latency min/avg/max: ", "Received: ", "Sent: ", "Connections: ", "Outstanding: ",
                 "Zxid: 0x", "Mode: standalone", "Node count: "]:
         assert any(l.startswith(key) for l in out), key
@@ -47,7 +50,7 @@ def test_cons(any_server, busy):
     mine = [l for l in out if f"sid=0x{session:x}," in l]
     assert len(mine) == 1, out
     assert re.fullmatch(
-        r" /127\.0\.0\.1:\d+\[1\]\(queued=0,recved=\d+,sent=\d+,sid=0x[0-9a-f]+,lop=GETC,est=\d+,to=\d+,"
+        r" /127\.0\.0\.1:\d+\[1\]\(queued=\d+,recved=\d+,sent=\d+,sid=0x[0-9a-f]+,lop=GETC,est=\d+,to=\d+,"
         r"lcxid=0x3,lzxid=0x[0-9a-f]+,lresp=\d+,llat=\d+,minlat=\d+,avglat=\d+,maxlat=\d+\)",
         mine[0],
     ), mine[0]
