@@ -983,7 +983,10 @@ impl Peer {
                 .filter(|(_, k)| k.sync_sent && k.observer)
                 .map(|(p, _)| *p)
                 .collect();
-            self.deliver_upto(z);
+            // The commit goes out before the leader applies the txn
+            // itself, as ZooKeeper's leader does: a follower's client waits
+            // for it, and the leader's own apply (a 10 KiB create's copy
+            // into the tree, its reply) need not delay that.
             for p in followers {
                 self.lsend(p, Msg::Commit { zxid: z });
             }
@@ -992,6 +995,7 @@ impl Peer {
                     self.lsend(p, Msg::Inform(t.clone()));
                 }
             }
+            self.deliver_upto(z);
         }
     }
 
