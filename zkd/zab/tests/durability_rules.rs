@@ -553,6 +553,33 @@ fn one_follower_and_the_leaders_own_sync_commit() {
     assert!(delivers(&outs), "{outs:?}");
 }
 
+/// Not a durability rule but the order ZooKeeper's leader keeps: the
+/// COMMIT leaves for every follower before the leader applies the txn
+/// itself, so a follower's client never waits for the leader's apply.
+#[test]
+fn the_leader_sends_commit_before_it_delivers() {
+    let (mut p, conns) = leader_with_two_followers();
+    let z = own_sync(&p.step(Input::Write(b"w".to_vec())));
+    p.step(Input::Synced(z));
+    let msg = Msg::Ack { zxid: z };
+    let outs = p.step(Input::Msg(
+        1,
+        Envelope {
+            conn: conns[0],
+            seq: 4,
+            msg,
+        },
+    ));
+    let deliver = pos(&outs, |o| matches!(o, Output::Deliver(_)));
+    for f in [1, 2] {
+        let commit = pos(&outs, |o| {
+            matches!(o, Output::Send(to, Envelope { msg: Msg::Commit { zxid }, .. })
+                if *to == f && *zxid == z)
+        });
+        assert!(commit < deliver, "{outs:?}");
+    }
+}
+
 #[test]
 fn acceptedepoch_from_an_older_leader_is_refused() {
     let d = Durable {
