@@ -519,20 +519,21 @@ fn leader_with_two_followers() -> (Peer, [u64; 2]) {
 fn two_followers_commit_without_the_leaders_own_sync_one_does_not() {
     let (mut p, conns) = leader_with_two_followers();
     let z = own_sync(&p.step(Input::Write(b"w".to_vec())));
-    let ack = |conn| Envelope {
-        conn,
-        seq: 4,
-        msg: Msg::Ack { zxid: z },
-    };
     // One follower's ack with the leader's unsynced copy is no quorum.
-    let outs = p.step(Input::Msg(1, ack(conns[0])));
+    let outs = ack_from(&mut p, 1, conns[0], z);
     assert!(!delivers(&outs), "{outs:?}");
     // The second one is, with the leader's fsync still running.
-    let outs = p.step(Input::Msg(2, ack(conns[1])));
+    let outs = ack_from(&mut p, 2, conns[1], z);
     assert!(delivers(&outs), "{outs:?}");
     // Its sync finishing later delivers nothing twice.
     let outs = p.step(Input::Synced(z));
     assert!(!delivers(&outs), "{outs:?}");
+}
+
+/// Follower `f`'s ack of `z` on its stream `conn`, to the leader.
+fn ack_from(p: &mut Peer, f: Id, conn: u64, z: Zxid) -> Vec<Output> {
+    let msg = Msg::Ack { zxid: z };
+    p.step(Input::Msg(f, Envelope { conn, seq: 4, msg }))
 }
 
 #[test]
@@ -541,15 +542,7 @@ fn one_follower_and_the_leaders_own_sync_commit() {
     let z = own_sync(&p.step(Input::Write(b"w".to_vec())));
     let outs = p.step(Input::Synced(z));
     assert!(!delivers(&outs), "{outs:?}");
-    let msg = Msg::Ack { zxid: z };
-    let outs = p.step(Input::Msg(
-        1,
-        Envelope {
-            conn: conns[0],
-            seq: 4,
-            msg,
-        },
-    ));
+    let outs = ack_from(&mut p, 1, conns[0], z);
     assert!(delivers(&outs), "{outs:?}");
 }
 
@@ -561,15 +554,7 @@ fn the_leader_sends_commit_before_it_delivers() {
     let (mut p, conns) = leader_with_two_followers();
     let z = own_sync(&p.step(Input::Write(b"w".to_vec())));
     p.step(Input::Synced(z));
-    let msg = Msg::Ack { zxid: z };
-    let outs = p.step(Input::Msg(
-        1,
-        Envelope {
-            conn: conns[0],
-            seq: 4,
-            msg,
-        },
-    ));
+    let outs = ack_from(&mut p, 1, conns[0], z);
     let deliver = pos(&outs, |o| matches!(o, Output::Deliver(_)));
     for f in [1, 2] {
         let commit = pos(&outs, |o| {
