@@ -76,18 +76,17 @@ fn key_hash(key: &[u8]) -> u64 {
 }
 
 impl Recent {
-    fn see(&mut self, key: &[u8], v: &Option<Vec<u8>>) {
-        if v.as_ref().is_some_and(|v| v.len() >= BIG_RECORD) {
-            self.rate -= self.rate / RATE_RECORDS;
-            return;
-        }
-        let hash = key_hash(key);
-        // The high bits are the best mixed: the slot from the top 16,
-        // the tag from the next 32 (never 0, the empty slot).
-        let slot = &mut self.slots[(hash >> 48) as usize % RECENT_SLOTS];
-        let tag = (hash >> 16) as u32 | 1;
-        let hit = *slot == tag;
-        *slot = tag;
+    /// Counts one record: a hit if its key's tag is still in its slot; a
+    /// big record is a miss and leaves the slots alone.
+    fn see(&mut self, key: &[u8], v: Option<&[u8]>) {
+        let hit = v.map_or(0, <[u8]>::len) < BIG_RECORD && {
+            let hash = key_hash(key);
+            // The high bits are the best mixed: the slot from the top 16,
+            // the tag from the next 32 (never 0, the empty slot).
+            let slot = &mut self.slots[(hash >> 48) as usize % RECENT_SLOTS];
+            let tag = (hash >> 16) as u32 | 1;
+            std::mem::replace(slot, tag) == tag
+        };
         self.rate += (f32::from(u8::from(hit)) - self.rate) / RATE_RECORDS;
     }
 }
@@ -137,7 +136,7 @@ impl Staged {
     pub fn observe(&mut self, group: &[Persist]) {
         for p in group {
             for (path, v) in &p.nodes {
-                self.recent.see(path.as_bytes(), v);
+                self.recent.see(path.as_bytes(), v.as_deref());
             }
         }
     }
@@ -265,17 +264,14 @@ mod tests {
         assert!(!s.repeating(), "rate {}", s.recent.rate);
         // 60,000 keys: a map of 8 MiB would hold a fraction of them.
         let mut s = Staged::default();
-        let many = |s: &mut Staged| {
-            for k in 0..300_000u64 {
-                let v: Option<&[u8]> = Some(b"v");
-                let key = format!("/m{}", k * 7919 % 60_000);
-                s.add(&mut [persist(&[(&key, v)], &[])], None);
-                if k % 100 == 0 {
-                    s.clear();
-                }
+        for k in 0..300_000u64 {
+            let v: Option<&[u8]> = Some(b"v");
+            let key = format!("/m{}", k * 7919 % 60_000);
+            s.add(&mut [persist(&[(&key, v)], &[])], None);
+            if k % 100 == 0 {
+                s.clear();
             }
-        };
-        many(&mut s);
+        }
         assert!(!s.repeating(), "rate {}", s.recent.rate);
         // Big records rewriting 100 keys.
         let mut s = Staged::default();
