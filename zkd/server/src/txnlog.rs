@@ -518,6 +518,7 @@ impl TxnLog {
             }
         }
         self.prepare_failed = false;
+        let head = header(self.gen, first, salt);
         let (file, allocated) = match self.spares.pop() {
             Some(spare) => {
                 let mut f = OpenOptions::new()
@@ -532,7 +533,7 @@ impl TxnLog {
                 // The new header is durable before the file takes a
                 // segment's name: under that name it is never read with
                 // its old header (whose salt fits the old records).
-                f.write_all(&header(self.gen, first, salt))
+                f.write_all(&head)
                     .and_then(|_| f.sync_data())
                     .map_err(|e| io("cannot write", &spare, e))?;
                 std::fs::rename(&spare, &path).map_err(|e| io("cannot rename", &spare, e))?;
@@ -546,13 +547,14 @@ impl TxnLog {
                     .truncate(true)
                     .open(&path)
                     .map_err(|e| io("cannot create", &path, e))?;
+                f.write_all_at(&head, 0)
+                    .and_then(|_| f.sync_data())
+                    .map_err(|e| io("cannot write", &path, e))?;
                 (f, 0)
             }
         };
-        let head = header(self.gen, first, salt);
-        file.write_all_at(&head, 0)
-            .map_err(|e| io("cannot write", &path, e))?;
-        file.sync_data().map_err(|e| io("cannot sync", &path, e))?;
+        // A spare's header was written and synced before its rename; only
+        // the directory (the new name) is left to make durable.
         sync_dir(&self.dir)?;
         self.open = Some(Open {
             file,
