@@ -925,6 +925,9 @@ impl Core {
                 },
             }
         }
+        if self.zab.is_some() {
+            self.send_waiting_checkpoint();
+        }
         let Core {
             storage,
             storage_thread,

@@ -51,6 +51,9 @@ pub struct Zab {
     pub(crate) job_zab: Vec<zkd_zab::peer::Persist>,
     /// Something was written without sync since the last synced write.
     pub(crate) unsynced: bool,
+    /// Since when `job_tree`/`job_zab` (the checkpoint only) have waited
+    /// for the next write (`checkpoint_can_wait` in `driver`).
+    pub(crate) deferred_since: Option<std::time::Instant>,
     /// The sync barrier in flight, by ticket.
     pub(crate) waiting: Option<i64>,
     /// Leader: its own ack asked for (`Output::SyncThenAck`), up to this
@@ -234,6 +237,7 @@ pub fn start(core: &mut Core, durable: Durable) -> Result<(), String> {
         job_tree: Vec::new(),
         job_zab: Vec::new(),
         unsynced: false,
+        deferred_since: None,
         waiting: None,
         own_ack: None,
         own_acks: VecDeque::new(),
