@@ -926,7 +926,7 @@ impl Core {
             }
         }
         if self.zab.is_some() {
-            self.send_waiting_checkpoint();
+            self.send_unwritten();
         }
         let Core {
             storage,

@@ -364,16 +364,16 @@ impl Core {
             if checkpoint_can_wait(&z.job_zab, z.job_tree.len(), held_for) {
                 z.deferred_since.get_or_insert_with(Instant::now);
             } else {
-                z.unsynced = true;
-                self.send_job(false);
+                self.send_unwritten();
             }
         }
         self.take_role();
     }
 
-    /// At a stop: checkpoint records still waiting go to the storage
-    /// thread (less for the next start to redo from the log).
-    pub(crate) fn send_waiting_checkpoint(&mut self) {
+    /// What waits for the storage thread goes now, unsynced: at the end of
+    /// a drain, before the store is read, and at a stop (less for the next
+    /// start to redo from the log).
+    pub(crate) fn send_unwritten(&mut self) {
         let z = self.zab.as_mut().expect("ensemble mode");
         if !z.job_zab.is_empty() || !z.job_tree.is_empty() {
             z.unsynced = true;
@@ -387,11 +387,7 @@ impl Core {
     /// that learner must follow it on its stream).
     fn send_snap(&mut self, to: u64, mut env: zkd_zab::peer::Envelope) {
         let started = Instant::now();
-        let z = self.zab.as_mut().expect("ensemble mode");
-        if !z.job_zab.is_empty() || !z.job_tree.is_empty() {
-            z.unsynced = true;
-            self.send_job(false);
-        }
+        self.send_unwritten();
         let (zxid, bytes) =
             self.read_store("the applied state for a snapshot", |s| s.applied_state());
         let zkd_zab::types::Msg::Sync(zkd_zab::types::Sync::Snap { upto, state, log }) =
