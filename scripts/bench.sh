@@ -7,11 +7,16 @@
 # (zkbench) is pipelined; its own CPU share is printed so a reader can see it
 # measured the servers, not itself.
 #
-# Usage: scripts/bench.sh [--help] [--quick] [--seconds S] [--ensemble] [--repeat N] [--run R]... [--fill F]
+# Usage: scripts/bench.sh [--help] [--quick] [--seconds S] [--ensemble] [--member-delay US]
+#                         [--repeat N] [--run R]... [--fill F]
 #   --quick      fewer workloads and shorter runs (a smoke test of the bench)
 #   --seconds S  seconds per workload (default 5)
 #   --ensemble   three members of each on loopback instead of one server;
 #                the load generator spreads its connections over them
+#   --member-delay US  with --ensemble: the members' quorum links (not the
+#                clients') pass through scripts/delay-proxy.py, which delays
+#                each way by US microseconds, as if the members ran on
+#                separate machines; for runs with few requests in flight
 #   --repeat N   N passes over the runs, the servers taking turns to go first;
 #                the table shows each server's median and the range of the
 #                per-pass ratios (default 1)
@@ -29,11 +34,16 @@ fill=random
 repeat=1
 quick=0
 members=1
+member_delay=0
 only=()
 while (($#)); do
   case "$1" in
-    --help|-h) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --help|-h) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --ensemble) members=3 ;;
+    --member-delay)
+      member_delay="$2"; shift
+      [[ "$member_delay" =~ ^[0-9]+$ ]] || { echo "bench.sh: --member-delay takes microseconds" >&2; exit 2; }
+      ;;
     --quick) quick=1; seconds=2 ;;
     --seconds) seconds="$2"; shift ;;
     --run) only+=("$2"); shift ;;
@@ -49,6 +59,9 @@ while (($#)); do
   esac
   shift
 done
+if ((member_delay > 0 && members == 1)); then
+  echo "bench.sh: --member-delay needs --ensemble" >&2; exit 2
+fi
 
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -77,23 +90,46 @@ declare -A cport
 # and ZooKeeper ran out of heap (connection refused) in the third.
 start_servers() {
   pdir="$work/p$1"
-  local side i d servers="" ports k=0
+  local side i j d q servers ports k=0 nproxy=0
+  local -A qport eport proxy
+  ((member_delay > 0)) && nproxy=$((members * (members - 1)))
   # Every port of the pass at once, all distinct (scripts/ports.py says
   # why they are not taken from the kernel's ephemeral range).
-  mapfile -t ports < <(python3 scripts/ports.py $((2 * members * 3)))
+  mapfile -t ports < <(python3 scripts/ports.py $((2 * (members * 3 + nproxy))))
+  proxy_pids=()
   for side in zkd zk; do
+    local specs=()
     for ((i = 1; i <= members; i++)); do
       cport[$side$i]=${ports[k++]}
-      if ((members > 1)); then servers+="server.$i=127.0.0.1:${ports[k++]}:${ports[k++]}"$'\n'; fi
+      if ((members > 1)); then qport[$i]=${ports[k++]}; eport[$i]=${ports[k++]}; fi
     done
+    # Member i reaches member j's quorum port through proxy[i,j]; its own
+    # line keeps its real port, which it listens on.
+    if ((nproxy)); then
+      for ((i = 1; i <= members; i++)); do
+        for ((j = 1; j <= members; j++)); do
+          ((i == j)) && continue
+          proxy[$i,$j]=${ports[k++]}
+          specs+=("${proxy[$i,$j]}:${qport[$j]}")
+        done
+      done
+      mkdir -p "$pdir"
+      python3 scripts/delay-proxy.py "$member_delay" "${specs[@]}" 2> "$pdir/$side-proxy.log" &
+      proxy_pids+=($!); disown
+    fi
     for ((i = 1; i <= members; i++)); do
+      servers=""
+      for ((j = 1; j <= members && members > 1; j++)); do
+        q=${qport[$j]}
+        ((nproxy && i != j)) && q=${proxy[$i,$j]}
+        servers+="server.$j=127.0.0.1:$q:${eport[$j]}"$'\n'
+      done
       d="$pdir/$side$i"
       mkdir -p "$d/data"
       echo "$i" > "$d/data/myid"
       printf '%s\ndataDir=%s\nclientPort=%s\nadmin.enableServer=false\n%s' "$common" "$d/data" \
         "${cport[$side$i]}" "$servers" > "$d/zoo.cfg"
     done
-    servers=""
   done
   # Each member is its own process group (setsid): what the runs' CPU time
   # is read from, and what is killed.
@@ -105,7 +141,7 @@ start_servers() {
       "$pdir/zk$i/zoo.cfg" > "$pdir/zk$i.log" 2>&1 &
     zk_groups+=($!); disown
   done
-  pass_pids=("${zkd_groups[@]}" "${zk_groups[@]}")
+  pass_pids=("${zkd_groups[@]}" "${zk_groups[@]}" "${proxy_pids[@]}")
   pids+=("${pass_pids[@]}")
   zkd_hosts=""; zk_hosts=""
   for ((i = 1; i <= members; i++)); do
@@ -113,7 +149,9 @@ start_servers() {
     zkd_hosts+="${zkd_hosts:+,}127.0.0.1:${cport[zkd$i]}"
     zk_hosts+="${zk_hosts:+,}127.0.0.1:${cport[zk$i]}"
   done
-  echo "pass $1: zkd $zkd_hosts   ZooKeeper $zk_hosts   ($members member(s) each, fsync on, tickTime 2000, data $fill)"
+  local apart=""
+  ((nproxy)) && apart=", member links delayed ${member_delay} µs each way"
+  echo "pass $1: zkd $zkd_hosts   ZooKeeper $zk_hosts   ($members member(s) each, fsync on, tickTime 2000, data $fill$apart)"
 }
 stop_servers() {
   local p

@@ -1,6 +1,8 @@
-"""Every script in scripts/ answers --help and is shellcheck-clean."""
+"""Every script in scripts/ answers --help and is shellcheck-clean; the ones
+that are more than a wrapper also run here, briefly."""
 import glob
 import os
+import socket
 import subprocess
 import time
 
@@ -24,7 +26,8 @@ def test_shellcheck_clean():
     assert r.returncode == 0, r.stdout
 
 
-@pytest.mark.parametrize("script", ["capture-frames.py", "bench-zkfs.py", "bench-scale.py", "failover.py"])
+@pytest.mark.parametrize("script", ["capture-frames.py", "bench-zkfs.py", "bench-scale.py", "failover.py",
+                                    "delay-proxy.py"])
 def test_python_script_help(script):
     r = subprocess.run(["python3", os.path.join(ROOT, "scripts", script), "--help"], capture_output=True, text=True)
     assert r.returncode == 2 or r.returncode == 0
@@ -86,3 +89,53 @@ def test_ensemble_script_starts_inspects_and_stops(tmp_path):
         r = run("stop")
     assert r.returncode == 0
     assert run("status").stdout.count("down") == 3
+
+
+def test_delay_proxy_carries_a_session_late_and_goes_with_its_parent(zkd):
+    """bench.sh --member-delay puts scripts/delay-proxy.py between members:
+    what passes through must arrive intact and no sooner than the delay
+    each way, and a proxy whose parent is gone must not linger."""
+    from conftest import client, free_port, wait_until
+    port = free_port()
+    delay_us = 50_000
+    # Its parent, a shell that exits after starting it.
+    sh = subprocess.Popen(["sh", "-c", f'python3 "$0" {delay_us} {port}:{zkd.port} & echo $!; sleep 3',
+                           os.path.join(ROOT, "scripts", "delay-proxy.py")], stdout=subprocess.PIPE, text=True)
+    pid = int(sh.stdout.readline())
+    try:
+        wait_until(lambda: listening(port), what="the proxy listening")
+        zk = client(f"127.0.0.1:{port}", timeout=20.0)
+        try:
+            data = os.urandom(100_000)
+            zk.create("/through-proxy", data)
+            assert zk.get("/through-proxy")[0] == data
+            started = time.monotonic()
+            zk.exists("/through-proxy")
+            # A round trip crosses the proxy twice.
+            assert time.monotonic() - started >= 2 * delay_us / 1e6
+        finally:
+            zk.stop()
+            zk.close()
+        sh.wait(timeout=10)
+        wait_until(lambda: gone(pid), timeout=10, what="the orphaned proxy exiting")
+    finally:
+        sh.kill()
+        if not gone(pid):
+            os.kill(pid, 9)
+
+
+def listening(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def gone(pid):
+    """Exited (a zombie waiting for whoever adopted it counts)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
