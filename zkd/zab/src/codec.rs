@@ -128,6 +128,9 @@ pub fn write(env: &Envelope, w: &mut Writer) {
         Msg::PingAck => {
             w.i32(15);
         }
+        Msg::Logged { zxid } => {
+            w.i32(16).i64(*zxid as i64);
+        }
     }
 }
 
@@ -180,6 +183,7 @@ pub fn decode(body: &[u8]) -> Result<Envelope, DecodeError> {
             committed: u(&mut r)?,
         },
         15 => Msg::PingAck,
+        16 => Msg::Logged { zxid: u(&mut r)? },
         t => return Err(DecodeError::BadValue("quorum message type", t as i64)),
     };
     if r.remaining() != 0 {
@@ -231,6 +235,7 @@ mod tests {
             Msg::Proposal(t.clone()),
             Msg::Ack { zxid: 8 },
             Msg::Commit { zxid: 8 },
+            Msg::Logged { zxid: 9 },
             Msg::Inform(t),
             Msg::Ping { committed: 1 },
             Msg::PingAck,

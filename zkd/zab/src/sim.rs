@@ -88,6 +88,10 @@ pub struct Report {
     pub failover_ms: Vec<u64>,
     /// SNAPs (with state) sent to learners.
     pub snapshots: u64,
+    /// Txns a learner delivered before any COMMIT (UPTODATE, INFORM)
+    /// covering them reached it: on the leader's word that its log holds
+    /// them (`Msg::Logged`).
+    pub early_deliveries: u64,
 }
 
 struct Rng(u64);
@@ -196,6 +200,8 @@ pub struct Sim {
     global: Vec<Txn>,
     proposed: BTreeSet<Vec<u8>>,
     acked: Vec<Vec<u8>>,
+    /// Per peer, the highest zxid a COMMIT, UPTODATE or INFORM told it of.
+    told_committed: BTreeMap<Id, Zxid>,
     leaders: BTreeMap<u64, Id>,
     writes: u64,
     leader_lost_at: Option<u64>,
@@ -237,6 +243,7 @@ impl Sim {
             global: Vec::new(),
             proposed: BTreeSet::new(),
             acked: Vec::new(),
+            told_committed: BTreeMap::new(),
             leaders: BTreeMap::new(),
             writes: 0,
             leader_lost_at: Some(0),
@@ -479,6 +486,8 @@ impl Sim {
         self.delivered.insert(id, pos + 1);
         if self.peers.get(&id).is_some_and(|p| p.is_active_leader()) {
             self.acked.push(t.data.to_vec());
+        } else if self.told_committed.get(&id).copied().unwrap_or(0) < t.zxid {
+            self.report.early_deliveries += 1;
         }
         Ok(())
     }
@@ -524,6 +533,15 @@ impl Sim {
                     return Ok(true);
                 }
                 if let Some(p) = self.peers.get_mut(&id) {
+                    let told = match &env.msg {
+                        Msg::Commit { zxid } | Msg::UpToDate { committed: zxid } => Some(*zxid),
+                        Msg::Inform(t) => Some(t.zxid),
+                        _ => None,
+                    };
+                    if let Some(z) = told {
+                        let c = self.told_committed.entry(id).or_default();
+                        *c = (*c).max(z);
+                    }
                     let outs = p.step(Input::Msg(from, env));
                     self.apply_outputs(id, outs, faulty)?;
                 }
@@ -559,7 +577,16 @@ impl Sim {
         self.writes += 1;
         let data = format!("w{}", self.writes).into_bytes();
         self.proposed.insert(data.clone());
-        let outs = self.peers.get_mut(&l).unwrap().step(Input::Write(data));
+        // Most writes come from a learner's client, forwarded: the learner
+        // may then commit on the leader's word that its log holds the txn.
+        let others: Vec<Id> = self.ids.iter().copied().filter(|i| *i != l).collect();
+        let input = if self.rng.chance(0.7) && !others.is_empty() {
+            let from = others[self.rng.below(others.len() as u64) as usize];
+            Input::Forwarded(from, data)
+        } else {
+            Input::Write(data)
+        };
+        let outs = self.peers.get_mut(&l).unwrap().step(input);
         self.apply_outputs(l, outs, true)
     }
 

@@ -101,6 +101,11 @@ pub enum Msg {
     Commit {
         zxid: Zxid,
     },
+    /// Leader to a learner that forwarded a txn: the leader's own log
+    /// holds its proposals up to `zxid` durably (see `Peer`).
+    Logged {
+        zxid: Zxid,
+    },
     /// A committed txn, to an observer.
     Inform(Txn),
     Ping {

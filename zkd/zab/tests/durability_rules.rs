@@ -204,8 +204,9 @@ fn zookeeper_2678_snap_durable_before_ack_newleader() {
     );
 }
 
-#[test]
-fn proposal_durable_before_its_ack() {
+/// A follower synced with an empty DIFF and serving (UPTODATE seen,
+/// stream messages 1-4), and the first txn its leader will propose.
+fn serving_follower() -> (Peer, u64, Txn) {
     let (mut p, conn) = follower(Durable::default());
     from_leader(&mut p, conn, 1, Msg::LeaderInfo { epoch: 10 });
     from_leader(&mut p, conn, 2, Msg::Sync(Sync::Diff(vec![])));
@@ -215,6 +216,12 @@ fn proposal_durable_before_its_ack() {
         zxid: zxid(10, 1),
         data: b"x".to_vec().into(),
     };
+    (p, conn, t)
+}
+
+#[test]
+fn proposal_durable_before_its_ack() {
+    let (mut p, conn, t) = serving_follower();
     let outs = from_leader(&mut p, conn, 5, Msg::Proposal(t.clone()));
     let append = pos(&outs, |o| {
         *o == Output::Persist(Persist::Append(vec![t.clone()]))
@@ -530,10 +537,15 @@ fn two_followers_commit_without_the_leaders_own_sync_one_does_not() {
     assert!(!delivers(&outs), "{outs:?}");
 }
 
-/// Follower `f`'s ack of `z` on its stream `conn`, to the leader.
+/// Follower `f`'s first ack (of `z`) on its stream `conn`, to the leader.
 fn ack_from(p: &mut Peer, f: Id, conn: u64, z: Zxid) -> Vec<Output> {
+    nth_ack_from(p, f, conn, 4, z)
+}
+
+/// The same as the stream's message `seq`.
+fn nth_ack_from(p: &mut Peer, f: Id, conn: u64, seq: u64, z: Zxid) -> Vec<Output> {
     let msg = Msg::Ack { zxid: z };
-    p.step(Input::Msg(f, Envelope { conn, seq: 4, msg }))
+    p.step(Input::Msg(f, Envelope { conn, seq, msg }))
 }
 
 #[test]
@@ -563,6 +575,69 @@ fn the_leader_sends_commit_before_it_delivers() {
         });
         assert!(commit < deliver, "{outs:?}");
     }
+}
+
+/// A follower's own durable copy and the leader's are a quorum of three
+/// voters: the leader tells the follower that forwarded a txn when its
+/// own log holds it, and only while the txn waits for acks.
+#[test]
+fn the_leader_tells_only_the_forwarding_follower_that_its_log_holds_a_txn() {
+    let (mut p, conns) = leader_with_two_followers();
+    let logged_to = |outs: &[Output]| -> Vec<(Id, Zxid)> {
+        outs.iter()
+            .filter_map(|o| match o {
+                Output::Send(
+                    to,
+                    Envelope {
+                        msg: Msg::Logged { zxid },
+                        ..
+                    },
+                ) => Some((*to, *zxid)),
+                _ => None,
+            })
+            .collect()
+    };
+    // Forwarded by follower 2: it alone hears of the leader's sync.
+    let z = own_sync(&p.step(Input::Forwarded(2, b"a".to_vec())));
+    let outs = p.step(Input::Synced(z));
+    assert_eq!(logged_to(&outs), [(2, z)], "{outs:?}");
+    let outs = ack_from(&mut p, 2, conns[1], z);
+    assert!(delivers(&outs), "{outs:?}");
+    // Nobody forwarded it: nobody hears.
+    let z = own_sync(&p.step(Input::Write(b"b".to_vec())));
+    let outs = p.step(Input::Synced(z));
+    assert_eq!(logged_to(&outs), [], "{outs:?}");
+    nth_ack_from(&mut p, 1, conns[0], 5, z);
+    // Already committed by the followers' acks when the leader's own sync
+    // ends: the COMMIT said it all.
+    let z = own_sync(&p.step(Input::Forwarded(1, b"c".to_vec())));
+    nth_ack_from(&mut p, 1, conns[0], 6, z);
+    let outs = nth_ack_from(&mut p, 2, conns[1], 5, z);
+    assert!(delivers(&outs), "{outs:?}");
+    let outs = p.step(Input::Synced(z));
+    assert_eq!(logged_to(&outs), [], "{outs:?}");
+}
+
+/// The follower side: told that the leader's log holds a txn, it
+/// delivers it only behind a sync of its own log, and never a txn it has
+/// not logged.
+#[test]
+fn a_follower_commits_on_the_leaders_word_only_behind_its_own_sync() {
+    let (mut p, conn, t) = serving_follower();
+    from_leader(&mut p, conn, 5, Msg::Proposal(t.clone()));
+    // Told of more than it logged: it delivers what it has.
+    let outs = from_leader(&mut p, conn, 6, Msg::Logged { zxid: zxid(10, 2) });
+    let deliver = pos(&outs, |o| *o == Output::Deliver(t.clone()));
+    assert!(last_sync_before(&outs, deliver), "{outs:?}");
+    assert_eq!(
+        outs.iter()
+            .filter(|o| matches!(o, Output::Deliver(_)))
+            .count(),
+        1
+    );
+    // The COMMIT that follows delivers nothing twice.
+    let outs = from_leader(&mut p, conn, 7, Msg::Commit { zxid: t.zxid });
+    assert!(!delivers(&outs), "{outs:?}");
 }
 
 #[test]

@@ -6,6 +6,7 @@ use zkd_zab::sim::{run, Faults, SimConfig};
 fn seeds(voters: usize, observers: usize, range: std::ops::Range<u64>, faults: Faults) {
     let mut failures = Vec::new();
     let mut snapshots = 0;
+    let mut early = 0;
     let runs = range.end - range.start;
     for seed in range {
         let cfg = SimConfig {
@@ -20,6 +21,7 @@ fn seeds(voters: usize, observers: usize, range: std::ops::Range<u64>, faults: F
             Ok(r) => {
                 assert!(r.committed > 0, "seed {seed}: nothing committed");
                 snapshots += r.snapshots;
+                early += r.early_deliveries;
             }
             Err(e) => failures.push(e),
         }
@@ -30,6 +32,20 @@ fn seeds(voters: usize, observers: usize, range: std::ops::Range<u64>, faults: F
         failures.len(),
         failures.join("\n")
     );
+    // With 3 voters, a forwarding follower's copy and the leader's are a
+    // quorum: followers must commit on the leader's word (`Logged`) in
+    // these runs, not only on COMMITs. With more voters they never may.
+    if voters == 3 {
+        assert!(
+            early > 0,
+            "no learner committed on the leader's word in {runs} runs"
+        );
+    } else {
+        assert_eq!(
+            early, 0,
+            "a learner of {voters} voters committed without a COMMIT"
+        );
+    }
     // Logs are compacted often in the simulation: a learner that falls
     // behind must regularly be sent the state, not only DIFFs.
     if runs >= 20 && faults.crash > 0.0 {

@@ -91,7 +91,11 @@ impl Core {
                     );
                     crate::disk::exit_now(70);
                 }
-                let outs = z.peer.step(Input::Write(data));
+                let input = match z.forwarded_by {
+                    Some(from) => Input::Forwarded(from, data),
+                    None => Input::Write(data),
+                };
+                let outs = z.peer.step(input);
                 z.pending.push(outs);
             }
         } else {
@@ -210,6 +214,7 @@ impl Core {
     fn forwarded(&mut self, f: zkd_core::server::Forward, started: Instant) {
         let now = self.clock.now();
         let (origin, session, cxid) = (f.origin, f.session, f.cxid);
+        self.zab.as_mut().expect("ensemble mode").forwarded_by = Some(origin);
         if let Some(upto) = self.server.forwarded(now, f) {
             let z = self.zab.as_ref().expect("ensemble mode");
             z.transport.send(
@@ -222,6 +227,7 @@ impl Core {
             );
         }
         self.after_step(started);
+        self.zab.as_mut().expect("ensemble mode").forwarded_by = None;
     }
 
     /// Every core tick: ZAB's timers, and a learner's session touches.
