@@ -5,7 +5,8 @@
 //! - `codec` — the quorum wire format (total decoding, fuzzed).
 //! - `peer`  — one peer: fast leader election, discovery (accepted/current
 //!   epoch), synchronisation (DIFF or SNAP, NEWLEADER, UPTODATE) and broadcast
-//!   (PROPOSAL/ACK/COMMIT, INFORM to observers, pings), as `step(input) ->
+//!   (PROPOSAL/ACK/COMMIT, LOGGED to a follower that forwarded a write,
+//!   INFORM to observers, pings), as `step(input) ->
 //!   outputs`. Messages and time come in; sends, persistence with explicit
 //!   sync barriers, and deliveries go out.
 //! - `sim`   — a seeded simulation of whole ensembles with a faulty network,
