@@ -221,9 +221,20 @@ enum LeaderPhase {
 /// (`Msg::Logged`) only while at most this many txns wait for acks. Under
 /// load, COMMITs of earlier txns reach every follower all the time, and
 /// each of these messages costs its follower a wake-up and a barrier.
-/// Without the bound, set 16x32 100 B on a loopback ensemble lost 1-11%
-/// (3 alternations); with it, the 16x32 rows moved within noise.
+/// Without the bound (and with a driver change since dropped), set 16x32
+/// 100 B on a loopback ensemble lost 1-11% (3 alternations); with it, the
+/// 16x32 rows moved within noise.
 const LOGGED_WHILE_WAITING: usize = 4;
+
+/// A proposal waiting for a quorum.
+#[derive(Debug)]
+struct Waiting {
+    /// Who has it durably.
+    acked: BTreeSet<Id>,
+    /// The learner that forwarded it (whose client waits for it): told
+    /// when the leader's own log holds it.
+    forwarded_by: Option<Id>,
+}
 
 #[derive(Debug)]
 struct Leading {
@@ -233,10 +244,8 @@ struct Leading {
     epoch_acks: BTreeSet<Id>,
     newleader_acks: BTreeSet<Id>,
     links: BTreeMap<Id, Link>,
-    acks: BTreeMap<Zxid, BTreeSet<Id>>,
-    /// The learner that forwarded each proposal not yet committed (whose
-    /// client waits for it): told when the leader's own log holds it.
-    forwarded_by: BTreeMap<Zxid, Id>,
+    /// Proposals not yet committed.
+    acks: BTreeMap<Zxid, Waiting>,
     counter: u64,
     started: u64,
     /// When learners were last pinged (every half tick, as ZooKeeper does).
@@ -680,7 +689,6 @@ impl Peer {
             newleader_acks: BTreeSet::new(),
             links: BTreeMap::new(),
             acks: BTreeMap::new(),
-            forwarded_by: BTreeMap::new(),
             counter: 0,
             started: self.now,
             pinged_at: self.now,
@@ -840,8 +848,8 @@ impl Peer {
                 if !observer {
                     l.newleader_acks.insert(from);
                     // Its NEWLEADER ack says everything in its sync is durable.
-                    for (_, s) in l.acks.range_mut(..=point) {
-                        s.insert(from);
+                    for (_, w) in l.acks.range_mut(..=point) {
+                        w.acked.insert(from);
                     }
                 }
                 if l.phase == LeaderPhase::Active {
@@ -857,8 +865,8 @@ impl Peer {
                     return;
                 }
                 // Acks are cumulative: a learner logs without gaps.
-                for (_, s) in l.acks.range_mut(..=zxid) {
-                    s.insert(from);
+                for (_, w) in l.acks.range_mut(..=zxid) {
+                    w.acked.insert(from);
                 }
                 self.try_commit();
             }
@@ -948,10 +956,13 @@ impl Peer {
         if self.cfg.broken_ack_before_sync {
             acked.insert(self.cfg.id);
         }
-        l.acks.insert(txn.zxid, acked);
-        if let Some(f) = forwarded_by {
-            l.forwarded_by.insert(txn.zxid, f);
-        }
+        l.acks.insert(
+            txn.zxid,
+            Waiting {
+                acked,
+                forwarded_by,
+            },
+        );
         let to: Vec<Id> = l
             .links
             .iter()
@@ -978,8 +989,8 @@ impl Peer {
         let Role::Leading(l) = &mut self.role else {
             return;
         };
-        for (_, s) in l.acks.range_mut(..=z) {
-            s.insert(me);
+        for (_, w) in l.acks.range_mut(..=z) {
+            w.acked.insert(me);
         }
         self.try_commit();
         self.tell_forwarders(z);
@@ -1005,7 +1016,11 @@ impl Peer {
             return;
         }
         let mut upto: BTreeMap<Id, Zxid> = BTreeMap::new();
-        for (&t, &f) in l.forwarded_by.range(..=z) {
+        for (&t, f) in l
+            .acks
+            .range(..=z)
+            .filter_map(|(t, w)| Some((t, w.forwarded_by?)))
+        {
             let follower = l.links.get(&f).is_some_and(|k| k.sync_sent && !k.observer);
             if follower && self.cfg.is_quorum([me, f].iter()) {
                 upto.insert(f, t);
@@ -1024,14 +1039,13 @@ impl Peer {
             if l.phase != LeaderPhase::Active {
                 return;
             }
-            let Some((&z, acks)) = l.acks.iter().next() else {
+            let Some((&z, w)) = l.acks.iter().next() else {
                 return;
             };
-            if !self.cfg.is_quorum(acks.iter()) {
+            if !self.cfg.is_quorum(w.acked.iter()) {
                 return;
             }
             l.acks.remove(&z);
-            l.forwarded_by.remove(&z);
             let followers: Vec<Id> = l
                 .links
                 .iter()
