@@ -196,6 +196,22 @@ fi
 # device-mapper and md volumes would count the same writes again. Read and
 # summed in bash, not awk: Debian's awk (mawk) prints numbers past 2^31 as
 # 2.15979e+09, which bash arithmetic refuses.
+# The memory the kernel could hand out (MemAvailable) as a run starts.
+# Both servers' members stay up for the whole pass, so each side runs with
+# the other's RSS taken: ZooKeeper's three JVMs (default heap, a quarter of
+# the machine's memory each) held 13-14 GB of the 24 GB build machine at
+# the end of an ensemble table. That much matters: a fresh zkd ensemble's
+# create 16x32 10 KiB did 10.1k/11.1k/11.0k ops/s alone and 4.0k-8.7k
+# (24 runs) with another process holding 14 GB, like the 5.3k of the
+# table it was found in. The table's footer says how low it got per side.
+mem_available_mib() {
+  local k v _
+  while read -r k v _; do
+    [[ $k == MemAvailable: ]] && { echo $((v / 1024)); return; }
+  done < /proc/meminfo
+  echo 0
+}
+
 disk_sectors_written() {
   local s=0 d w
   for d in /sys/block/*; do
@@ -263,6 +279,7 @@ for ((pass = 1; pass <= repeat; pass++)); do
       # against 27 MB of wchar in 4 s), likely whole page-cache folios
       # billed as they are dirtied.
       w0=$(disk_sectors_written)
+      avail=$(mem_available_mib)
       # A member that drops connections while it settles (seen with
       # ZooKeeper's ensemble right after start) fails the run; it is run
       # again, under another prefix, and said so.
@@ -286,7 +303,7 @@ for ((pass = 1; pass <= repeat; pass++)); do
       # read (and so not billed to the next run).
       settle "after $side $r"
       w1=$(disk_sectors_written)
-      echo "{\"server\":\"$side\",\"pass\":$pass,\"written\":$(((w1 - w0) * 512)),${line#\{}" >> "$results"
+      echo "{\"server\":\"$side\",\"pass\":$pass,\"written\":$(((w1 - w0) * 512)),\"avail_mib\":$avail,${line#\{}" >> "$results"
     done
   done
   # The last pair stays up for the RSS below; the exit trap stops it.
@@ -339,6 +356,10 @@ for k, v in by.items():
         if rs:
             line += f" | {min(rs):.2f}-{max(rs):.2f}"
     print(line)
+avail = lambda side: sorted(r["avail_mib"] for r in rows if r["server"] == side)
+za, ka = avail("zkd"), avail("zk")
+print(f"Memory available as the runs started (MiB, least/median): zkd's {za[0]}/{statistics.median(za):.0f},"
+      f" ZooKeeper's {ka[0]}/{statistics.median(ka):.0f} (the other server's members stay up)")
 errs = [r for r in rows if r["errors"]]
 if errs:
     print("runs with errors:", [(r["server"], r["pass"], r["workload"], r["errors"]) for r in errs])

@@ -2,6 +2,7 @@
 for scripts/bench.sh, which compares with ZooKeeper in the same run)."""
 import json
 import os
+import re
 import subprocess
 import time
 
@@ -109,3 +110,8 @@ def test_bench_sh_compares_both_servers_and_what_they_wrote():
     zkd_cpu, zk_cpu = (float(v) for v in cols[-1].split())
     assert zkd_cpu > 0 and zk_cpu > 0, row
     assert any(l.startswith("Disk floor") for l in lines)
+    # What memory the kernel had left as each side's runs started (the
+    # other side's members are up): least and median, least first.
+    mem = next(l for l in lines if l.startswith("Memory available"))
+    sides = re.findall(r"(\d+)/(\d+)", mem)
+    assert len(sides) == 2 and all(0 < int(a) <= int(b) for a, b in sides), mem
