@@ -185,17 +185,6 @@ else
   runs+=("children10k 1 1 100" "children10k 8 8 100")
 fi
 
-# Each run starts on a quiet machine: the previous run's background work
-# (ZooKeeper writing a snapshot, RocksDB flushing or compacting, dirty
-# pages of either) is waited out, at most 30 s, so it is not billed to
-# whichever server runs next. Quiet: after a sync, for 0.5 s the disks
-# wrote under 1 MiB, the CPUs were 90% idle and under 8 MiB of pages were
-# dirty.
-# SETTLE=0 turns this off.
-# Whole physical disks only (those with a device behind them): partitions,
-# device-mapper and md volumes would count the same writes again. Read and
-# summed in bash, not awk: Debian's awk (mawk) prints numbers past 2^31 as
-# 2.15979e+09, which bash arithmetic refuses.
 # The memory the kernel could hand out (MemAvailable) as a run starts.
 # Both servers' members stay up for the whole pass, so each side runs with
 # the other's RSS taken: ZooKeeper's three JVMs (default heap, a quarter of
@@ -212,6 +201,17 @@ mem_available_mib() {
   echo 0
 }
 
+# Each run starts on a quiet machine: the previous run's background work
+# (ZooKeeper writing a snapshot, RocksDB flushing or compacting, dirty
+# pages of either) is waited out, at most 30 s, so it is not billed to
+# whichever server runs next. Quiet: after a sync, for 0.5 s the disks
+# wrote under 1 MiB, the CPUs were 90% idle and under 8 MiB of pages were
+# dirty.
+# SETTLE=0 turns this off.
+# Whole physical disks only (those with a device behind them): partitions,
+# device-mapper and md volumes would count the same writes again. Read and
+# summed in bash, not awk: Debian's awk (mawk) prints numbers past 2^31 as
+# 2.15979e+09, which bash arithmetic refuses.
 disk_sectors_written() {
   local s=0 d w
   for d in /sys/block/*; do

@@ -2,7 +2,6 @@
 that are more than a wrapper also run here, briefly."""
 import glob
 import os
-import socket
 import subprocess
 import time
 
@@ -95,7 +94,7 @@ def test_delay_proxy_carries_a_session_late_and_goes_with_its_parent(zkd):
     """bench.sh --member-delay puts scripts/delay-proxy.py between members:
     what passes through must arrive intact and no sooner than the delay
     each way, and a proxy whose parent is gone must not linger."""
-    from conftest import client, free_port, wait_until
+    from conftest import client, four_letter, free_port, wait_until
     port = free_port()
     delay_us = 50_000
     # Its parent, a shell that exits after starting it.
@@ -103,7 +102,7 @@ def test_delay_proxy_carries_a_session_late_and_goes_with_its_parent(zkd):
                            os.path.join(ROOT, "scripts", "delay-proxy.py")], stdout=subprocess.PIPE, text=True)
     pid = int(sh.stdout.readline())
     try:
-        wait_until(lambda: listening(port), what="the proxy listening")
+        wait_until(lambda: four_letter(port, "ruok", 1) == "imok", what="zkd answering through the proxy")
         zk = client(f"127.0.0.1:{port}", timeout=20.0)
         try:
             data = os.urandom(100_000)
@@ -122,14 +121,6 @@ def test_delay_proxy_carries_a_session_late_and_goes_with_its_parent(zkd):
         sh.kill()
         if not gone(pid):
             os.kill(pid, 9)
-
-
-def listening(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 def gone(pid):

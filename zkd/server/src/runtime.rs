@@ -623,7 +623,7 @@ impl Core {
     /// it until its state is durable.
     pub(crate) fn after_step(&mut self, started: Instant) {
         if self.zab.is_some() {
-            return self.after_step_ensemble(started);
+            return self.after_step_ensemble(started, None);
         }
         let persist = self.server.take_persist();
         if persist.is_empty() {

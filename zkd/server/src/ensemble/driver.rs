@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use zkd_core::server::{Role, Server};
 use zkd_zab::peer::{Input, Output, Persist as ZPersist};
-use zkd_zab::types::PeerState;
+use zkd_zab::types::{Id, PeerState};
 
 use super::link::Link;
 use super::transport::PeerEvent;
@@ -61,8 +61,10 @@ impl Core {
 
     /// After a client step in ensemble mode: hand the leader's prepared
     /// txns to ZAB and the learner's forwarded requests to the leader; hold
-    /// replies until what they describe is delivered.
-    pub(crate) fn after_step_ensemble(&mut self, started: Instant) {
+    /// replies until what they describe is delivered. `forwarded_by`: the
+    /// learner whose forwarded request the step prepared (ZAB tells it when
+    /// the leader's log holds the txn).
+    pub(crate) fn after_step_ensemble(&mut self, started: Instant, forwarded_by: Option<Id>) {
         let persist = self.server.take_persist();
         let role = self.server.role();
         let last = self.server.last_zxid();
@@ -91,7 +93,7 @@ impl Core {
                     );
                     crate::disk::exit_now(70);
                 }
-                let input = match z.forwarded_by {
+                let input = match forwarded_by {
                     Some(from) => Input::Forwarded(from, data),
                     None => Input::Write(data),
                 };
@@ -214,7 +216,6 @@ impl Core {
     fn forwarded(&mut self, f: zkd_core::server::Forward, started: Instant) {
         let now = self.clock.now();
         let (origin, session, cxid) = (f.origin, f.session, f.cxid);
-        self.zab.as_mut().expect("ensemble mode").forwarded_by = Some(origin);
         if let Some(upto) = self.server.forwarded(now, f) {
             let z = self.zab.as_ref().expect("ensemble mode");
             z.transport.send(
@@ -226,8 +227,7 @@ impl Core {
                 },
             );
         }
-        self.after_step(started);
-        self.zab.as_mut().expect("ensemble mode").forwarded_by = None;
+        self.after_step_ensemble(started, Some(origin));
     }
 
     /// Every core tick: ZAB's timers, and a learner's session touches.

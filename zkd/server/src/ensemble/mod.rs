@@ -70,9 +70,6 @@ pub struct Zab {
     pub(crate) pending_epoch: Option<u64>,
     /// Forwarded requests that arrived before this leader took its role.
     pub(crate) early: Vec<Forward>,
-    /// While the leader steps a learner's forwarded request: that learner,
-    /// told when the leader's log holds what the request proposes.
-    pub(crate) forwarded_by: Option<zkd_zab::types::Id>,
     /// Wall-clock ms at start-up: ZAB's clock is this plus monotonic time,
     /// so it never goes back and differs across restarts.
     pub(crate) clock_base: u64,
@@ -249,7 +246,6 @@ pub fn start(core: &mut Core, durable: Durable) -> Result<(), String> {
         serving: false,
         pending_epoch: None,
         early: Vec::new(),
-        forwarded_by: None,
         clock_base,
         last_touch_ms: 0,
         last_frame: None,
