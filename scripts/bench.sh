@@ -8,7 +8,7 @@
 # measured the servers, not itself.
 #
 # Usage: scripts/bench.sh [--help] [--quick] [--seconds S] [--ensemble] [--member-delay US]
-#                         [--repeat N] [--run R]... [--fill F]
+#                         [--repeat N] [--run R]... [--fill F] [--together]
 #   --quick      fewer workloads and shorter runs (a smoke test of the bench)
 #   --seconds S  seconds per workload (default 5)
 #   --ensemble   three members of each on loopback instead of one server;
@@ -24,6 +24,11 @@
 #   --fill F     the data: random (default; does not compress) or x (one
 #                byte repeated, which zkd's compressed storage keeps for
 #                next to nothing; tables made before this option used x)
+#   --together   keep both servers' members up for the whole pass, the
+#                rows alternating between them (tables made before this
+#                option); by default each server is up only for its own
+#                runs: every row against one, then every row against the
+#                other
 # Environment: KEEP=1 keeps the servers' data and logs; ZKD_BIN=PATH
 # benchmarks that zkd binary instead of the one just built (before/after);
 # SETTLE=0 starts each run at once instead of on a quiet machine.
@@ -35,11 +40,13 @@ repeat=1
 quick=0
 members=1
 member_delay=0
+together=0
 only=()
 while (($#)); do
   case "$1" in
-    --help|-h) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --help|-h) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --ensemble) members=3 ;;
+    --together) together=1 ;;
     --member-delay)
       member_delay="$2"; shift
       [[ "$member_delay" =~ ^[0-9]+$ ]] || { echo "bench.sh: --member-delay takes microseconds" >&2; exit 2; }
@@ -85,19 +92,22 @@ clientPortAddress=127.0.0.1
 maxClientCnxns=0
 4lw.commands.whitelist=*"
 declare -A cport
-# Each pass runs against a fresh pair of servers in $work/p<pass>, like a
-# run of its own: one pair through three passes held three passes' znodes,
-# and ZooKeeper ran out of heap (connection refused) in the third.
+# Each pass runs against fresh servers in $work/p<pass>, like a run of its
+# own: one pair through three passes held three passes' znodes, and
+# ZooKeeper ran out of heap (connection refused) in the third.
+# start_servers PASS SIDE...: starts the members of the sides named (zkd,
+# zk), each side with its own ports, and says where they listen.
 start_servers() {
   pdir="$work/p$1"
-  local side i j d q servers ports k=0 nproxy=0
+  local at=$1; shift
+  local sides=("$@") side i j d q servers ports k=0 nproxy=0 said=""
   local -A qport eport proxy
   ((member_delay > 0)) && nproxy=$((members * (members - 1)))
-  # Every port of the pass at once, all distinct (scripts/ports.py says
+  # Every port of the block at once, all distinct (scripts/ports.py says
   # why they are not taken from the kernel's ephemeral range).
-  mapfile -t ports < <(python3 scripts/ports.py $((2 * (members * 3 + nproxy))))
+  mapfile -t ports < <(python3 scripts/ports.py $((${#sides[@]} * (members * 3 + nproxy))))
   proxy_pids=()
-  for side in zkd zk; do
+  for side in "${sides[@]}"; do
     local specs=()
     for ((i = 1; i <= members; i++)); do
       cport[$side$i]=${ports[k++]}
@@ -135,28 +145,39 @@ start_servers() {
   # is read from, and what is killed.
   zkd_groups=(); zk_groups=()
   for ((i = 1; i <= members; i++)); do
-    RUST_LOG=info setsid "$ZKD_BIN" serve "$pdir/zkd$i/zoo.cfg" 2> "$pdir/zkd$i.log" &
-    zkd_groups+=($!); disown
-    ZOOCFGDIR="$pdir/zk$i" ZOO_LOG_DIR="$pdir/zk$i" setsid /usr/share/zookeeper/bin/zkServer.sh start-foreground \
-      "$pdir/zk$i/zoo.cfg" > "$pdir/zk$i.log" 2>&1 &
-    zk_groups+=($!); disown
+    for side in "${sides[@]}"; do
+      if [[ $side == zkd ]]; then
+        RUST_LOG=info setsid "$ZKD_BIN" serve "$pdir/zkd$i/zoo.cfg" 2> "$pdir/zkd$i.log" &
+        zkd_groups+=($!); disown
+      else
+        ZOOCFGDIR="$pdir/zk$i" ZOO_LOG_DIR="$pdir/zk$i" setsid /usr/share/zookeeper/bin/zkServer.sh start-foreground \
+          "$pdir/zk$i/zoo.cfg" > "$pdir/zk$i.log" 2>&1 &
+        zk_groups+=($!); disown
+      fi
+    done
   done
   pass_pids=("${zkd_groups[@]}" "${zk_groups[@]}" "${proxy_pids[@]}")
   pids+=("${pass_pids[@]}")
   zkd_hosts=""; zk_hosts=""
-  for ((i = 1; i <= members; i++)); do
-    wait_up "${cport[zkd$i]}"; wait_up "${cport[zk$i]}"
-    zkd_hosts+="${zkd_hosts:+,}127.0.0.1:${cport[zkd$i]}"
-    zk_hosts+="${zk_hosts:+,}127.0.0.1:${cport[zk$i]}"
+  for side in "${sides[@]}"; do
+    local hosts=""
+    for ((i = 1; i <= members; i++)); do
+      wait_up "${cport[$side$i]}"
+      hosts+="${hosts:+,}127.0.0.1:${cport[$side$i]}"
+    done
+    if [[ $side == zkd ]]; then zkd_hosts=$hosts; said+="zkd $hosts   "; else zk_hosts=$hosts; said+="ZooKeeper $hosts   "; fi
   done
   local apart=""
   ((nproxy)) && apart=", member links delayed ${member_delay} µs each way"
-  echo "pass $1: zkd $zkd_hosts   ZooKeeper $zk_hosts   ($members member(s) each, fsync on, tickTime 2000, data $fill$apart)"
+  echo "pass $at: $said($members member(s) each, fsync on, tickTime 2000, data $fill$apart)"
 }
+# stop_servers SIDE...: stops what start_servers started and drops those
+# sides' data and logs (unless KEEP).
 stop_servers() {
-  local p
+  local p side
   for p in "${pass_pids[@]}"; do kill -9 -- "-$p" 2>/dev/null || kill -9 "$p" 2>/dev/null || true; done
-  [[ -n "${KEEP:-}" ]] || rm -rf "$pdir"
+  [[ -n "${KEEP:-}" ]] && return 0
+  for side in "$@"; do rm -rf "$pdir/$side"[0-9]* "$pdir/$side-proxy.log"; done
 }
 
 wait_up() {
@@ -186,13 +207,14 @@ else
 fi
 
 # The memory the kernel could hand out (MemAvailable) as a run starts.
-# Both servers' members stay up for the whole pass, so each side runs with
-# the other's RSS taken: ZooKeeper's three JVMs (default heap, a quarter of
-# the machine's memory each) held 13-14 GB of the 24 GB build machine at
-# the end of an ensemble table. That much matters: a fresh zkd ensemble's
-# create 16x32 10 KiB did 10.1k/11.1k/11.0k ops/s alone and 4.0k-8.7k
-# (24 runs) with another process holding 14 GB, like the 5.3k of the
-# table it was found in. The table's footer says how low it got per side.
+# Why each server runs alone by default: with both up for the whole pass
+# (--together), each side ran with the other's RSS taken, and ZooKeeper's
+# three JVMs (default heap, a quarter of the machine's memory each) held
+# 13-14 GB of the 24 GB build machine by the end of an ensemble table. That
+# much matters: a fresh zkd ensemble's create 16x32 10 KiB did
+# 10.1k/11.1k/11.0k ops/s alone and 4.0k-8.7k (24 runs) with another
+# process holding 14 GB, like the 5.3k of the table it was found in. The
+# table's footer says how low it got per side.
 mem_available_mib() {
   local k v _
   while read -r k v _; do
@@ -246,68 +268,90 @@ settle() {
 }
 
 results="$work/results.jsonl"
+# run_one PASS N SIDE "WORKLOAD CONNS DEPTH SIZE": one row against one side's
+# members, its line appended to $results.
+run_one() {
+  local pass=$1 n=$2 side=$3 w conns depth size hosts groups keys total w0 w1 avail line try i
+  read -r w conns depth size <<< "$4"
+  local r=$4
+  settle "$side $r"
+  hosts=$zkd_hosts; [[ $side == zk ]] && hosts=$zk_hosts
+  # This side's servers, whose CPU time over the run zkbench reports.
+  groups=("${zkd_groups[@]}"); [[ $side == zk ]] && groups=("${zk_groups[@]}")
+  # A delete run ends when its znodes are gone: enough of them that a
+  # many-connection run lasts a second or more (setup creates them one
+  # request at a time per connection, not timed).
+  keys=1000
+  if [[ $w == delete ]]; then
+    total=20000
+    ((conns > 1)) && total=$((size > 1000 ? 60000 : 200000))
+    keys=$((total / conns + 1))
+  fi
+  # What the disks wrote for this run (the other server is idle or down),
+  # from its start until the machine is quiet after it: its setup (the
+  # znodes a set or delete run works on), the run, the background work
+  # it left (RocksDB flushes and compactions, ZooKeeper's snapshots)
+  # and the file system's journal. Counted at the device, not from a
+  # process's write_bytes: on this machine's kernel that counted six
+  # times the bytes an ensemble member's write calls passed (165 MB
+  # against 27 MB of wchar in 4 s), likely whole page-cache folios
+  # billed as they are dirtied.
+  w0=$(disk_sectors_written)
+  avail=$(mem_available_mib)
+  # A member that drops connections while it settles (seen with
+  # ZooKeeper's ensemble right after start) fails the run; it is run
+  # again, under another prefix, and said so.
+  for try in 1 2 3; do
+    if line=$("$bench" --server "$hosts" --workload "$w" --conns "$conns" --depth "$depth" \
+      --size "$size" --fill "$fill" --seconds "$seconds" --keys "$keys" --prefix "/b${pass}_$n$side$try" \
+      --cpu-of "$(IFS=,; echo "${groups[*]}")"); then
+      break
+    fi
+    echo "bench.sh: $side $r failed (pass $pass, try $try)" >&2
+    # What the members said about it (elections, expiries, closed clients).
+    if [[ $side == zkd ]]; then
+      for ((i = 1; i <= members; i++)); do
+        grep -E 'WARN|ERROR|event=election|closing' "$pdir/zkd$i.log" | tail -5 | sed "s/^/  zkd$i: /" >&2 || true
+      done
+    fi
+    ((try < 3)) || exit 1
+    sleep 2
+  done
+  # The run's background work is waited out before its bytes are
+  # read (and so not billed to the next run).
+  settle "after $side $r"
+  w1=$(disk_sectors_written)
+  echo "{\"server\":\"$side\",\"pass\":$pass,\"written\":$(((w1 - w0) * 512)),\"avail_mib\":$avail,${line#\{}" >> "$results"
+}
+rss_of() { # total RSS (KiB) of processes whose command line matches $1
+  local total=0 p
+  for p in $(pgrep -f "$1" || true); do total=$((total + $(ps -o rss= -p "$p" | tr -d ' '))); done
+  echo "$total"
+}
+declare -A rss
 for ((pass = 1; pass <= repeat; pass++)); do
-  start_servers "$pass"
-  n=0
   # The server that goes second may inherit the first one's leftovers (a
   # warmer page cache, a cooler CPU): with --repeat they take turns.
-  sides="zkd zk"; ((pass % 2 == 0)) && sides="zk zkd"
-  for r in "${runs[@]}"; do
-    read -r w conns depth size <<< "$r"
-    n=$((n + 1))
-    for side in $sides; do
-      settle "$side $r"
-      hosts=$zkd_hosts; [[ $side == zk ]] && hosts=$zk_hosts
-      # This side's servers, whose CPU time over the run zkbench reports.
-      groups=("${zkd_groups[@]}"); [[ $side == zk ]] && groups=("${zk_groups[@]}")
-      # A delete run ends when its znodes are gone: enough of them that a
-      # many-connection run lasts a second or more (setup creates them one
-      # request at a time per connection, not timed).
-      keys=1000
-      if [[ $w == delete ]]; then
-        total=20000
-        ((conns > 1)) && total=$((size > 1000 ? 60000 : 200000))
-        keys=$((total / conns + 1))
-      fi
-      # What the disks wrote for this run (the other server is idle),
-      # from its start until the machine is quiet after it: its setup (the
-      # znodes a set or delete run works on), the run, the background work
-      # it left (RocksDB flushes and compactions, ZooKeeper's snapshots)
-      # and the file system's journal. Counted at the device, not from a
-      # process's write_bytes: on this machine's kernel that counted six
-      # times the bytes an ensemble member's write calls passed (165 MB
-      # against 27 MB of wchar in 4 s), likely whole page-cache folios
-      # billed as they are dirtied.
-      w0=$(disk_sectors_written)
-      avail=$(mem_available_mib)
-      # A member that drops connections while it settles (seen with
-      # ZooKeeper's ensemble right after start) fails the run; it is run
-      # again, under another prefix, and said so.
-      for try in 1 2 3; do
-        if line=$("$bench" --server "$hosts" --workload "$w" --conns "$conns" --depth "$depth" \
-          --size "$size" --fill "$fill" --seconds "$seconds" --keys "$keys" --prefix "/b${pass}_$n$side$try" \
-          --cpu-of "$(IFS=,; echo "${groups[*]}")"); then
-          break
-        fi
-        echo "bench.sh: $side $r failed (pass $pass, try $try)" >&2
-        # What the members said about it (elections, expiries, closed clients).
-        if [[ $side == zkd ]]; then
-          for ((i = 1; i <= members; i++)); do
-            grep -E 'WARN|ERROR|event=election|closing' "$pdir/zkd$i.log" | tail -5 | sed "s/^/  zkd$i: /" >&2 || true
-          done
-        fi
-        ((try < 3)) || exit 1
-        sleep 2
-      done
-      # The run's background work is waited out before its bytes are
-      # read (and so not billed to the next run).
-      settle "after $side $r"
-      w1=$(disk_sectors_written)
-      echo "{\"server\":\"$side\",\"pass\":$pass,\"written\":$(((w1 - w0) * 512)),\"avail_mib\":$avail,${line#\{}" >> "$results"
+  sides=(zkd zk); ((pass % 2 == 0)) && sides=(zk zkd)
+  # Alone (the default), each side's members are up only for its own runs:
+  # every row against one server, then every row against the other. With
+  # --together both are up for the whole pass and the rows alternate.
+  if ((together)); then blocks=("${sides[*]}"); else blocks=("${sides[@]}"); fi
+  for block in "${blocks[@]}"; do
+    read -ra up <<< "$block"
+    start_servers "$pass" "${up[@]}"
+    n=0
+    for r in "${runs[@]}"; do
+      n=$((n + 1))
+      for side in "${up[@]}"; do run_one "$pass" "$n" "$side" "$r"; done
     done
+    if ((pass == repeat)); then
+      for side in "${up[@]}"; do
+        if [[ $side == zkd ]]; then rss[zkd]=$(rss_of " serve $pdir/zkd"); else rss[zk]=$(rss_of "$pdir/zk[0-9]/zoo.cfg"); fi
+      done
+    fi
+    stop_servers "${up[@]}"
   done
-  # The last pair stays up for the RSS below; the exit trap stops it.
-  ((pass == repeat)) || stop_servers
 done
 
 # The disk's floor, measured now on the same disk: a server with fsync on
@@ -321,10 +365,11 @@ for size in 100 10240; do
   floors+=("$("$bench" --workload fsync --dir "$floor" --conns "$members" --size "$size" --seconds "$seconds")")
 done
 
-python3 - "$results" "$repeat" <<'PY'
+python3 - "$results" "$repeat" "$together" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 repeat = int(sys.argv[2])
+together = sys.argv[3] == "1"
 key = lambda r: (r["workload"], r["conns"], r["depth"], r["size"])
 by = {}
 for r in rows:
@@ -359,16 +404,12 @@ for k, v in by.items():
 avail = lambda side: sorted(r["avail_mib"] for r in rows if r["server"] == side)
 za, ka = avail("zkd"), avail("zk")
 print(f"Memory available as the runs started (MiB, least/median): zkd's {za[0]}/{statistics.median(za):.0f},"
-      f" ZooKeeper's {ka[0]}/{statistics.median(ka):.0f} (the other server's members stay up)")
+      f" ZooKeeper's {ka[0]}/{statistics.median(ka):.0f}"
+      + (" (both servers' members up)" if together else " (only that server's members up)"))
 errs = [r for r in rows if r["errors"]]
 if errs:
     print("runs with errors:", [(r["server"], r["pass"], r["workload"], r["errors"]) for r in errs])
 PY
-rss_of() { # total RSS (KiB) of processes whose command line matches $1
-  local total=0 p
-  for p in $(pgrep -f "$1" || true); do total=$((total + $(ps -o rss= -p "$p" | tr -d ' '))); done
-  echo "$total"
-}
 printf '%s\n' "${floors[@]}" | python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -379,4 +420,4 @@ for line in sys.stdin:
 if [[ "${SETTLE:-1}" != 0 ]]; then
   echo "Waited ${settled_s} s in all, in $settle_waits waits, for a quiet machine before and after each run."
 fi
-echo "RSS after the last pass (all members): zkd $(rss_of " serve $pdir/zkd") KiB, ZooKeeper $(rss_of "$pdir/zk[0-9]/zoo.cfg") KiB"
+echo "RSS after each server's last run (all members): zkd ${rss[zkd]} KiB, ZooKeeper ${rss[zk]} KiB"

@@ -98,6 +98,12 @@ def test_bench_sh_compares_both_servers_and_what_they_wrote():
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     lines = out.stdout.splitlines()
+    # Each server is up only for its own runs: the pass starts one, then
+    # the other, each line naming one server.
+    starts = [l for l in lines if l.startswith("pass 1:")]
+    assert len(starts) == 2, starts
+    assert ("zkd 127.0.0.1:" in starts[0]) != ("ZooKeeper 127.0.0.1:" in starts[0]), starts
+    assert ("zkd 127.0.0.1:" in starts[1]) != ("ZooKeeper 127.0.0.1:" in starts[1]), starts
     head = next(l for l in lines if l.startswith("workload"))
     assert head.rstrip().endswith("disk KiB/op zkd ZK | server cpu us/op zkd ZK")
     row = next(l for l in lines if l.startswith("set "))
@@ -110,8 +116,9 @@ def test_bench_sh_compares_both_servers_and_what_they_wrote():
     zkd_cpu, zk_cpu = (float(v) for v in cols[-1].split())
     assert zkd_cpu > 0 and zk_cpu > 0, row
     assert any(l.startswith("Disk floor") for l in lines)
-    # What memory the kernel had left as each side's runs started (the
-    # other side's members are up): least and median, least first.
+    # What memory the kernel had left as each side's runs started: least
+    # and median, least first.
     mem = next(l for l in lines if l.startswith("Memory available"))
     sides = re.findall(r"(\d+)/(\d+)", mem)
     assert len(sides) == 2 and all(0 < int(a) <= int(b) for a, b in sides), mem
+    assert "only that server's members up" in mem, mem
