@@ -286,6 +286,7 @@ async fn writer<W: AsyncWrite + Unpin>(
                             failed = wr.write_all(&buf).await.is_err();
                             gauge.written(buf.len());
                             buf.clear();
+                            buf.shrink_to(64 * 1024);
                         }
                         if !failed {
                             failed = wr.write_all(&b).await.is_err();
