@@ -113,6 +113,35 @@ def test_children(zk, base):
     assert sorted(kids) == ["a", "b", "c"] and st.numChildren == 3
 
 
+def test_children_of_a_big_parent(zk, base):
+    """A parent with more children than zkd lists afresh each time (256):
+    its list comes back whole and in the same frame as its stat, twice
+    (the second from zkd's cache of the encoded list, sent without a copy),
+    with other requests pipelined around it, and changes when a child is
+    added or removed."""
+    p = f"{base}/big"
+    zk.create(p)
+    tx = zk.transaction()
+    for i in range(300):
+        tx.create(f"{p}/c{i:04d}", b"")
+    assert len(tx.commit()) == 300
+    want = {f"c{i:04d}" for i in range(300)}
+    for _ in range(2):
+        # Sent together, answered in order: the big reply between two small.
+        a = zk.exists_async(p)
+        b = zk.get_children_async(p, include_data=True)
+        c = zk.get_async(f"{p}/c0007")
+        kids, st = b.get(timeout=10)
+        assert set(kids) == want and len(kids) == 300
+        assert st.numChildren == 300 and st.cversion == a.get(timeout=10).cversion
+        assert c.get(timeout=10)[1].czxid > 0
+    zk.create(f"{p}/extra")
+    zk.delete(f"{p}/c0000")
+    kids, st = zk.get_children(p, include_data=True)
+    assert set(kids) == (want - {"c0000"}) | {"extra"} and st.numChildren == 300
+    assert set(zk.get_children(p)) == set(kids)
+
+
 def test_delete_with_version(zk, base):
     zk.create(f"{base}/d")
     zk.set(f"{base}/d", b"1")

@@ -19,12 +19,14 @@
 //!
 //! Supporting modules: `path` (validation), `acl` (identities and checks),
 //! `index` (the (parent, name) order that keeps a node's children adjacent),
-//! `session` (the session table and bucketed expiry).
+//! `session` (the session table and bucketed expiry), `out_frame` (a frame
+//! to a client, whole or around a shared body).
 
 pub mod acl;
 pub mod apply;
 pub mod digest;
 pub mod index;
+pub mod out_frame;
 pub mod path;
 pub mod prep;
 pub mod quota;

@@ -12,6 +12,7 @@ mod children_cache;
 mod replica;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use zk_proto::codes::{perms, xid};
 use zk_proto::jute::{Reader, Writer};
@@ -19,6 +20,7 @@ use zk_proto::records::*;
 use zk_proto::{ErrorCode, EventType, KeeperState, OpCode};
 
 use crate::acl;
+use crate::out_frame::OutFrame;
 use crate::prep::{self, Applied};
 use crate::session::{ConnId, SessionTable};
 use crate::tree::DataTree;
@@ -71,7 +73,7 @@ impl Config {
 /// Something the runtime must do on a connection, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    Send(ConnId, Vec<u8>),
+    Send(ConnId, OutFrame),
     Close(ConnId),
 }
 
@@ -249,6 +251,20 @@ fn finish_reply(w: Writer, xid: i32, zxid: i64, err: ErrorCode) -> Vec<u8> {
     buf
 }
 
+/// A getChildren reply's body: built here, or a big parent's cached list.
+enum Children {
+    Built(Writer),
+    Shared(SharedBody),
+}
+
+/// A reply body around a shared part: `head` is a `reply_writer` with
+/// nothing after the room for the frame head.
+struct SharedBody {
+    head: Writer,
+    body: Arc<[u8]>,
+    tail: Vec<u8>,
+}
+
 fn frame(xid: i32, zxid: i64, err: ErrorCode, body: Option<&[u8]>) -> Vec<u8> {
     let mut w = reply_writer(body.map_or(0, <[u8]>::len));
     if let Some(b) = body {
@@ -417,12 +433,12 @@ impl Server {
         z ^ (z >> 31)
     }
 
-    fn send(&mut self, conn: ConnId, bytes: Vec<u8>) {
+    fn send(&mut self, conn: ConnId, frame: impl Into<OutFrame>) {
         self.counters.packets_sent += 1;
         if let Some(c) = self.conns.get_mut(&conn) {
             c.sent += 1;
         }
-        self.effects.push(Effect::Send(conn, bytes));
+        self.effects.push(Effect::Send(conn, frame.into()));
     }
 
     fn close(&mut self, conn: ConnId) {
@@ -723,8 +739,11 @@ impl Server {
                 return self.reply_built(conn, hdr.xid, r);
             }
             OpCode::GetChildren | OpCode::GetChildren2 => {
-                let r = self.get_children(conn, body, op == OpCode::GetChildren2);
-                return self.reply_built(conn, hdr.xid, r);
+                return match self.get_children(conn, body, op == OpCode::GetChildren2) {
+                    Ok(Children::Built(w)) => self.reply_built(conn, hdr.xid, Ok(w)),
+                    Ok(Children::Shared(b)) => self.reply_shared(conn, hdr.xid, b),
+                    Err(e) => self.reply_built(conn, hdr.xid, Err(e)),
+                };
             }
             OpCode::GetAcl => self.get_acl(conn, body),
             OpCode::Sync => PathRequest::decode(body)
@@ -772,6 +791,16 @@ impl Server {
             }
             Err(e) => self.reply(conn, xid, e, None),
         }
+    }
+
+    /// `reply_built` for a body around a shared part (a cached child list).
+    fn reply_shared(&mut self, conn: ConnId, xid: i32, b: SharedBody) {
+        let z = self.replied(conn);
+        let mut head = finish_reply(b.head, xid, z, ErrorCode::OK);
+        let len = (head.len() - 4 + b.body.len() + b.tail.len()) as i32;
+        head[..4].copy_from_slice(&len.to_be_bytes());
+        let (body, tail) = (b.body, b.tail);
+        self.send(conn, OutFrame::Shared { head, body, tail });
     }
 
     /// Notes a reply to `conn` (for `cons`); the zxid it carries.
@@ -992,53 +1021,56 @@ impl Server {
         conn: ConnId,
         body: &[u8],
         with_stat: bool,
-    ) -> Result<Writer, ErrorCode> {
+    ) -> Result<Children, ErrorCode> {
         let r = Self::read_path_watch(body)?;
         self.check_acl(conn, &r.path, perms::READ)?;
         if r.watch {
             self.watches.add(Kind::Child, &r.path, conn);
         }
         let n = self.tree.get(&r.path).ok_or(ErrorCode::NO_NODE)?;
-        let list = |tree: &DataTree, w: &mut Writer| {
+        let stat = |w: &mut Writer| {
+            if with_stat {
+                n.stat().write(w);
+            }
+        };
+        let names = |tree: &DataTree, w: &mut Writer| {
             w.i32(n.child_count as i32);
             for c in tree.children_of(&r.path, n.child_count) {
                 w.ustring(c);
             }
         };
-        let big = n.child_count >= children_cache::MIN_CHILDREN;
+        if n.child_count < children_cache::MIN_CHILDREN {
+            // A guess at the names' length (a length and ~12 bytes each).
+            let mut w = reply_writer(4 + n.child_count as usize * 16 + 68);
+            names(&self.tree, &mut w);
+            stat(&mut w);
+            return Ok(Children::Built(w));
+        }
         let version = children_cache::Version {
             czxid: n.stat.czxid,
             pzxid: n.stat.pzxid,
             cversion: n.stat.cversion,
             count: n.child_count,
         };
-        let cached = if big {
-            self.children_cache.get(&r.path, version)
-        } else {
-            None
-        };
-        let mut w = match cached {
-            Some(names) => {
-                let mut w = reply_writer(names.len() + 68);
-                w.bytes(names);
-                w
-            }
+        let list = match self.children_cache.get(&r.path, version) {
+            Some(list) => list,
             None => {
-                // A guess at the names' length (a length and ~12 bytes each).
-                let mut w = reply_writer(4 + n.child_count as usize * 16 + 68);
-                let start = w.buf.len();
-                list(&self.tree, &mut w);
-                if big {
-                    let names = w.buf[start..].to_vec();
-                    self.children_cache.put(&r.path, version, names);
-                }
-                w
+                let mut w = Writer {
+                    buf: Vec::with_capacity(4 + n.child_count as usize * 16),
+                };
+                names(&self.tree, &mut w);
+                let list: Arc<[u8]> = Arc::from(w.buf);
+                self.children_cache.put(&r.path, version, list.clone());
+                list
             }
         };
-        if with_stat {
-            n.stat().write(&mut w);
-        }
-        Ok(w)
+        let mut tail = Writer { buf: Vec::new() };
+        stat(&mut tail);
+        Ok(Children::Shared(SharedBody {
+            head: reply_writer(0),
+            body: list,
+            tail: tail.buf,
+        }))
     }
 
     fn get_acl(&mut self, conn: ConnId, body: &[u8]) -> Result<Vec<u8>, ErrorCode> {

@@ -35,6 +35,7 @@ fn replies(fx: &[Effect]) -> Vec<(u64, ReplyHeader, Vec<u8>)> {
     fx.iter()
         .filter_map(|e| match e {
             Effect::Send(c, b) => {
+                let b = b.clone().into_vec();
                 let mut r = Reader::new(&b[4..]);
                 let h = ReplyHeader::read(&mut r).ok()?;
                 Some((*c, h, r.rest().to_vec()))
@@ -111,7 +112,7 @@ fn connect(p: &mut Pair, conn: u64) -> ConnectResponse {
     );
     let fx = p.run(at(1));
     match &fx[0] {
-        Effect::Send(c, b) if *c == conn => ConnectResponse::decode(&b[4..]).unwrap(),
+        Effect::Send(c, b) if *c == conn => ConnectResponse::decode(&b.head()[4..]).unwrap(),
         other => panic!("{other:?}"),
     }
 }

@@ -33,7 +33,7 @@ fn connect(s: &mut Server, conn: u64, now: Now, timeout: i32) -> ConnectResponse
     s.connect(now, conn, "127.0.0.1", 40000 + conn as u16, &req);
     let fx = s.take_effects();
     match &fx[0] {
-        Effect::Send(c, b) if *c == conn => ConnectResponse::decode(&b[4..]).unwrap(),
+        Effect::Send(c, b) if *c == conn => ConnectResponse::decode(&b.head()[4..]).unwrap(),
         other => panic!("{other:?}"),
     }
 }
@@ -49,6 +49,7 @@ fn frames(fx: &[Effect]) -> Vec<(u64, ReplyHeader, Vec<u8>)> {
     fx.iter()
         .filter_map(|e| match e {
             Effect::Send(c, b) => {
+                let b = b.clone().into_vec();
                 let mut r = Reader::new(&b[4..]);
                 let h = ReplyHeader::read(&mut r).unwrap();
                 Some((*c, h, r.rest().to_vec()))

@@ -242,6 +242,36 @@ async fn connection<R, W>(
 /// to megabytes and shrinking after every write.
 const WRITE_ALONE: usize = 64 * 1024;
 
+/// Writes `parts` in order, in as few calls as the socket takes them.
+async fn write_parts<W: AsyncWrite + Unpin>(wr: &mut W, parts: [&[u8]; 4]) -> std::io::Result<()> {
+    let mut parts = parts;
+    let mut i = 0;
+    loop {
+        while i < parts.len() && parts[i].is_empty() {
+            i += 1;
+        }
+        if i == parts.len() {
+            return Ok(());
+        }
+        let slices: Vec<std::io::IoSlice> = parts[i..]
+            .iter()
+            .map(|p| std::io::IoSlice::new(p))
+            .collect();
+        let mut n = wr.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 {
+            let take = n.min(parts[i].len());
+            parts[i] = &parts[i][take..];
+            n -= take;
+            if parts[i].is_empty() {
+                i += 1;
+            }
+        }
+    }
+}
+
 /// The writer's queue and its half of the socket, in this order: fields
 /// drop in declaration order, so however the writer ends (or is dropped
 /// unstarted at shutdown) the `Inbox` stops direct sends before the socket
@@ -281,21 +311,19 @@ async fn writer<W: AsyncWrite + Unpin>(
                 Out::Frame(b) => {
                     let more = rx.try_recv();
                     if b.len() >= WRITE_ALONE || (buf.is_empty() && more.is_none()) {
-                        // What was coalesced before it goes first.
-                        if !buf.is_empty() {
-                            failed = wr.write_all(&buf).await.is_err();
-                            gauge.written(buf.len());
-                            buf.clear();
-                            buf.shrink_to(64 * 1024);
-                        }
-                        if !failed {
-                            failed = wr.write_all(&b).await.is_err();
-                            gauge.written(b.len());
-                        }
+                        // What was coalesced before it goes first, in the
+                        // same call.
+                        let [x, y, z] = b.parts();
+                        failed = write_parts(wr, [&buf[..], x, y, z]).await.is_err();
+                        gauge.written(buf.len() + b.len());
+                        buf.clear();
+                        buf.shrink_to(64 * 1024);
                         pending = more;
                         break;
                     }
-                    buf.extend_from_slice(&b);
+                    for part in b.parts() {
+                        buf.extend_from_slice(part);
+                    }
                     if buf.len() > 1 << 20 {
                         pending = more;
                         break;
@@ -331,19 +359,29 @@ async fn writer<W: AsyncWrite + Unpin>(
 mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
+    use zkd_core::out_frame::OutFrame;
 
     /// Small frames queued together are coalesced and big ones written on
-    /// their own, the bytes reaching the socket in queue order either way.
+    /// their own, whole or around a shared body, the bytes reaching the
+    /// socket in queue order either way.
     #[tokio::test]
     async fn writer_keeps_queue_order_around_big_frames() {
         let (outbox, gauge, inbox) = Outbox::new();
+        let shared = |head: u8, body: usize, tail: u8| OutFrame::Shared {
+            head: vec![head; 20],
+            body: std::sync::Arc::from(vec![head + 1; body]),
+            tail: vec![tail; 5],
+        };
         let frames = [
-            vec![1; 10],
-            vec![2; WRITE_ALONE + 5],
-            vec![3; 7],
-            vec![4; 9],
-            vec![5; WRITE_ALONE],
-            vec![6; 3],
+            OutFrame::from(vec![1; 10]),
+            OutFrame::from(vec![2; WRITE_ALONE + 5]),
+            OutFrame::from(vec![3; 7]),
+            shared(4, 30, 6),
+            OutFrame::from(vec![7; 9]),
+            OutFrame::from(vec![8; WRITE_ALONE]),
+            OutFrame::from(vec![9; 3]),
+            shared(10, WRITE_ALONE, 12),
+            shared(13, 1, 15),
         ];
         // All queued before the writer starts, so it meets them together.
         for f in &frames {
@@ -360,6 +398,7 @@ mod tests {
         let mut got = Vec::new();
         client.read_to_end(&mut got).await.unwrap();
         ended.await.unwrap();
+        let frames: Vec<Vec<u8>> = frames.into_iter().map(OutFrame::into_vec).collect();
         assert_eq!(got, frames.concat());
     }
 }

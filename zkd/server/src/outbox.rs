@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
+use zkd_core::out_frame::OutFrame;
 
 pub use crate::sendq::Out;
 use crate::sendq::SendQueue;
@@ -78,8 +79,8 @@ impl Outbox {
     }
 
     /// Queues a frame; returns the bytes now waiting.
-    pub fn push(&self, frame: Vec<u8>) -> usize {
-        self.0.push(frame, false)
+    pub fn push(&self, frame: impl Into<OutFrame>) -> usize {
+        self.0.push(frame.into(), false)
     }
 
     pub fn close(&self) {
@@ -101,8 +102,8 @@ impl Replier {
     /// queued and the socket takes it all; otherwise queues it (the rest of
     /// it, if the socket took part) for the writer. Returns the bytes still
     /// waiting.
-    pub fn push_now(&self, frame: Vec<u8>) -> usize {
-        self.0.push(frame, true)
+    pub fn push_now(&self, frame: impl Into<OutFrame>) -> usize {
+        self.0.push(frame.into(), true)
     }
 
     pub fn close(&self) {
@@ -111,9 +112,9 @@ impl Replier {
 }
 
 impl Shared {
-    fn push(&self, frame: Vec<u8>, now: bool) -> usize {
+    fn push(&self, frame: OutFrame, now: bool) -> usize {
         // Everything but a watch notification (xid -1) answers a request.
-        if frame.get(4..8) != Some(&[0xff, 0xff, 0xff, 0xff][..]) {
+        if frame.head().get(4..8) != Some(&[0xff, 0xff, 0xff, 0xff][..]) {
             let _ = self
                 .requests
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| r.checked_sub(1));

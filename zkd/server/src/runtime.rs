@@ -39,6 +39,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 use zk_proto::records::ConnectRequest;
+use zkd_core::out_frame::OutFrame;
 use zkd_core::server::{Effect, Now, Persist, Server};
 use zkd_core::session::ConnId;
 
@@ -132,7 +133,7 @@ impl Latency {
 /// the core made them; nothing held by the core is older.
 pub struct Release {
     started: Instant,
-    sends: Vec<(ConnId, Replier, Vec<u8>)>,
+    sends: Vec<(ConnId, Replier, OutFrame)>,
 }
 
 /// What the storage thread publishes without a message.
@@ -473,7 +474,7 @@ fn hand_over(releases: Vec<Release>, reported: &Reported, metrics: &Metrics, out
         let us = r.started.elapsed().as_micros() as u64;
         metrics.record(us, r.sends.len() as u64);
         for (conn, out, bytes) in r.sends {
-            let xid = xid_of(&bytes);
+            let xid = xid_of(bytes.head());
             // Replies, not watch events, as in `Core::release`.
             if xid != -1 {
                 sent.push((conn, xid, us));
@@ -777,7 +778,7 @@ impl Core {
                 Effect::Send(c, bytes) => {
                     // Replies (not watch events) count toward the latency
                     // `cons` shows per connection.
-                    let xid = xid_of(&bytes);
+                    let xid = xid_of(bytes.head());
                     if xid != -1 {
                         self.note_reply(c, xid, us);
                     }

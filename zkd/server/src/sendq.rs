@@ -20,10 +20,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
+use zkd_core::out_frame::OutFrame;
 
 /// What the writer is told.
 pub enum Out {
-    Frame(Vec<u8>),
+    Frame(OutFrame),
     Close,
 }
 
@@ -70,18 +71,22 @@ impl SendQueue {
     /// Queues a frame, or with `now` first sends it on the socket if the
     /// writer is idle with nothing queued; what the socket does not take is
     /// queued. Returns the bytes now waiting.
-    pub fn push(&self, mut frame: Vec<u8>, now: bool) -> usize {
+    pub fn push(&self, frame: impl Into<OutFrame>, now: bool) -> usize {
+        let mut frame = frame.into();
         let mut s = self.lock();
         if s.gone {
             return self.queued();
         }
-        if now && !s.busy && !s.ended && s.items.is_empty() {
+        // A frame around a shared body (a big child list) is the writer's.
+        if let (true, OutFrame::Whole(bytes)) =
+            (now && !s.busy && !s.ended && s.items.is_empty(), &mut frame)
+        {
             if let Some(fd) = s.socket {
-                let sent = send_some(fd, &frame);
-                if sent == frame.len() {
+                let sent = send_some(fd, bytes);
+                if sent == bytes.len() {
                     return self.queued();
                 }
-                frame.drain(..sent);
+                bytes.drain(..sent);
             }
         }
         // Counted before the writer can see it, so its `written` never
@@ -232,7 +237,7 @@ mod tests {
 
     fn frame(o: Option<Out>) -> Option<Vec<u8>> {
         match o {
-            Some(Out::Frame(f)) => Some(f),
+            Some(Out::Frame(f)) => Some(f.into_vec()),
             _ => None,
         }
     }

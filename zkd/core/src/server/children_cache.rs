@@ -4,6 +4,8 @@
 //! with 10,000 children that was 70% of a loaded server's CPU (perf,
 //! zkbench `children10k` 8x8), repeated for a list that had not changed.
 //! ZooKeeper keeps such a cache too (`maxGetChildrenResponseCacheSize`).
+//! A reply shares the cached list (`out_frame::OutFrame::Shared`) rather
+//! than copying it.
 //!
 //! An entry is valid while the parent's (czxid, pzxid, cversion, child
 //! count) is what it was when the list was encoded: adding or removing a
@@ -12,6 +14,7 @@
 //! multi that fails restores all four along with the children.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Parents with fewer children are listed directly (cheap enough, and
 /// the cache stays small).
@@ -29,8 +32,9 @@ pub struct Version {
 
 struct Entry {
     version: Version,
-    /// The reply's child list as sent: count, then each name.
-    names: Vec<u8>,
+    /// The reply's child list as sent: count, then each name; shared with
+    /// the replies still on their way out.
+    names: Arc<[u8]>,
     used: u64,
 }
 
@@ -43,19 +47,19 @@ pub struct ChildrenCache {
 
 impl ChildrenCache {
     /// The encoded list of `path` if it is still `version`'s.
-    pub fn get(&mut self, path: &str, version: Version) -> Option<&[u8]> {
+    pub fn get(&mut self, path: &str, version: Version) -> Option<Arc<[u8]>> {
         self.clock += 1;
         let clock = self.clock;
         match self.entries.get_mut(path) {
             Some(e) if e.version == version => {
                 e.used = clock;
-                Some(&e.names)
+                Some(e.names.clone())
             }
             _ => None,
         }
     }
 
-    pub fn put(&mut self, path: &str, version: Version, names: Vec<u8>) {
+    pub fn put(&mut self, path: &str, version: Version, names: Arc<[u8]>) {
         if names.len() > MAX_BYTES / 4 {
             return;
         }
@@ -106,8 +110,8 @@ mod tests {
     #[test]
     fn an_entry_is_returned_only_for_its_version() {
         let mut c = ChildrenCache::default();
-        c.put("/a", v(5), vec![1, 2, 3]);
-        assert_eq!(c.get("/a", v(5)), Some(&[1u8, 2, 3][..]));
+        c.put("/a", v(5), Arc::from(&[1u8, 2, 3][..]));
+        assert_eq!(c.get("/a", v(5)).as_deref(), Some(&[1u8, 2, 3][..]));
         assert_eq!(c.get("/a", v(6)), None);
         assert_eq!(c.get("/b", v(5)), None);
     }
@@ -116,14 +120,14 @@ mod tests {
     fn stays_within_its_entry_and_byte_bounds() {
         let mut c = ChildrenCache::default();
         for i in 0..(MAX_ENTRIES + 10) {
-            c.put(&format!("/p{i}"), v(1), vec![0; 10]);
+            c.put(&format!("/p{i}"), v(1), Arc::from(vec![0; 10]));
         }
         assert_eq!(c.entries.len(), MAX_ENTRIES);
         // The oldest went first.
         assert_eq!(c.get("/p0", v(1)), None);
         assert!(c.get(&format!("/p{}", MAX_ENTRIES + 9), v(1)).is_some());
         for i in 0..8 {
-            c.put(&format!("/big{i}"), v(1), vec![0; MAX_BYTES / 4]);
+            c.put(&format!("/big{i}"), v(1), Arc::from(vec![0; MAX_BYTES / 4]));
         }
         assert!(c.bytes <= MAX_BYTES);
         let total: usize = c.entries.values().map(|e| e.names.len()).sum();

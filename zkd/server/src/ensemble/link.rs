@@ -79,7 +79,7 @@ impl Writer {
         match o {
             Some(Out::Frame(f)) => {
                 self.0.written(f.len());
-                Some(f)
+                Some(f.into_vec())
             }
             Some(Out::Close) | None => None,
         }
