@@ -77,17 +77,15 @@ impl SendQueue {
         if s.gone {
             return self.queued();
         }
-        // A frame around a shared body (a big child list) is the writer's.
-        if let (true, OutFrame::Whole(bytes)) =
-            (now && !s.busy && !s.ended && s.items.is_empty(), &mut frame)
-        {
-            if let Some(fd) = s.socket {
-                let sent = send_some(fd, bytes);
-                if sent == bytes.len() {
-                    return self.queued();
-                }
-                bytes.drain(..sent);
+        let idle = now && !s.busy && !s.ended && s.items.is_empty();
+        // A frame around a shared body (a big child list) is the writer's,
+        // which writes its parts in one call.
+        if let (true, Some(fd), OutFrame::Whole(bytes)) = (idle, s.socket, &mut frame) {
+            let sent = send_some(fd, bytes);
+            if sent == bytes.len() {
+                return self.queued();
             }
+            bytes.drain(..sent);
         }
         // Counted before the writer can see it, so its `written` never
         // takes away bytes not yet added.
