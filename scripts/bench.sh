@@ -206,14 +206,7 @@ else
   runs+=("children10k 1 1 100" "children10k 8 8 100")
 fi
 
-# The memory the kernel could hand out (MemAvailable) as a run starts.
-# Why each server runs alone by default: with both up for the whole pass
-# (--together), each side ran with the other's RSS taken, and ZooKeeper's
-# three JVMs (default heap, a quarter of the machine's memory each) held
-# 13-14 GB of the 24 GB build machine by the end of an ensemble table. That
-# much matters: a fresh zkd ensemble's create 16x32 10 KiB did
-# 10.1k/11.1k/11.0k ops/s alone and 4.0k-8.7k (24 runs) with another
-# process holding 14 GB, like the 5.3k of the table it was found in. The
+# The memory the kernel could hand out (MemAvailable) as a run starts; the
 # table's footer says how low it got per side.
 mem_available_mib() {
   local k v _
@@ -335,7 +328,13 @@ for ((pass = 1; pass <= repeat; pass++)); do
   sides=(zkd zk); ((pass % 2 == 0)) && sides=(zk zkd)
   # Alone (the default), each side's members are up only for its own runs:
   # every row against one server, then every row against the other. With
-  # --together both are up for the whole pass and the rows alternate.
+  # --together both are up for the whole pass and the rows alternate; then
+  # each side runs with the other's RSS taken, and ZooKeeper's three JVMs
+  # (default heap, a quarter of the machine's memory each) held 13-14 GB of
+  # the 24 GB build machine by the end of an ensemble table. That much
+  # matters: a fresh zkd ensemble's create 16x32 10 KiB did
+  # 10.1k/11.1k/11.0k ops/s alone and 4.0k-8.7k (24 runs) with another
+  # process holding 14 GB, like the 5.3k of the table it was found in.
   if ((together)); then blocks=("${sides[*]}"); else blocks=("${sides[@]}"); fi
   for block in "${blocks[@]}"; do
     read -ra up <<< "$block"

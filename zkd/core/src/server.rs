@@ -251,18 +251,11 @@ fn finish_reply(w: Writer, xid: i32, zxid: i64, err: ErrorCode) -> Vec<u8> {
     buf
 }
 
-/// A getChildren reply's body: built here, or a big parent's cached list.
+/// A getChildren reply's body: built here, or a big parent's cached list
+/// (shared, not copied) and the stat that follows it.
 enum Children {
     Built(Writer),
-    Shared(SharedBody),
-}
-
-/// A reply body around a shared part: `head` is a `reply_writer` with
-/// nothing after the room for the frame head.
-struct SharedBody {
-    head: Writer,
-    body: Arc<[u8]>,
-    tail: Vec<u8>,
+    Cached { list: Arc<[u8]>, stat: Vec<u8> },
 }
 
 fn frame(xid: i32, zxid: i64, err: ErrorCode, body: Option<&[u8]>) -> Vec<u8> {
@@ -741,7 +734,9 @@ impl Server {
             OpCode::GetChildren | OpCode::GetChildren2 => {
                 return match self.get_children(conn, body, op == OpCode::GetChildren2) {
                     Ok(Children::Built(w)) => self.reply_built(conn, hdr.xid, Ok(w)),
-                    Ok(Children::Shared(b)) => self.reply_shared(conn, hdr.xid, b),
+                    Ok(Children::Cached { list, stat }) => {
+                        self.reply_shared(conn, hdr.xid, list, stat)
+                    }
                     Err(e) => self.reply_built(conn, hdr.xid, Err(e)),
                 };
             }
@@ -793,13 +788,13 @@ impl Server {
         }
     }
 
-    /// `reply_built` for a body around a shared part (a cached child list).
-    fn reply_shared(&mut self, conn: ConnId, xid: i32, b: SharedBody) {
+    /// `reply_built` for a body that is a shared part (a cached child
+    /// list) and then `tail`.
+    fn reply_shared(&mut self, conn: ConnId, xid: i32, body: Arc<[u8]>, tail: Vec<u8>) {
         let z = self.replied(conn);
-        let mut head = finish_reply(b.head, xid, z, ErrorCode::OK);
-        let len = (head.len() - 4 + b.body.len() + b.tail.len()) as i32;
+        let mut head = finish_reply(reply_writer(0), xid, z, ErrorCode::OK);
+        let len = (head.len() - 4 + body.len() + tail.len()) as i32;
         head[..4].copy_from_slice(&len.to_be_bytes());
-        let (body, tail) = (b.body, b.tail);
         self.send(conn, OutFrame::Shared { head, body, tail });
     }
 
@@ -1066,11 +1061,10 @@ impl Server {
         };
         let mut tail = Writer { buf: Vec::new() };
         stat(&mut tail);
-        Ok(Children::Shared(SharedBody {
-            head: reply_writer(0),
-            body: list,
-            tail: tail.buf,
-        }))
+        Ok(Children::Cached {
+            list,
+            stat: tail.buf,
+        })
     }
 
     fn get_acl(&mut self, conn: ConnId, body: &[u8]) -> Result<Vec<u8>, ErrorCode> {

@@ -253,11 +253,8 @@ async fn write_parts<W: AsyncWrite + Unpin>(wr: &mut W, parts: [&[u8]; 4]) -> st
         if i == parts.len() {
             return Ok(());
         }
-        let slices: Vec<std::io::IoSlice> = parts[i..]
-            .iter()
-            .map(|p| std::io::IoSlice::new(p))
-            .collect();
-        let mut n = wr.write_vectored(&slices).await?;
+        let slices = parts.map(std::io::IoSlice::new);
+        let mut n = wr.write_vectored(&slices[i..]).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
@@ -388,7 +385,8 @@ mod tests {
             outbox.push(f.clone());
         }
         outbox.close();
-        let (mut client, server) = tokio::io::duplex(1 << 20);
+        // A small pipe: the socket takes part of a write at a time.
+        let (mut client, server) = tokio::io::duplex(1000);
         let (closed, ended) = oneshot::channel();
         let ends = WriteEnds {
             rx: inbox,
