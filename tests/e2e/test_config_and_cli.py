@@ -30,6 +30,8 @@ def serve(cfg_text, tmp, timeout=10):
     ("dataDir={d}\nclientPort=2181\n4lw.commands.whitelist=srvr,bogus\n", "unknown command 'bogus'"),
     ("dataDir={d}\nclientPort=2181\ninitLimit=ten\n", "invalid value for initLimit: 'ten'"),
     ("dataDir={d}\nclientPort=2181\nglobalOutstandingLimit=0\n", "invalid value for globalOutstandingLimit: '0'"),
+    ("dataDir={d}\nclientPort=2181\nschedSliceMicros=50\n", "invalid value for schedSliceMicros: '50' (expected 0 or 100 to 100000)"),
+    ("dataDir={d}\nclientPort=2181\nschedSliceMicros=fast\n", "invalid value for schedSliceMicros: 'fast'"),
 ])
 def test_invalid_values_refuse_to_start(tmpdir_path, cfg, expect):
     r = serve(cfg.format(d=os.path.join(tmpdir_path, "data")), tmpdir_path)
@@ -50,6 +52,43 @@ def test_bad_myid_with_server_lines(tmpdir_path, myid):
         f.write(myid + "\n")
     r = serve(f"dataDir={d}\nclientPort=2181\nserver.1=127.0.0.1:2888:3888\n", tmpdir_path)
     assert r.returncode != 0 and f"invalid value for myid: '{myid}'" in r.stderr, r.stderr
+
+
+def thread_slices(pid):
+    """Each thread's scheduler slice (ns) as /proc shows it (Linux 6.6+)."""
+    out = {}
+    task = f"/proc/{pid}/task"
+    for tid in os.listdir(task):
+        with open(f"{task}/{tid}/sched") as f:
+            for line in f:
+                if line.startswith("se.slice"):
+                    out[tid] = int(line.split(":")[1])
+    return out
+
+
+@pytest.mark.parametrize("extra,want_us", [("", 300), ("schedSliceMicros=1000\n", 1000), ("schedSliceMicros=0\n", None)])
+def test_every_thread_runs_with_the_configured_slice(tmpdir_path, extra, want_us):
+    """schedSliceMicros (default 300) reaches every thread: the runtime's
+    workers, the storage thread, RocksDB's; 0 leaves the kernel's own."""
+    with open("/proc/self/sched") as f:
+        if "se.slice" not in f.read():
+            pytest.skip("this kernel shows no per-thread slice")
+    s = Zkd(tmpdir_path, extra_cfg=extra).start()
+    try:
+        slices = thread_slices(s.proc.pid)
+        names = {open(f"/proc/{s.proc.pid}/task/{t}/comm").read().strip() for t in slices}
+        assert {"zkd-storage", "tokio-rt-worker"} <= names, names
+        log = s.logtext()
+        if want_us is None:
+            assert "sched_slice_us=default" in log
+            assert 300_000 not in slices.values(), slices
+        elif "sched_slice_us=default" in log:
+            pytest.skip("the kernel keeps no per-thread slice (before Linux 6.12)")
+        else:
+            assert f"sched_slice_us={want_us}" in log
+            assert set(slices.values()) == {want_us * 1000}, slices
+    finally:
+        s.stop()
 
 
 def test_unknown_keys_warn_by_name_and_server_starts(tmpdir_path):

@@ -185,9 +185,11 @@ fn serve(cfg_path: PathBuf) -> i32 {
         );
     }
     let cfg = Arc::new(cfg);
+    // Before any thread is started: they all inherit it.
+    let slice = sched_slice(cfg.sched_slice_us);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = cfg.worker_threads_for(cores);
-    log::info!("event=start cores={cores} worker_threads={workers}");
+    log::info!("event=start cores={cores} worker_threads={workers} sched_slice_us={slice}");
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()
@@ -365,6 +367,30 @@ fn status(addr: &str) -> i32 {
         Err(e) => {
             eprintln!("Error contacting service at {addr}. It is probably not running. ({e})");
             1
+        }
+    }
+}
+
+/// Asks for `schedSliceMicros` (0: nothing asked) and says what became of
+/// it: the slice in µs for the start line, or `default`.
+fn sched_slice(us: u64) -> String {
+    use crate::sched::{set_slice, Slice};
+    if us == 0 {
+        return "default".into();
+    }
+    match set_slice(us) {
+        Ok(Slice::Set(us)) => us.to_string(),
+        Ok(Slice::OtherPolicy(p)) => {
+            log::info!("schedSliceMicros not applied: zkd runs under scheduling policy {p}, left as started");
+            "default".into()
+        }
+        Ok(Slice::NotKept { asked_ns, got_ns }) => {
+            log::info!("schedSliceMicros not applied: asked for {asked_ns} ns, the kernel reports {got_ns} (per-thread slices need Linux 6.12)");
+            "default".into()
+        }
+        Err(e) => {
+            log::warn!("schedSliceMicros not applied: {e}");
+            "default".into()
         }
     }
 }

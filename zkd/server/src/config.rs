@@ -76,6 +76,9 @@ pub struct Config {
     /// `workerThreads`: threads that serve sockets and run the core.
     /// `None` (the default) lets `worker_threads()` decide.
     pub worker_threads: Option<usize>,
+    /// `schedSliceMicros` (default 300; 0 leaves the kernel's): the CPU
+    /// time slice zkd's threads ask the scheduler for (see `sched`).
+    pub sched_slice_us: u64,
     /// `secureClientPort`: a TLS client port (with `ssl.keyStore.location`).
     pub secure_client_port: Option<u16>,
     /// TLS material and policy for the secure client port.
@@ -131,6 +134,9 @@ pub struct TlsSettings {
     pub trust_store: Option<PathBuf>,
     pub client_auth: ClientAuth,
 }
+
+/// `schedSliceMicros` when unset; why this value is in `sched`.
+pub const DEFAULT_SCHED_SLICE_US: u64 = 300;
 
 /// The class name ZooKeeper's zoo.cfg uses to turn on its Prometheus
 /// endpoint; zkd answers the same configuration with its own.
@@ -528,6 +534,21 @@ impl Config {
                 Some(n)
             }
         };
+        let sched_slice_us: u64 = match get("schedSliceMicros") {
+            None => DEFAULT_SCHED_SLICE_US,
+            Some(v) => {
+                let n: u64 = int("schedSliceMicros", v)?;
+                // The kernel's own bounds for a thread's slice.
+                if n != 0 && !(100..=100_000).contains(&n) {
+                    return Err(invalid(
+                        "schedSliceMicros",
+                        v,
+                        "expected 0 or 100 to 100000",
+                    ));
+                }
+                n
+            }
+        };
         let secure_client_port: Option<u16> = match get("secureClientPort") {
             Some(v) => Some(int("secureClientPort", v)?),
             None => None,
@@ -603,6 +624,7 @@ impl Config {
             "fsync.warningthresholdms",
             "slowRequestThresholdMs",
             "workerThreads",
+            "schedSliceMicros",
             "secureClientPort",
             "ssl.keyStore.location",
             "ssl.keyStore.type",
@@ -636,6 +658,7 @@ impl Config {
             fsync_warning_ms,
             slow_request_ms,
             worker_threads,
+            sched_slice_us,
             secure_client_port,
             tls,
             servers,

@@ -23,6 +23,7 @@
 //!   directly while its writer is idle (clients' and peers' alike).
 //! - `outbox`  — a client connection's outgoing queue and its limits.
 //! - `fourlw`  — the four-letter-word answers.
+//! - `sched`   — the CPU time slice zkd's threads ask the scheduler for.
 //! - `cli`     — `zkd serve`, `zkd status`, `--help`.
 
 mod blobgc;
@@ -39,6 +40,7 @@ mod outbox;
 mod pagecache;
 mod rocksdb_crc;
 mod runtime;
+mod sched;
 mod sendq;
 mod staged;
 mod storage;
