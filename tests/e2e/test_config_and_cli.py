@@ -91,6 +91,25 @@ def test_every_thread_runs_with_the_configured_slice(tmpdir_path, extra, want_us
         s.stop()
 
 
+def test_a_chosen_scheduling_policy_is_left_alone(tmpdir_path):
+    """Started under chrt --idle, zkd keeps SCHED_IDLE and asks for no
+    slice: an operator's choice wins over the default."""
+    s = Zkd(tmpdir_path)
+    s.log = open(s.log_path, "a")
+    env = dict(os.environ, RUST_LOG="info")
+    s.proc = subprocess.Popen(["chrt", "--idle", "0", ZKD, "serve", s.cfg_path], stdout=s.log, stderr=s.log, env=env)
+    try:
+        wait_until(lambda: four_letter(s.port, "ruok", 1) == "imok", 20, what="zkd to answer ruok")
+        log = s.logtext()
+        assert "schedSliceMicros not applied: zkd runs under SCHED_IDLE" in log, log
+        assert "sched_slice_us=default" in log
+        for tid in os.listdir(f"/proc/{s.proc.pid}/task"):
+            with open(f"/proc/{s.proc.pid}/task/{tid}/sched") as f:
+                assert any(l.startswith("policy") and l.split(":")[1].strip() == "5" for l in f), tid
+    finally:
+        s.stop()
+
+
 def test_unknown_keys_warn_by_name_and_server_starts(tmpdir_path):
     s = Zkd(tmpdir_path, extra_cfg="flavour=strawberry\nautopurge.purgeInterval=1\n").start()
     try:

@@ -374,14 +374,17 @@ fn status(addr: &str) -> i32 {
 /// Asks for `schedSliceMicros` (0: nothing asked) and says what became of
 /// it: the slice in µs for the start line, or `default`.
 fn sched_slice(us: u64) -> String {
-    use crate::sched::{set_slice, Slice};
+    use crate::sched::{policy_name, set_slice, Slice};
     if us == 0 {
         return "default".into();
     }
     match set_slice(us) {
         Ok(Slice::Set(us)) => us.to_string(),
         Ok(Slice::OtherPolicy(p)) => {
-            log::info!("schedSliceMicros not applied: zkd runs under scheduling policy {p}, left as started");
+            log::info!(
+                "schedSliceMicros not applied: zkd runs under {}, left as started",
+                policy_name(p)
+            );
             "default".into()
         }
         Ok(Slice::NotKept { asked_ns, got_ns }) => {

@@ -50,6 +50,19 @@ const SCHED_OTHER: u32 = 0;
 const SCHED_BATCH: u32 = 3;
 const SCHED_FLAG_RESET_ON_FORK: u64 = 0x01;
 
+/// The name `chrt(1)` gives a scheduling policy.
+pub fn policy_name(policy: u32) -> String {
+    match policy {
+        0 => "SCHED_OTHER".into(),
+        1 => "SCHED_FIFO".into(),
+        2 => "SCHED_RR".into(),
+        3 => "SCHED_BATCH".into(),
+        5 => "SCHED_IDLE".into(),
+        6 => "SCHED_DEADLINE".into(),
+        n => format!("policy {n}"),
+    }
+}
+
 /// What became of the request for a slice.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Slice {
