@@ -31,7 +31,9 @@
 #                other
 # Environment: KEEP=1 keeps the servers' data and logs; ZKD_BIN=PATH
 # benchmarks that zkd binary instead of the one just built (before/after);
-# SETTLE=0 starts each run at once instead of on a quiet machine.
+# SETTLE=0 starts each run at once instead of on a quiet machine;
+# ZKBENCH_BIN=PATH drives the runs with that load generator (a test wraps
+# zkbench with it).
 set -euo pipefail
 
 seconds=5
@@ -75,7 +77,7 @@ scripts/install-deps.sh
 # shellcheck source=scripts/env.sh
 source scripts/env.sh
 cargo build --release --locked -p zkd -p zkbench
-bench="$CARGO_TARGET_DIR/release/zkbench"
+bench="${ZKBENCH_BIN:-$CARGO_TARGET_DIR/release/zkbench}"
 
 work=$(mktemp -d /var/tmp/zkbench.XXXXXX)
 pids=()
@@ -264,7 +266,7 @@ results="$work/results.jsonl"
 # run_one PASS N SIDE "WORKLOAD CONNS DEPTH SIZE": one row against one side's
 # members, its line appended to $results.
 run_one() {
-  local pass=$1 n=$2 side=$3 w conns depth size hosts groups keys total w0 w1 avail line try i
+  local pass=$1 n=$2 side=$3 w conns depth size hosts groups keys total w0 w1 avail line try i errs
   read -r w conns depth size <<< "$4"
   local r=$4
   settle "$side $r"
@@ -298,9 +300,19 @@ run_one() {
     if line=$("$bench" --server "$hosts" --workload "$w" --conns "$conns" --depth "$depth" \
       --size "$size" --fill "$fill" --seconds "$seconds" --keys "$keys" --prefix "/b${pass}_$n$side$try" \
       --cpu-of "$(IFS=,; echo "${groups[*]}")"); then
-      break
+      # A run that lost a connection on the way (ZooKeeper's ensemble
+      # did, right after start) still ends, with errors and few ops; kept,
+      # it drags its row's median (seen: 1x1 delete at about 5 ops/s
+      # against about 990 in the other pass). Run again like a failed
+      # one; the third try is kept and flagged under the table.
+      [[ $line =~ \"errors\":([0-9]+) ]] && errs=${BASH_REMATCH[1]} || errs=0
+      if ((errs == 0 || try == 3)); then
+        break
+      fi
+      echo "bench.sh: $side $r had $errs error(s) (pass $pass, try $try)" >&2
+    else
+      echo "bench.sh: $side $r failed (pass $pass, try $try)" >&2
     fi
-    echo "bench.sh: $side $r failed (pass $pass, try $try)" >&2
     # What the members said about it (elections, expiries, closed clients).
     if [[ $side == zkd ]]; then
       for ((i = 1; i <= members; i++)); do
