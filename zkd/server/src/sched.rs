@@ -23,7 +23,7 @@
 //! - a 3-member ensemble on the same machine: no change either way.
 //!
 //! Why 300 µs: a 100 µs slice (set from outside on a running server) cost
-//! batched creates 10% (16x32, median 146k -> 131k ops/s) for little more
+//! batched creates 10% (16x32, median of 5: 145k -> 132k ops/s) for little more
 //! gain under contention; 1 ms gained less under contention.
 //!
 //! Set on the starting thread before any other exists: threads inherit it
