@@ -8,7 +8,7 @@
 # measured the servers, not itself.
 #
 # Usage: scripts/bench.sh [--help] [--quick] [--seconds S] [--ensemble] [--member-delay US]
-#                         [--repeat N] [--run R]... [--fill F] [--together]
+#                         [--repeat N] [--run R]... [--fill F] [--together] [--busy N]
 #   --quick      fewer workloads and shorter runs (a smoke test of the bench)
 #   --seconds S  seconds per workload (default 5)
 #   --ensemble   three members of each on loopback instead of one server;
@@ -29,6 +29,10 @@
 #                option); by default each server is up only for its own
 #                runs: every row against one, then every row against the
 #                other
+#   --busy N     N busy loops (nice 0, loop i pinned to CPU i mod CPUs)
+#                run beside the server during each run, setup included,
+#                and stop before the machine is let settle: both servers
+#                measured on CPUs that others want too
 # Environment: KEEP=1 keeps the servers' data and logs; ZKD_BIN=PATH
 # benchmarks that zkd binary instead of the one just built (before/after);
 # SETTLE=0 starts each run at once instead of on a quiet machine;
@@ -43,6 +47,7 @@ quick=0
 members=1
 member_delay=0
 together=0
+busy=0
 only=()
 while (($#)); do
   case "$1" in
@@ -59,6 +64,10 @@ while (($#)); do
     --fill)
       fill="$2"; shift
       [[ $fill == random || $fill == x ]] || { echo "bench.sh: --fill takes random or x" >&2; exit 2; }
+      ;;
+    --busy)
+      busy="$2"; shift
+      [[ "$busy" =~ ^[0-9]+$ ]] || { echo "bench.sh: --busy takes a count" >&2; exit 2; }
       ;;
     --repeat)
       repeat="$2"; shift
@@ -82,6 +91,7 @@ bench="${ZKBENCH_BIN:-$CARGO_TARGET_DIR/release/zkbench}"
 work=$(mktemp -d /var/tmp/zkbench.XXXXXX)
 pids=()
 cleanup() {
+  busy_stop
   for p in "${pids[@]}"; do kill -9 -- "-$p" 2>/dev/null || kill -9 "$p" 2>/dev/null || true; done
   if [[ -n "${KEEP:-}" ]]; then echo "bench.sh: data and logs kept in $work" >&2; else rm -rf "$work"; fi
 }
@@ -171,6 +181,7 @@ start_servers() {
   done
   local apart=""
   ((nproxy)) && apart=", member links delayed ${member_delay} µs each way"
+  ((busy)) && apart+=", $busy busy loop(s) during each run"
   echo "pass $at: $said($members member(s) each, fsync on, tickTime 2000, data $fill$apart)"
 }
 # stop_servers SIDE...: stops what start_servers started and drops those
@@ -262,6 +273,26 @@ settle() {
   echo "bench.sh: the machine did not settle in 30 s before $1; running anyway" >&2
 }
 
+# --busy: each loop runs in its own process group, killed with it (by
+# cleanup too, if the script stops meanwhile).
+busy_pids=()
+busy_start() {
+  local i cpus
+  cpus=$(nproc)
+  for ((i = 0; i < busy; i++)); do
+    # Pinned, loop i on CPU i mod cpus: left to the scheduler, two loops
+    # sometimes shared one CPU of two for a whole run and left the other
+    # free (1x1 setData on zkd: 309 ops/s in one run, 4188 in the next).
+    setsid taskset -c $((i % cpus)) bash -c 'while :; do :; done' &
+    busy_pids+=($!)
+  done
+}
+busy_stop() {
+  local p
+  for p in "${busy_pids[@]}"; do kill -9 -- "-$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  busy_pids=()
+}
+
 results="$work/results.jsonl"
 # run_one PASS N SIDE "WORKLOAD CONNS DEPTH SIZE": one row against one side's
 # members, its line appended to $results.
@@ -297,6 +328,7 @@ run_one() {
   # ZooKeeper's ensemble right after start) fails the run; it is run
   # again, under another prefix, and said so.
   for try in 1 2 3; do
+    busy_start
     if line=$("$bench" --server "$hosts" --workload "$w" --conns "$conns" --depth "$depth" \
       --size "$size" --fill "$fill" --seconds "$seconds" --keys "$keys" --prefix "/b${pass}_$n$side$try" \
       --cpu-of "$(IFS=,; echo "${groups[*]}")"); then
@@ -305,12 +337,14 @@ run_one() {
       # it drags its row's median (seen: 1x1 delete at about 5 ops/s
       # against about 990 in the other pass). Run again like a failed
       # one; the third try is kept and flagged under the table.
+      busy_stop
       [[ $line =~ \"errors\":([0-9]+) ]] && errs=${BASH_REMATCH[1]} || errs=0
       if ((errs == 0 || try == 3)); then
         break
       fi
       echo "bench.sh: $side $r had $errs error(s) (pass $pass, try $try)" >&2
     else
+      busy_stop
       echo "bench.sh: $side $r failed (pass $pass, try $try)" >&2
     fi
     # What the members said about it (elections, expiries, closed clients).

@@ -22,6 +22,11 @@
 //!   187k -> 200k (all within run-to-run noise);
 //! - a 3-member ensemble on the same machine: no change either way.
 //!
+//! Not everywhere: those busy loops ran unpinned, in the script's session.
+//! With one pinned to each CPU, each in its own session (`bench.sh --busy
+//! 2`), zkd waited about one tick per request with and without the slice
+//! (1x1 setData 263-282 ops/s; ZooKeeper 580-1409 in the same runs).
+//!
 //! Why 300 µs: a 100 µs slice (set from outside on a running server) cost
 //! batched creates 10% (16x32, median of 5: 145k -> 132k ops/s) for little more
 //! gain under contention; 1 ms gained less under contention.
