@@ -297,7 +297,7 @@ results="$work/results.jsonl"
 # run_one PASS N SIDE "WORKLOAD CONNS DEPTH SIZE": one row against one side's
 # members, its line appended to $results.
 run_one() {
-  local pass=$1 n=$2 side=$3 w conns depth size hosts groups keys total w0 w1 avail line try i errs
+  local pass=$1 n=$2 side=$3 w conns depth size hosts groups keys total w0 w1 avail line try i errs ok
   read -r w conns depth size <<< "$4"
   local r=$4
   settle "$side $r"
@@ -324,27 +324,24 @@ run_one() {
   # billed as they are dirtied.
   w0=$(disk_sectors_written)
   avail=$(mem_available_mib)
-  # A member that drops connections while it settles (seen with
-  # ZooKeeper's ensemble right after start) fails the run; it is run
-  # again, under another prefix, and said so.
+  # A run that fails (a member dropped connections while it settled, seen
+  # with ZooKeeper's ensemble right after start), or that ends with errors
+  # (a connection lost on the way leaves it few ops: kept, a 1x1 delete at
+  # about 5 ops/s against about 990 in the other pass dragged its row's
+  # median), is run again under another prefix, and said so; a third try
+  # with errors is kept and flagged under the table.
   for try in 1 2 3; do
     busy_start
-    if line=$("$bench" --server "$hosts" --workload "$w" --conns "$conns" --depth "$depth" \
+    ok=0
+    line=$("$bench" --server "$hosts" --workload "$w" --conns "$conns" --depth "$depth" \
       --size "$size" --fill "$fill" --seconds "$seconds" --keys "$keys" --prefix "/b${pass}_$n$side$try" \
-      --cpu-of "$(IFS=,; echo "${groups[*]}")"); then
-      # A run that lost a connection on the way (ZooKeeper's ensemble
-      # did, right after start) still ends, with errors and few ops; kept,
-      # it drags its row's median (seen: 1x1 delete at about 5 ops/s
-      # against about 990 in the other pass). Run again like a failed
-      # one; the third try is kept and flagged under the table.
-      busy_stop
+      --cpu-of "$(IFS=,; echo "${groups[*]}")") && ok=1
+    busy_stop
+    if ((ok)); then
       [[ $line =~ \"errors\":([0-9]+) ]] && errs=${BASH_REMATCH[1]} || errs=0
-      if ((errs == 0 || try == 3)); then
-        break
-      fi
+      ((errs == 0 || try == 3)) && break
       echo "bench.sh: $side $r had $errs error(s) (pass $pass, try $try)" >&2
     else
-      busy_stop
       echo "bench.sh: $side $r failed (pass $pass, try $try)" >&2
     fi
     # What the members said about it (elections, expiries, closed clients).

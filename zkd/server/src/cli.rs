@@ -378,22 +378,18 @@ fn sched_slice(us: u64) -> String {
     if us == 0 {
         return "default".into();
     }
-    match set_slice(us) {
-        Ok(Slice::Set(us)) => us.to_string(),
-        Ok(Slice::OtherPolicy(p)) => {
-            log::info!(
-                "schedSliceMicros not applied: zkd runs under {}, left as started",
-                policy_name(p)
-            );
-            "default".into()
-        }
-        Ok(Slice::NotKept { asked_ns, got_ns }) => {
-            log::info!("schedSliceMicros not applied: asked for {asked_ns} ns, the kernel reports {got_ns} (per-thread slices need Linux 6.12)");
-            "default".into()
-        }
-        Err(e) => {
-            log::warn!("schedSliceMicros not applied: {e}");
-            "default".into()
-        }
-    }
+    let (level, why) = match set_slice(us) {
+        Ok(Slice::Set) => return us.to_string(),
+        Ok(Slice::OtherPolicy(p)) => (
+            log::Level::Info,
+            format!("zkd runs under {}, left as started", policy_name(p)),
+        ),
+        Ok(Slice::NotKept { asked_ns, got_ns }) => (
+            log::Level::Info,
+            format!("asked for {asked_ns} ns, the kernel reports {got_ns} (per-thread slices need Linux 6.12)"),
+        ),
+        Err(e) => (log::Level::Warn, e.to_string()),
+    };
+    log::log!(level, "schedSliceMicros not applied: {why}");
+    "default".into()
 }

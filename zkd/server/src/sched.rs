@@ -58,10 +58,10 @@ const SCHED_FLAG_RESET_ON_FORK: u64 = 0x01;
 /// The name `chrt(1)` gives a scheduling policy.
 pub fn policy_name(policy: u32) -> String {
     match policy {
-        0 => "SCHED_OTHER".into(),
+        SCHED_OTHER => "SCHED_OTHER".into(),
         1 => "SCHED_FIFO".into(),
         2 => "SCHED_RR".into(),
-        3 => "SCHED_BATCH".into(),
+        SCHED_BATCH => "SCHED_BATCH".into(),
         5 => "SCHED_IDLE".into(),
         6 => "SCHED_DEADLINE".into(),
         n => format!("policy {n}"),
@@ -72,7 +72,7 @@ pub fn policy_name(policy: u32) -> String {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Slice {
     /// The kernel reports the slice asked for.
-    Set(u64),
+    Set,
     /// The thread runs under a policy without a slice (real-time, idle,
     /// deadline) that someone chose on purpose; left alone.
     OtherPolicy(u32),
@@ -121,7 +121,7 @@ pub fn set_slice(us: u64) -> io::Result<Slice> {
     }
     let got_ns = get_attr()?.runtime;
     if got_ns == asked_ns {
-        Ok(Slice::Set(us))
+        Ok(Slice::Set)
     } else {
         Ok(Slice::NotKept { asked_ns, got_ns })
     }
@@ -137,7 +137,7 @@ mod tests {
         std::thread::spawn(|| {
             let nice_before = get_attr().unwrap().nice;
             match set_slice(300).unwrap() {
-                Slice::Set(300) => {
+                Slice::Set => {
                     assert_eq!(get_attr().unwrap().nice, nice_before);
                     let child = std::thread::spawn(|| get_attr().unwrap().runtime);
                     assert_eq!(child.join().unwrap(), 300_000);
