@@ -15,6 +15,8 @@
 //! - `pagecache` — keeps the checkpoint's files out of the page cache.
 //! - `runtime` — the task that owns the pure core (`zkd_core`), the storage
 //!   thread, and the durability gate between them and clients.
+//! - `jobq`    — how the storage thread waits for its next job (a short look,
+//!   then a futex sleep; neither may leave it yielded behind a busy loop).
 //! - `ensemble` — ensemble mode: ZAB's runtime side (peer transport, the
 //!   driver that carries out the pure peer's outputs).
 //! - `net`     — the client port: frames in, frames out, four-letter words.
@@ -33,6 +35,7 @@ mod disk;
 mod ensemble;
 mod fourlw;
 mod frames;
+mod jobq;
 mod metrics;
 mod migrate;
 mod net;

@@ -45,8 +45,9 @@ use zkd_core::session::ConnId;
 
 use crate::config::Config;
 use crate::fourlw;
+use crate::jobq::{self, next_job, JobTx, Look};
 use crate::outbox::{Outbox, Replier};
-use crate::storage::{Idle, Store};
+use crate::storage::Store;
 
 /// What a connection task tells the core.
 pub enum Msg {
@@ -323,54 +324,6 @@ impl Group {
     }
 }
 
-/// How long the storage thread looks for the next job before it sleeps.
-/// With one request at a time the next write arrives within ~100 µs of the
-/// last reply; waking a sleeping thread costs tens of µs on a VM (an IPI to
-/// an idle vCPU), twice per write. Looking yields the CPU each time round.
-const LOOK_BEFORE_SLEEP: Duration = Duration::from_micros(200);
-
-/// The next job; with none queued, `idle` is called (a piece of work at a
-/// time, looking for a job between pieces) until it has nothing left, and
-/// again after the wait it asks for (with `true`) if no job comes first.
-fn next_job<J>(rx: &std::sync::mpsc::Receiver<J>, mut idle: impl FnMut(bool) -> Idle) -> Option<J> {
-    use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
-    let mut until = Instant::now() + LOOK_BEFORE_SLEEP;
-    let mut busy = true;
-    let mut waited = false;
-    let mut wait = None;
-    loop {
-        match rx.try_recv() {
-            Ok(job) => return Some(job),
-            Err(TryRecvError::Disconnected) => return None,
-            Err(TryRecvError::Empty) if busy => {
-                let after_wait = std::mem::take(&mut waited);
-                (busy, wait) = match idle(after_wait) {
-                    Idle::More => (true, None),
-                    Idle::Done => (false, None),
-                    Idle::After(d) => (false, Some(d)),
-                };
-                // The look before sleeping starts when the work ends; not
-                // after a wait that no job ended (no writes are coming).
-                let look = if after_wait {
-                    Duration::ZERO
-                } else {
-                    LOOK_BEFORE_SLEEP
-                };
-                until = Instant::now() + look;
-            }
-            Err(TryRecvError::Empty) if Instant::now() < until => std::thread::yield_now(),
-            Err(TryRecvError::Empty) => match wait {
-                None => return rx.recv().ok(),
-                Some(d) => match rx.recv_timeout(d) {
-                    Ok(job) => return Some(job),
-                    Err(RecvTimeoutError::Disconnected) => return None,
-                    Err(RecvTimeoutError::Timeout) => (busy, waited) = (true, true),
-                },
-            },
-        }
-    }
-}
-
 /// Starts the storage thread; it answers each group it writes with the
 /// zxid now durable (standalone) or the highest ticket (ensemble).
 fn spawn_storage(
@@ -378,8 +331,8 @@ fn spawn_storage(
     durable_tx: mpsc::UnboundedSender<Report>,
     shared: (Arc<Reported>, Arc<Metrics>),
     cfg: &Config,
-) -> (std::sync::mpsc::Sender<Job>, std::thread::JoinHandle<()>) {
-    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+) -> (JobTx<Job>, std::thread::JoinHandle<()>) {
+    let (tx, rx) = jobq::channel::<Job>();
     let fsync_warning_ms = cfg.fsync_warning_ms;
     let output_max = cfg.connection_output_bytes_max;
     let handle = std::thread::Builder::new()
@@ -418,7 +371,8 @@ fn spawn_storage(
                     !durable_tx.is_closed()
                 })
             };
-            while let Some(first) = next_job(&rx, |waited| store.idle(waited)) {
+            let mut look = Look::default();
+            while let Some(first) = next_job(&rx, &mut look, |waited| store.idle(waited)) {
                 let mut group = Group::default();
                 for job in std::iter::once(first).chain(rx.try_iter()) {
                     if matches!(job, Job::Standalone(..)) {
@@ -525,7 +479,7 @@ pub struct Core {
     /// Standalone: the last durable zxid. Ensemble: the last delivered one.
     pub(crate) durable: i64,
     pub(crate) reported: Arc<Reported>,
-    pub(crate) storage: std::sync::mpsc::Sender<Job>,
+    pub(crate) storage: JobTx<Job>,
     storage_thread: std::thread::JoinHandle<()>,
     pub started: Instant,
     /// The core's configuration, to rebuild the server from disk.
@@ -1001,37 +955,5 @@ mod tests {
         assert_eq!(logged, vec![zxid, zxid + 1]);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    /// Idle work runs a piece at a time; asked to come back later, it is
-    /// called again (told it waited) with no job; a job ends the wait.
-    #[test]
-    fn idle_work_is_resumed_after_the_wait_it_asks_for() {
-        let (tx, rx) = std::sync::mpsc::channel::<u32>();
-        let mut calls = Vec::new();
-        let got = std::thread::scope(|s| {
-            let sender = s.spawn(move || {
-                std::thread::sleep(Duration::from_millis(300));
-                tx.send(7).unwrap();
-                tx
-            });
-            let got = next_job(&rx, |waited| {
-                calls.push(waited);
-                match calls.len() {
-                    1 => Idle::More,
-                    2 | 3 => Idle::After(Duration::from_millis(10)),
-                    _ => Idle::Done,
-                }
-            });
-            drop(sender.join().unwrap());
-            got
-        });
-        assert_eq!(got, Some(7));
-        assert_eq!(calls, [false, false, true, true]);
-        // With nothing to do and the sender gone, there is no next job.
-        assert_eq!(
-            next_job(&rx, |_| Idle::After(Duration::from_millis(1))),
-            None
-        );
     }
 }
