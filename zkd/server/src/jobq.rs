@@ -219,18 +219,21 @@ pub fn next_job<J>(
                     now + LOOK_BEFORE_SLEEP
                 };
             }
-            Err(TryRecvError::Empty) if Instant::now() < until => {
-                let before = Instant::now();
-                std::thread::yield_now();
-                if !look.yielded(before, Instant::now()) {
-                    (until, long) = (before, true);
+            Err(TryRecvError::Empty) => {
+                let now = Instant::now();
+                if now < until {
+                    std::thread::yield_now();
+                    if !look.yielded(now, Instant::now()) {
+                        (until, long) = (now, true);
+                    }
+                    continue;
+                }
+                match rx.wait(wait.map(|d| now + d)) {
+                    Ok(job) => return Some(job),
+                    Err(RecvTimeoutError::Disconnected) => return None,
+                    Err(RecvTimeoutError::Timeout) => (busy, waited) = (true, true),
                 }
             }
-            Err(TryRecvError::Empty) => match rx.wait(wait.map(|d| Instant::now() + d)) {
-                Ok(job) => return Some(job),
-                Err(RecvTimeoutError::Disconnected) => return None,
-                Err(RecvTimeoutError::Timeout) => (busy, waited) = (true, true),
-            },
         }
     }
 }
