@@ -61,6 +61,33 @@ def test_zkbench_fill_decides_what_the_data_is(zkd):
     assert bad.returncode == 2 and "--fill" in bad.stderr
 
 
+def test_zkbench_writes_land_in_the_keys(zkd):
+    """set, multi10 and mix change the znodes they name, with data of the
+    size asked for (the requests are framed in place, opcode and length
+    filled in after the body)."""
+    from kazoo.client import KazooClient
+
+    for workload in ["set", "multi10", "mix"]:
+        out = subprocess.run(
+            [ZKBENCH, "--server", zkd.hosts, "--workload", workload, "--conns", "1",
+             "--depth", "3", "--seconds", "0.3", "--keys", "3", "--size", "700",
+             "--prefix", f"/bench-land-{workload}"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["errors"] == 0
+    zk = KazooClient(hosts=zkd.hosts)
+    zk.start()
+    try:
+        for workload in ["set", "multi10", "mix"]:
+            for k in range(3):
+                data, stat = zk.get(f"/bench-land-{workload}/c0/k{k}")
+                assert stat.version >= 1, (workload, k)
+                assert len(data) == 700 and len(set(data)) > 100, (workload, k)
+    finally:
+        zk.stop()
+
+
 def test_zkbench_ends_when_the_server_goes_away(zkd):
     """A server killed mid-run: zkbench stops (it used to wait forever for
     replies that could not come) and counts the unanswered requests."""
