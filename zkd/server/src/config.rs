@@ -225,7 +225,11 @@ impl Config {
     /// ensemble (2 rounds, alternated): delete 1x1 +8%, create 16x32
     /// 10 KiB 8.1k -> 14.8k ops/s, getData 16x32 and setData 16x32 within
     /// noise. A standalone server keeps both: getData 16x32 fell 30% with
-    /// one.
+    /// one. Measured again with two per member (one full `bench.sh
+    /// --ensemble` table each way, same build): 1x1 reads 1.4-2x as fast,
+    /// but 12 of the 16 create/setData/delete/multi rows 2-30% slower and
+    /// the 1x1 100 B read/write mix 36% slower (10 KiB: 10% faster), so
+    /// the share stays.
     pub fn worker_threads_for(&self, cores: usize) -> usize {
         if let Some(n) = self.worker_threads {
             return n;
