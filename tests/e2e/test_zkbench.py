@@ -163,7 +163,7 @@ def test_bench_sh_runs_again_a_run_that_ended_with_errors(tmp_path):
     wrapper.write_text(
         "#!/bin/bash\n"
         f'out=$("{ZKBENCH}" "$@") || exit $?\n'
-        f'if [[ " $* " == *" --workload set "* && ! -e "{marker}" ]]; then\n'
+        f'if [[ " $* " == *" --workload set "* && " $* " == *" --prefix /b"* && ! -e "{marker}" ]]; then\n'
         f'  touch "{marker}"; out=${{out/\\"errors\\":0,/\\"errors\\":7,}}\n'
         "fi\n"
         'echo "$out"\n'
@@ -183,6 +183,55 @@ def test_bench_sh_runs_again_a_run_that_ended_with_errors(tmp_path):
     assert zkd_ops > 0 and zk_ops > 0, row
 
 
+def test_bench_sh_warmup_runs_the_workload_first_on_each_server(tmp_path):
+    """--warmup S: before each timed run, S seconds of the same workload go
+    to the same server under a prefix of their own (2 by default; 0, none)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    calls = tmp_path / "calls"
+    wrapper = tmp_path / "zkbench-logs"
+    wrapper.write_text(
+        "#!/bin/bash\n"
+        f'echo "$*" >> "{calls}"\n'
+        f'exec "{ZKBENCH}" "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    env = dict(os.environ, SETTLE="0", ZKD_BIN=os.path.join(TARGET, "release", "zkd"), ZKBENCH_BIN=str(wrapper))
+    def bench(*extra):
+        out = subprocess.run(
+            [os.path.join(root, "scripts", "bench.sh"), "--run", "set 1 1 100", "--seconds", "1", *extra],
+            capture_output=True, text=True, timeout=300, env=env, cwd=root,
+        )
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        runs = [l.split() for l in calls.read_text().splitlines() if "--server" in l]
+        calls.unlink()
+        return out, runs
+
+    out, runs = bench()
+
+    def arg(a, name):
+        return a[a.index(name) + 1]
+
+    # Per server: its warm-up, then its timed run, on the same hosts.
+    assert len(runs) == 4, runs
+    for warm, timed in (runs[0:2], runs[2:4]):
+        assert arg(warm, "--prefix").startswith("/w1_"), warm
+        assert arg(timed, "--prefix").startswith("/b1_"), timed
+        assert arg(warm, "--server") == arg(timed, "--server")
+        assert arg(warm, "--workload") == arg(timed, "--workload") == "set"
+        assert arg(warm, "--seconds") == "2" and arg(warm, "--keys") == "100"
+        assert "--cpu-of" not in warm and "--cpu-of" in timed
+    assert arg(runs[0], "--server") != arg(runs[2], "--server")
+    row = next(l for l in out.stdout.splitlines() if l.startswith("set "))
+    assert all(float(v) > 0 for v in row.split("|")[1].split()[:2]), row
+    _, runs = bench("--warmup", "1")
+    assert [arg(a, "--seconds") for a in runs if arg(a, "--prefix").startswith("/w1_")] == ["1", "1"]
+    _, runs = bench("--warmup", "0")
+    assert len(runs) == 2 and all(arg(a, "--prefix").startswith("/b1_") for a in runs), runs
+    bad = subprocess.run([os.path.join(root, "scripts", "bench.sh"), "--warmup", "soon"],
+                         capture_output=True, text=True, cwd=root)
+    assert bad.returncode == 2 and "--warmup" in bad.stderr
+
+
 def busy_loops():
     """Processes running bench.sh's busy loop."""
     out = subprocess.run(["pgrep", "-f", "while :; do :; done"], capture_output=True, text=True)
@@ -200,7 +249,7 @@ def test_bench_sh_busy_loops_run_beside_each_run_and_are_gone_after():
         with open(wrapper, "w") as f:
             f.write(
                 "#!/bin/bash\n"
-                f'[[ " $* " == *" --workload set "* ]] && pgrep -f "while :; do :; done" | wc -l >> "{seen}"\n'
+                f'[[ " $* " == *" --workload set "* && " $* " == *" --prefix /b"* ]] && pgrep -f "while :; do :; done" | wc -l >> "{seen}"\n'
                 f'exec "{ZKBENCH}" "$@"\n'
             )
         os.chmod(wrapper, 0o755)
