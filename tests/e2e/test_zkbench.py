@@ -152,6 +152,14 @@ def test_bench_sh_compares_both_servers_and_what_they_wrote():
     assert "only that server's members up" in mem, mem
 
 
+def zkbench_wrapper(path, *lines):
+    """A bash script at `path`, made of `lines`, for bench.sh to run as
+    zkbench (ZKBENCH_BIN)."""
+    path.write_text("#!/bin/bash\n" + "".join(line + "\n" for line in lines))
+    path.chmod(0o755)
+    return path
+
+
 def test_bench_sh_runs_again_a_run_that_ended_with_errors(tmp_path):
     """A run that ends but reports errors (ZooKeeper's ensemble once lost a
     client's connection mid-run, leaving a row's pass at a few ops/s) is run
@@ -159,16 +167,14 @@ def test_bench_sh_runs_again_a_run_that_ended_with_errors(tmp_path):
     that the first setData run says it had 7 errors."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     marker = tmp_path / "broke-once"
-    wrapper = tmp_path / "zkbench-breaks-once"
-    wrapper.write_text(
-        "#!/bin/bash\n"
-        f'out=$("{ZKBENCH}" "$@") || exit $?\n'
-        f'if [[ " $* " == *" --workload set "* && " $* " == *" --prefix /b"* && ! -e "{marker}" ]]; then\n'
-        f'  touch "{marker}"; out=${{out/\\"errors\\":0,/\\"errors\\":7,}}\n'
-        "fi\n"
-        'echo "$out"\n'
+    wrapper = zkbench_wrapper(
+        tmp_path / "zkbench-breaks-once",
+        f'out=$("{ZKBENCH}" "$@") || exit $?',
+        f'if [[ " $* " == *" --workload set "* && " $* " == *" --prefix /b"* && ! -e "{marker}" ]]; then',
+        f'  touch "{marker}"; out=${{out/\\"errors\\":0,/\\"errors\\":7,}}',
+        "fi",
+        'echo "$out"',
     )
-    wrapper.chmod(0o755)
     env = dict(os.environ, SETTLE="0", ZKD_BIN=os.path.join(TARGET, "release", "zkd"), ZKBENCH_BIN=str(wrapper))
     out = subprocess.run(
         [os.path.join(root, "scripts", "bench.sh"), "--run", "set 1 1 100", "--seconds", "1"],
@@ -188,13 +194,7 @@ def test_bench_sh_warmup_runs_the_workload_first_on_each_server(tmp_path):
     to the same server under a prefix of their own (2 by default; 0, none)."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     calls = tmp_path / "calls"
-    wrapper = tmp_path / "zkbench-logs"
-    wrapper.write_text(
-        "#!/bin/bash\n"
-        f'echo "$*" >> "{calls}"\n'
-        f'exec "{ZKBENCH}" "$@"\n'
-    )
-    wrapper.chmod(0o755)
+    wrapper = zkbench_wrapper(tmp_path / "zkbench-logs", f'echo "$*" >> "{calls}"', f'exec "{ZKBENCH}" "$@"')
     env = dict(os.environ, SETTLE="0", ZKD_BIN=os.path.join(TARGET, "release", "zkd"), ZKBENCH_BIN=str(wrapper))
     def bench(*extra):
         out = subprocess.run(
