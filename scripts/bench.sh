@@ -313,9 +313,10 @@ run_one() {
   read -r w conns depth size <<< "$4"
   local r=$4
   hosts=$zkd_hosts; [[ $side == zk ]] && hosts=$zk_hosts
+  # What the warm-up and the timed run share: the row itself.
+  local row=(--server "$hosts" --workload "$w" --conns "$conns" --depth "$depth" --size "$size" --fill "$fill")
   if ((warmup > 0)); then
-    "$bench" --server "$hosts" --workload "$w" --conns "$conns" --depth "$depth" --size "$size" \
-      --fill "$fill" --seconds "$warmup" --keys 100 --prefix "/w${pass}_$n$side" > /dev/null ||
+    "$bench" "${row[@]}" --seconds "$warmup" --keys 100 --prefix "/w${pass}_$n$side" > /dev/null ||
       echo "bench.sh: the warm-up before $side $r failed (pass $pass); timing it anyway" >&2
   fi
   settle "$side $r"
@@ -350,8 +351,7 @@ run_one() {
   for try in 1 2 3; do
     busy_start
     ok=0
-    line=$("$bench" --server "$hosts" --workload "$w" --conns "$conns" --depth "$depth" \
-      --size "$size" --fill "$fill" --seconds "$seconds" --keys "$keys" --prefix "/b${pass}_$n$side$try" \
+    line=$("$bench" "${row[@]}" --seconds "$seconds" --keys "$keys" --prefix "/b${pass}_$n$side$try" \
       --cpu-of "$(IFS=,; echo "${groups[*]}")") && ok=1
     busy_stop
     if ((ok)); then

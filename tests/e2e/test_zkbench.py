@@ -4,7 +4,6 @@ import json
 import os
 import re
 import subprocess
-import tempfile
 import time
 
 import pytest
@@ -238,29 +237,24 @@ def busy_loops():
     return out.stdout.split()
 
 
-def test_bench_sh_busy_loops_run_beside_each_run_and_are_gone_after():
+def test_bench_sh_busy_loops_run_beside_each_run_and_are_gone_after(tmp_path):
     """--busy N: the pass lines say so, the loops run while zkbench does
     (the wrapper looks for them), and none is left when bench.sh ends."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert busy_loops() == []
-    with tempfile.TemporaryDirectory() as tmp:
-        seen = os.path.join(tmp, "seen")
-        wrapper = os.path.join(tmp, "zkbench-counts-loops")
-        with open(wrapper, "w") as f:
-            f.write(
-                "#!/bin/bash\n"
-                f'[[ " $* " == *" --workload set "* && " $* " == *" --prefix /b"* ]] && pgrep -f "while :; do :; done" | wc -l >> "{seen}"\n'
-                f'exec "{ZKBENCH}" "$@"\n'
-            )
-        os.chmod(wrapper, 0o755)
-        env = dict(os.environ, SETTLE="0", ZKD_BIN=os.path.join(TARGET, "release", "zkd"), ZKBENCH_BIN=wrapper)
-        out = subprocess.run(
-            [os.path.join(root, "scripts", "bench.sh"), "--run", "set 1 1 100", "--seconds", "1", "--busy", "2"],
-            capture_output=True, text=True, timeout=300, env=env, cwd=root,
-        )
-        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-        starts = [l for l in out.stdout.splitlines() if l.startswith("pass 1:")]
-        assert len(starts) == 2 and all("2 busy loop(s) during each run" in l for l in starts), starts
-        with open(seen) as f:
-            assert [int(n) for n in f.read().split()] == [2, 2]
+    seen = tmp_path / "seen"
+    wrapper = zkbench_wrapper(
+        tmp_path / "zkbench-counts-loops",
+        f'[[ " $* " == *" --workload set "* && " $* " == *" --prefix /b"* ]] && pgrep -f "while :; do :; done" | wc -l >> "{seen}"',
+        f'exec "{ZKBENCH}" "$@"',
+    )
+    env = dict(os.environ, SETTLE="0", ZKD_BIN=os.path.join(TARGET, "release", "zkd"), ZKBENCH_BIN=str(wrapper))
+    out = subprocess.run(
+        [os.path.join(root, "scripts", "bench.sh"), "--run", "set 1 1 100", "--seconds", "1", "--busy", "2"],
+        capture_output=True, text=True, timeout=300, env=env, cwd=root,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    starts = [l for l in out.stdout.splitlines() if l.startswith("pass 1:")]
+    assert len(starts) == 2 and all("2 busy loop(s) during each run" in l for l in starts), starts
+    assert [int(n) for n in seen.read_text().split()] == [2, 2]
     assert busy_loops() == []
