@@ -618,6 +618,45 @@ fn the_leader_tells_only_the_forwarding_follower_that_its_log_holds_a_txn() {
     assert_eq!(logged_to(&outs), [], "{outs:?}");
 }
 
+/// Which followers `outs` sends a COMMIT of `z`.
+fn commits_to(outs: &[Output], z: Zxid) -> Vec<Id> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Send(
+                to,
+                Envelope {
+                    msg: Msg::Commit { zxid },
+                    ..
+                },
+            ) if *zxid == z => Some(*to),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A serving follower told that the leader's log holds a txn commits it
+/// on its own (see the follower side below), so the leader sends it no
+/// COMMIT of it; the other follower gets one. A follower told so before
+/// its UPTODATE ignored the word, and gets the COMMIT.
+#[test]
+fn no_commit_goes_to_a_follower_told_that_the_leaders_log_holds_the_txn() {
+    let (mut p, conns) = leader_with_two_followers();
+    let z = own_sync(&p.step(Input::Forwarded(2, b"a".to_vec())));
+    p.step(Input::Synced(z));
+    let outs = ack_from(&mut p, 1, conns[0], z);
+    assert!(delivers(&outs), "{outs:?}");
+    assert_eq!(commits_to(&outs, z), [1], "{outs:?}");
+    // Follower 2 forwards a write, then comes back on a new stream and is
+    // synced (NEWLEADER sent) but not yet UPTODATE when the leader's log
+    // holds the write.
+    let z = own_sync(&p.step(Input::Forwarded(2, b"b".to_vec())));
+    learner_joins(&mut p, 2, 13, false, 0);
+    p.step(Input::Synced(z));
+    let outs = nth_ack_from(&mut p, 1, conns[0], 5, z);
+    assert!(delivers(&outs), "{outs:?}");
+    assert_eq!(commits_to(&outs, z), [1, 2], "{outs:?}");
+}
+
 /// The follower side: told that the leader's log holds a txn, it
 /// delivers it only behind a sync of its own log, and never a txn it has
 /// not logged.
