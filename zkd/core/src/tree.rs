@@ -15,7 +15,7 @@ use zk_proto::records::{Acl, Record, Stat};
 use zk_proto::EventType;
 
 use crate::digest::node_hash;
-use crate::index::{ChildRange, PathKey};
+use crate::index::{ChildRange, Key, PathKey};
 use crate::path;
 
 /// The stored part of a znode's `Stat`; `dataLength` and `numChildren` are
@@ -171,7 +171,7 @@ struct Journal {
 /// The node at `path`, to change, saved in `journal` first (one lookup
 /// for both). Free-standing so the tree's other fields stay usable.
 fn saved_mut<'n>(
-    nodes: &'n mut BTreeMap<Box<PathKey>, Node>,
+    nodes: &'n mut BTreeMap<Key, Node>,
     journal: &mut Journal,
     path: &str,
 ) -> Option<&'n mut Node> {
@@ -228,7 +228,7 @@ pub struct DataTree {
     /// `index`). Nodes are stored inline: a B-tree never rehashes, so
     /// growing it moves no nodes in bulk (a hash map of inline nodes stalled
     /// the server for a second as it grew past 917,504 of them).
-    nodes: BTreeMap<Box<PathKey>, Node>,
+    nodes: BTreeMap<Key, Node>,
     ephemerals: HashMap<i64, BTreeSet<String>>,
     /// Containers and TTL nodes: the only candidates the reaper looks at.
     reapable: BTreeSet<String>,
@@ -243,7 +243,7 @@ pub struct DataTree {
     /// While loading: nodes read back, put in the map all at once by
     /// `link_children` (a B-tree built from sorted input has full leaves;
     /// one filled by inserts in order is about half empty).
-    loading: Vec<(Box<PathKey>, Node)>,
+    loading: Vec<(Key, Node)>,
 }
 
 /// Reserved nodes that can never be deleted (`DataTree.isSpecialPath`).
@@ -312,8 +312,7 @@ impl DataTree {
         node.hash = node_hash(&path, &node.data, &node.acl, &node.stat);
         self.digest = self.digest.wrapping_add(node.hash);
         self.index_owner(&path, node.stat.ephemeral_owner);
-        self.loading
-            .push((PathKey::boxed(path.into_boxed_str()), node));
+        self.loading.push((Key::from_string(path), node));
     }
 
     /// Puts the loaded nodes in the map and counts every node's children;
@@ -502,7 +501,7 @@ impl DataTree {
         });
         let node = Node::new(data, acl, stat);
         let reply = node.stat();
-        self.nodes.insert(PathKey::boxed(path.into()), node);
+        self.nodes.insert(Key::new(path), node);
         self.quota_after_create(path, data_len);
         reply
     }
@@ -756,7 +755,7 @@ impl DataTree {
                             .take_while(|(k, _)| r.holds(k))
                             .count() as u32;
                         self.nodes.insert(
-                            PathKey::boxed(path.as_str().into()),
+                            Key::new(&path),
                             Node {
                                 data,
                                 acl,
