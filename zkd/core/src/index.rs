@@ -4,7 +4,9 @@
 //! beside the map: a hash map of paths (2^21 slots of 24 bytes for a
 //! million znodes) plus a B-tree of names in every parent cost more than
 //! the ordered map's slots. Lookups compare keys instead of hashing once;
-//! the `get` rows of `scripts/bench.sh` measure what that costs.
+//! the `get` rows of `scripts/bench.sh` measure what that costs. The map's
+//! keys (`Key`) hold short paths inline, so those comparisons stay inside
+//! the map's nodes.
 //!
 //! The order is the checkpoint's key order (`parent NUL name`, see
 //! `zkd_server::storage::node_key`), so a tree read back from disk arrives
@@ -353,12 +355,7 @@ mod tests {
         // A multi-byte character across the inline limit.
         let split = "/".to_string() + &"x".repeat(INLINE - 2) + "\u{e9}";
         let mut paths: Vec<String> = PATHS.iter().map(|p| p.to_string()).collect();
-        paths.extend([
-            edge.clone(),
-            over.clone(),
-            split,
-            "/a/".to_string() + &"b".repeat(40),
-        ]);
+        paths.extend([edge, over, split, "/a/".to_string() + &"b".repeat(40)]);
         for p in &paths {
             for k in [Key::new(p), Key::from_string(p.clone())] {
                 assert_eq!(k.as_str(), p);

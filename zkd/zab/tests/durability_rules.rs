@@ -583,19 +583,11 @@ fn the_leader_sends_commit_before_it_delivers() {
 #[test]
 fn the_leader_tells_only_the_forwarding_follower_that_its_log_holds_a_txn() {
     let (mut p, conns) = leader_with_two_followers();
-    let logged_to = |outs: &[Output]| -> Vec<(Id, Zxid)> {
-        outs.iter()
-            .filter_map(|o| match o {
-                Output::Send(
-                    to,
-                    Envelope {
-                        msg: Msg::Logged { zxid },
-                        ..
-                    },
-                ) => Some((*to, *zxid)),
-                _ => None,
-            })
-            .collect()
+    let logged_to = |outs: &[Output]| {
+        sent(outs, |m| match m {
+            Msg::Logged { zxid } => Some(*zxid),
+            _ => None,
+        })
     };
     // Forwarded by follower 2: it alone hears of the leader's sync.
     let z = own_sync(&p.step(Input::Forwarded(2, b"a".to_vec())));
@@ -618,20 +610,26 @@ fn the_leader_tells_only_the_forwarding_follower_that_its_log_holds_a_txn() {
     assert_eq!(logged_to(&outs), [], "{outs:?}");
 }
 
-/// Which followers `outs` sends a COMMIT of `z`.
-fn commits_to(outs: &[Output], z: Zxid) -> Vec<Id> {
+/// To whom `outs` sends which zxid, of the messages `pick` names a zxid in.
+fn sent(outs: &[Output], pick: impl Fn(&Msg) -> Option<Zxid>) -> Vec<(Id, Zxid)> {
     outs.iter()
         .filter_map(|o| match o {
-            Output::Send(
-                to,
-                Envelope {
-                    msg: Msg::Commit { zxid },
-                    ..
-                },
-            ) if *zxid == z => Some(*to),
+            Output::Send(to, Envelope { msg, .. }) => Some((*to, pick(msg)?)),
             _ => None,
         })
         .collect()
+}
+
+/// Which followers `outs` sends a COMMIT of `z`.
+fn commits_to(outs: &[Output], z: Zxid) -> Vec<Id> {
+    sent(outs, |m| match m {
+        Msg::Commit { zxid } => Some(*zxid),
+        _ => None,
+    })
+    .into_iter()
+    .filter(|&(_, zxid)| zxid == z)
+    .map(|(to, _)| to)
+    .collect()
 }
 
 /// A serving follower told that the leader's log holds a txn commits it
