@@ -248,6 +248,9 @@ struct Leading {
     epoch: u64,
     infos: BTreeMap<Id, (u64, Zxid)>,
     epoch_acks: BTreeSet<Id>,
+    /// Learners that acked the epoch before a quorum had, with their last
+    /// zxid: synced once a quorum has (see `Msg::AckEpoch`).
+    unsynced: BTreeMap<Id, Zxid>,
     newleader_acks: BTreeSet<Id>,
     links: BTreeMap<Id, Link>,
     /// Proposals not yet committed.
@@ -692,6 +695,7 @@ impl Peer {
             epoch: 0,
             infos,
             epoch_acks: BTreeSet::new(),
+            unsynced: BTreeMap::new(),
             newleader_acks: BTreeSet::new(),
             links: BTreeMap::new(),
             acks: BTreeMap::new(),
@@ -810,6 +814,7 @@ impl Peer {
             l.links.insert(from, link);
             l.newleader_acks.remove(&from);
             l.epoch_acks.remove(&from);
+            l.unsynced.remove(&from);
             if !observer {
                 l.infos.insert(from, (accepted_epoch, last_zxid));
             }
@@ -849,8 +854,24 @@ impl Peer {
                     self.look("a learner is ahead of us");
                     return;
                 }
+                // No learner is synced (and so sent NEWLEADER, after which
+                // it records the epoch as its current one) before a quorum
+                // has durably accepted the epoch, as ZooKeeper's leader
+                // waits (`waitForEpochAck`) before any learner's sync.
+                // Otherwise a learner can hold a current epoch that no
+                // quorum accepted; another quorum then establishes a lower
+                // epoch and commits in it, and after a restart that learner's
+                // higher epoch wins the election with none of those txns
+                // (`scripts/zab-soak.sh 1 90217`: 5 voters, a learner of the
+                // epoch-2 attempt synced with an empty log, epoch 1
+                // committed 4 txns, then it led and sent a SNAP at 0x0).
                 l.epoch_acks.insert(from);
-                self.sync_learner(from, last_zxid);
+                l.unsynced.insert(from, last_zxid);
+                if self.cfg.is_quorum(l.epoch_acks.iter()) {
+                    for (p, last) in std::mem::take(&mut l.unsynced) {
+                        self.sync_learner(p, last);
+                    }
+                }
                 self.maybe_newleader_self();
             }
             Msg::AckNewLeader { epoch } => {

@@ -470,6 +470,70 @@ fn a_gap_in_the_stream_is_never_applied() {
         .any(|o| matches!(o, Output::Persist(Persist::CurrentEpoch(_)))));
 }
 
+/// The leader syncs no learner (a DIFF or SNAP, then NEWLEADER, after
+/// which the learner records the epoch as its current one) before a quorum
+/// has accepted the epoch, as ZooKeeper's leader waits for a quorum of
+/// ACKEPOCHs. A learner synced earlier could hold a current epoch that no
+/// quorum accepted, and later win an election with too short a log.
+#[test]
+fn no_learner_is_synced_before_a_quorum_accepted_the_epoch() {
+    let c = Config {
+        voters: vec![1, 2, 3, 4, 5],
+        ..cfg(5)
+    };
+    let mut p = Peer::new(c, Durable::default(), 0);
+    p.step(Input::Tick(0));
+    p.step(Input::Msg(3, vote(5, 0, 0, 1)));
+    p.step(Input::Msg(4, vote(5, 0, 0, 1)));
+    p.step(Input::Tick(500));
+    let synced = |outs: &[Output]| -> Vec<Id> {
+        outs.iter()
+            .filter_map(|o| match o {
+                Output::Send(
+                    to,
+                    Envelope {
+                        msg: Msg::NewLeader { .. },
+                        ..
+                    },
+                ) => Some(*to),
+                _ => None,
+            })
+            .collect()
+    };
+    let from = |p: &mut Peer, f: Id, seq: u64, msg: Msg| {
+        p.step(Input::Msg(
+            f,
+            Envelope {
+                conn: 10 + f,
+                seq,
+                msg,
+            },
+        ))
+    };
+    let info = Msg::FollowerInfo {
+        accepted_epoch: 0,
+        last_zxid: 0,
+        observer: false,
+    };
+    for f in [1, 2] {
+        from(&mut p, f, 1, info.clone());
+    }
+    let ack = Msg::AckEpoch {
+        current_epoch: 0,
+        last_zxid: 0,
+    };
+    // The leader and learner 1: two of five.
+    let outs = from(&mut p, 1, 2, ack.clone());
+    assert_eq!(synced(&outs), Vec::<Id>::new(), "{outs:?}");
+    // Learner 2 makes three: both are synced now.
+    let outs = from(&mut p, 2, 2, ack.clone());
+    assert_eq!(synced(&outs), [1, 2], "{outs:?}");
+    // A learner that comes after the quorum is synced at once.
+    from(&mut p, 3, 1, info);
+    let outs = from(&mut p, 3, 2, ack);
+    assert_eq!(synced(&outs), [3], "{outs:?}");
+}
+
 #[test]
 fn leader_counts_itself_only_after_its_own_sync() {
     // A single-voter ensemble commits on its own ack alone.
