@@ -425,7 +425,7 @@ async fn drive(
         lat
     });
     let mut n = 0u64;
-    let mut batch = Vec::with_capacity(64 * 1024);
+    let mut batch = Writer::with_capacity(64 * 1024);
     // Every request the window has room for goes out in one write: one
     // syscall per request made this process, not the server, the limit of
     // the 16x32 read runs (99% of its one thread at ~150k ops/s).
@@ -435,34 +435,27 @@ async fn drive(
             break;
         };
         permit.forget();
-        batch.clear();
+        batch.buf.clear();
         let mut queued = 0;
         loop {
-            // The frame goes straight into the batch: its length and
-            // opcode are filled in once the body is written.
-            let at = batch.len();
-            let mut w = Writer {
-                buf: std::mem::take(&mut batch),
-            };
-            w.i32(0);
+            // The frame goes straight into the batch: its opcode (after
+            // the length and the xid) is filled in once the body is written.
+            let at = batch.begin_frame();
             RequestHeader {
                 xid: xid + 1,
                 op: 0,
             }
-            .write(&mut w);
-            let op = op_for(&o, c, n + queued, &payload, &mut w);
-            batch = w.buf;
-            let Some(op) = op else {
-                batch.truncate(at);
+            .write(&mut batch);
+            let Some(op) = op_for(&o, c, n + queued, &payload, &mut batch) else {
+                batch.buf.truncate(at);
                 ended = true;
                 break;
             };
             xid += 1;
-            let len = (batch.len() - at - 4) as i32;
-            batch[at..at + 4].copy_from_slice(&len.to_be_bytes());
-            batch[at + 8..at + 12].copy_from_slice(&op.to_be_bytes());
+            batch.buf[at + 8..at + 12].copy_from_slice(&op.to_be_bytes());
+            batch.end_frame(at);
             queued += 1;
-            if batch.len() >= 64 * 1024 {
+            if batch.buf.len() >= 64 * 1024 {
                 break;
             }
             match inflight.try_acquire() {
@@ -477,7 +470,7 @@ async fn drive(
         sent.lock()
             .unwrap()
             .extend(std::iter::repeat_n(now, queued as usize));
-        if wr.write_all(&batch).await.is_err() {
+        if wr.write_all(&batch.buf).await.is_err() {
             break;
         }
         n += queued;

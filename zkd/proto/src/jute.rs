@@ -188,9 +188,23 @@ impl Writer {
     }
 
     pub fn finish_frame(mut self) -> Vec<u8> {
-        let n = (self.buf.len() - 4) as i32;
-        self.buf[..4].copy_from_slice(&n.to_be_bytes());
+        self.end_frame(0);
         self.buf
+    }
+
+    /// Starts a frame after what the buffer holds (several frames written
+    /// into one buffer, sent in one write): reserves its length and returns
+    /// where the frame starts, for `end_frame`.
+    pub fn begin_frame(&mut self) -> usize {
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        at
+    }
+
+    /// Fills in the length of the frame that starts at `at`.
+    pub fn end_frame(&mut self, at: usize) {
+        let n = (self.buf.len() - at - 4) as i32;
+        self.buf[at..at + 4].copy_from_slice(&n.to_be_bytes());
     }
 
     pub fn i32(&mut self, v: i32) -> &mut Self {

@@ -209,8 +209,6 @@ struct Link {
     sync_point: Zxid,
     acked_newleader: bool,
     last_heard: u64,
-    /// UPTODATE sent: the learner serves, and acts on a `Logged`.
-    uptodate_sent: bool,
     /// The highest zxid it was told after its UPTODATE that the leader's
     /// log holds (`Msg::Logged`): it commits up to there on its own.
     logged: Zxid,
@@ -712,11 +710,13 @@ impl Peer {
         };
         if let Some(link) = l.links.get_mut(&to) {
             // What the learner will know once it has read this far in its
-            // stream (see `try_commit`).
-            match msg {
-                Msg::UpToDate { .. } => link.uptodate_sent = true,
-                Msg::Logged { zxid } if link.uptodate_sent => link.logged = link.logged.max(zxid),
-                _ => {}
+            // stream (see `try_commit`). An established leader sends
+            // UPTODATE with the NEWLEADER ack (or on establishing, to every
+            // learner that acked), so a link that acked was sent it.
+            if let Msg::Logged { zxid } = msg {
+                if l.phase == LeaderPhase::Active && link.acked_newleader {
+                    link.logged = link.logged.max(zxid);
+                }
             }
             let env = link.stream.stamp(msg);
             self.out.push(Output::Send(to, env));
@@ -807,7 +807,6 @@ impl Peer {
                 sync_point: 0,
                 acked_newleader: false,
                 last_heard: now,
-                uptodate_sent: false,
                 logged: 0,
             };
             link.stream.recv_seq = env.seq;

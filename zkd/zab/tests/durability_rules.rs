@@ -487,17 +487,9 @@ fn no_learner_is_synced_before_a_quorum_accepted_the_epoch() {
     p.step(Input::Msg(4, vote(5, 0, 0, 1)));
     p.step(Input::Tick(500));
     let synced = |outs: &[Output]| -> Vec<Id> {
-        outs.iter()
-            .filter_map(|o| match o {
-                Output::Send(
-                    to,
-                    Envelope {
-                        msg: Msg::NewLeader { .. },
-                        ..
-                    },
-                ) => Some(*to),
-                _ => None,
-            })
+        sent(outs, |m| matches!(m, Msg::NewLeader { .. }).then_some(()))
+            .into_iter()
+            .map(|(to, ())| to)
             .collect()
     };
     let from = |p: &mut Peer, f: Id, seq: u64, msg: Msg| {
@@ -674,8 +666,8 @@ fn the_leader_tells_only_the_forwarding_follower_that_its_log_holds_a_txn() {
     assert_eq!(logged_to(&outs), [], "{outs:?}");
 }
 
-/// To whom `outs` sends which zxid, of the messages `pick` names a zxid in.
-fn sent(outs: &[Output], pick: impl Fn(&Msg) -> Option<Zxid>) -> Vec<(Id, Zxid)> {
+/// To whom `outs` sends what `pick` takes from a message (those it takes).
+fn sent<T>(outs: &[Output], pick: impl Fn(&Msg) -> Option<T>) -> Vec<(Id, T)> {
     outs.iter()
         .filter_map(|o| match o {
             Output::Send(to, Envelope { msg, .. }) => Some((*to, pick(msg)?)),
