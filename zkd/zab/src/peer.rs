@@ -5,7 +5,9 @@
 //! `sim`.
 //!
 //! Outputs are executed in order. `Output::Sync` is a barrier: everything
-//! persisted before it must be durable before any later output happens. The
+//! persisted before it must be durable before any later output happens,
+//! but for a txn the leader's COMMIT covers (`Output::DeliverCommitted`,
+//! `Output::may_pass_sync`), which a quorum holds durably already. The
 //! durability rules of zab.md are orderings of these outputs:
 //! - acceptedEpoch durable before ACKEPOCH (ZOOKEEPER-1653, 2307);
 //! - the synced txns durable before currentEpoch is written, and both before
@@ -145,12 +147,32 @@ pub enum Output {
     SyncThenAck(Zxid),
     /// A committed txn, to apply, in zxid order.
     Deliver(Txn),
+    /// A txn the leader said is committed (COMMIT): a quorum's logs hold it
+    /// durably whether or not this peer's copy is synced yet, so, unlike
+    /// every other output, it need not wait for a `Sync` in progress; it
+    /// stays in order with the other deliveries (`may_pass_sync`). As a
+    /// ZooKeeper follower applies a COMMIT without waiting for its own
+    /// log's flush.
+    DeliverCommitted(Txn),
     /// This peer now leads an established epoch (a quorum acked NEWLEADER).
     Established(u64),
     /// The peer left its role (or started) and is electing; why.
     Looking(&'static str),
     /// Its own log contradicts what it already delivered: stop serving.
     Diverged(String),
+}
+
+impl Output {
+    /// Whether the runtime may carry this output out while a `Sync` before
+    /// it is still in progress, provided every output between the two may
+    /// too: a txn committed elsewhere, and the applied mark that follows
+    /// its delivery (written after what the sync writes, in order).
+    pub fn may_pass_sync(&self) -> bool {
+        matches!(
+            self,
+            Output::DeliverCommitted(_) | Output::Persist(Persist::Applied(_))
+        )
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -1267,7 +1289,7 @@ impl Peer {
                     return;
                 }
                 if synced {
-                    self.deliver_upto(zxid);
+                    self.deliver_committed_upto(zxid);
                 }
             }
             Msg::Logged { zxid } => {
@@ -1308,12 +1330,22 @@ impl Peer {
     // ---------------------------------------------------------------- common
 
     fn deliver_upto(&mut self, z: Zxid) {
+        self.deliver(z, Output::Deliver);
+    }
+
+    /// As `deliver_upto`, for txns the leader's COMMIT covers: they need
+    /// not wait for our own sync (`Output::DeliverCommitted`).
+    fn deliver_committed_upto(&mut self, z: Zxid) {
+        self.deliver(z, Output::DeliverCommitted);
+    }
+
+    fn deliver(&mut self, z: Zxid, output: fn(Txn) -> Output) {
         let mut last = None;
         while self.delivered < self.log.len() && self.log[self.delivered].zxid <= z {
             let t = self.log[self.delivered].clone();
             last = Some(t.zxid);
             self.delivered_bytes += t.data.len();
-            self.out.push(Output::Deliver(t));
+            self.out.push(output(t));
             self.delivered += 1;
         }
         if let Some(z) = last {

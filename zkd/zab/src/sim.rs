@@ -92,6 +92,9 @@ pub struct Report {
     /// covering them reached it: on the leader's word that its log holds
     /// them (`Msg::Logged`).
     pub early_deliveries: u64,
+    /// Txns a learner delivered on a COMMIT while a sync of its own log
+    /// was still in progress (`Output::may_pass_sync`).
+    pub past_syncs: u64,
 }
 
 struct Rng(u64);
@@ -154,9 +157,6 @@ impl Disk {
         self.pending.push_back(p);
         self.queued += 1;
     }
-    fn sync(&mut self) {
-        self.sync_upto(self.queued);
-    }
     /// Makes the writes queued before the `upto`th durable, in order.
     fn sync_upto(&mut self, upto: u64) {
         while self.queued - (self.pending.len() as u64) < upto {
@@ -173,8 +173,10 @@ enum EventKind {
     Tick,
     Msg,
     Restart,
-    /// An fsync finished, for the peer's incarnation with this number.
-    SyncDone(u64),
+    /// An fsync finished, for the peer's incarnation with this number, of
+    /// the writes queued before it (`Disk::queued` when asked): what passed
+    /// it while it ran is not covered.
+    SyncDone(u64, u64),
     /// An `Output::SyncThenAck` fsync finished: incarnation, the writes it
     /// covers (`Disk::queued` when asked), the zxid to report.
     AckSynced(u64, u64, Zxid),
@@ -208,7 +210,10 @@ pub struct Sim {
     pub report: Report,
     tick_ms: u64,
     queues: BTreeMap<Id, VecDeque<Output>>,
-    syncing: BTreeSet<Id>,
+    /// Peers with a sync in progress, and the acks right behind it, sent
+    /// when it ends (zkd's storage thread sends those itself, so they do
+    /// not hold back what may pass the sync).
+    syncing: BTreeMap<Id, Vec<(Id, Envelope)>>,
     generation: BTreeMap<Id, u64>,
     /// Compaction settings of this run.
     snap: (usize, usize, usize),
@@ -250,7 +255,7 @@ impl Sim {
             report: Report::default(),
             tick_ms: 50,
             queues: BTreeMap::new(),
-            syncing: BTreeSet::new(),
+            syncing: BTreeMap::new(),
             generation: BTreeMap::new(),
             snap: (0, 0, 0),
         };
@@ -364,10 +369,22 @@ impl Sim {
     }
 
     fn drain(&mut self, id: Id, may_crash: bool) -> Result<(), String> {
-        if self.syncing.contains(&id) {
-            return Ok(());
-        }
-        while let Some(o) = self.queues.get_mut(&id).and_then(|q| q.pop_front()) {
+        loop {
+            // Behind a sync in progress, only what may pass it (as zkd's
+            // driver does).
+            let syncing = self.syncing.contains_key(&id);
+            let Some(q) = self.queues.get_mut(&id) else {
+                break;
+            };
+            if syncing && !q.front().is_some_and(Output::may_pass_sync) {
+                break;
+            }
+            let Some(o) = q.pop_front() else {
+                break;
+            };
+            if syncing && matches!(o, Output::DeliverCommitted(_)) {
+                self.report.past_syncs += 1;
+            }
             if may_crash && self.rng.chance(self.cfg.faults.crash_mid_step / 4.0) {
                 self.crash(id);
                 return Ok(());
@@ -406,10 +423,28 @@ impl Sim {
                 }
                 Output::Sync => {
                     if !self.disks[&id].pending.is_empty() {
-                        self.syncing.insert(id);
+                        // As zkd's driver: the acks behind it leave when it
+                        // ends, and a sync met among them, with nothing
+                        // persisted since, is this one and is dropped.
+                        let q = self.queues.get_mut(&id).expect("draining it");
+                        let mut acks = Vec::new();
+                        loop {
+                            match q.front() {
+                                Some(Output::Send(to, env))
+                                    if matches!(env.msg, Msg::Ack { .. }) =>
+                                {
+                                    acks.push((*to, env.clone()))
+                                }
+                                Some(Output::Sync) => {}
+                                _ => break,
+                            }
+                            q.pop_front();
+                        }
+                        self.syncing.insert(id, acks);
                         let at = self.now + 1 + self.rng.below(self.cfg.faults.fsync_ms_max.max(1));
                         let generation = self.generation[&id];
-                        self.schedule(at, EventKind::SyncDone(generation), id, None);
+                        let upto = self.disks[&id].queued;
+                        self.schedule(at, EventKind::SyncDone(generation, upto), id, None);
                         return Ok(());
                     }
                 }
@@ -420,7 +455,7 @@ impl Sim {
                     let generation = self.generation[&id];
                     self.schedule(at, EventKind::AckSynced(generation, upto, z), id, None);
                 }
-                Output::Deliver(t) => self.check_deliver(id, t)?,
+                Output::Deliver(t) | Output::DeliverCommitted(t) => self.check_deliver(id, t)?,
                 Output::Established(e) => {
                     if let Some(prev) = self.leaders.insert(e, id) {
                         if prev != id {
@@ -513,10 +548,12 @@ impl Sim {
                     self.apply_outputs(id, outs, faulty)?;
                 }
             }
-            EventKind::SyncDone(generation) => {
+            EventKind::SyncDone(generation, upto) => {
                 if self.generation.get(&id) == Some(&generation) && self.peers.contains_key(&id) {
-                    self.disks.get_mut(&id).unwrap().sync();
-                    self.syncing.remove(&id);
+                    self.disks.get_mut(&id).unwrap().sync_upto(upto);
+                    for (to, env) in self.syncing.remove(&id).unwrap_or_default() {
+                        self.send(id, to, env);
+                    }
                     self.drain(id, faulty)?;
                 }
             }

@@ -83,7 +83,8 @@ fn own_sync(outs: &[Output]) -> Zxid {
 }
 
 fn delivers(outs: &[Output]) -> bool {
-    outs.iter().any(|o| matches!(o, Output::Deliver(_)))
+    outs.iter()
+        .any(|o| matches!(o, Output::Deliver(_) | Output::DeliverCommitted(_)))
 }
 
 /// A client write at a leader whose own fsync then finishes: the outputs
@@ -242,9 +243,14 @@ fn proposal_durable_before_its_ack() {
         append < ack && outs[append..ack].contains(&Output::Sync),
         "{outs:?}"
     );
-    // And a commit delivers it.
+    // And a commit delivers it, without waiting for that sync: a quorum
+    // holds it durably already.
     let outs = from_leader(&mut p, conn, 6, Msg::Commit { zxid: t.zxid });
-    assert!(outs.contains(&Output::Deliver(t)));
+    let deliver = pos(&outs, |o| *o == Output::DeliverCommitted(t.clone()));
+    assert!(
+        outs[..=deliver].iter().all(Output::may_pass_sync),
+        "{outs:?}"
+    );
 }
 
 /// A follower that delivered one txn (epoch 5) and was told of epoch 10:
@@ -722,6 +728,10 @@ fn a_follower_commits_on_the_leaders_word_only_behind_its_own_sync() {
     let outs = from_leader(&mut p, conn, 6, Msg::Logged { zxid: zxid(10, 2) });
     let deliver = pos(&outs, |o| *o == Output::Deliver(t.clone()));
     assert!(last_sync_before(&outs, deliver), "{outs:?}");
+    // Nor may it pass a sync in progress: the runtime drops a sync whose
+    // writes an earlier one in progress already holds (its own copy of
+    // the txn), and only waiting for that one keeps it behind our sync.
+    assert!(!outs[deliver].may_pass_sync(), "{outs:?}");
     assert_eq!(
         outs.iter()
             .filter(|o| matches!(o, Output::Deliver(_)))

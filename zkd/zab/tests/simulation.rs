@@ -7,6 +7,7 @@ fn seeds(voters: usize, observers: usize, range: std::ops::Range<u64>, faults: F
     let mut failures = Vec::new();
     let mut snapshots = 0;
     let mut early = 0;
+    let mut past_syncs = 0;
     let runs = range.end - range.start;
     for seed in range {
         let cfg = SimConfig {
@@ -22,6 +23,7 @@ fn seeds(voters: usize, observers: usize, range: std::ops::Range<u64>, faults: F
                 assert!(r.committed > 0, "seed {seed}: nothing committed");
                 snapshots += r.snapshots;
                 early += r.early_deliveries;
+                past_syncs += r.past_syncs;
             }
             Err(e) => failures.push(e),
         }
@@ -45,6 +47,11 @@ fn seeds(voters: usize, observers: usize, range: std::ops::Range<u64>, faults: F
             early, 0,
             "a learner of {voters} voters committed without a COMMIT"
         );
+    }
+    // Followers deliver on COMMITs while their own fsync still runs (a
+    // quorum holds those txns): the runs must take that path.
+    if runs >= 20 {
+        assert!(past_syncs > 0, "no COMMIT passed a sync in {runs} runs");
     }
     // Logs are compacted often in the simulation: a learner that falls
     // behind must regularly be sent the state, not only DIFFs.

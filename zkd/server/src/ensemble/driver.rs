@@ -308,10 +308,22 @@ impl Core {
         self.take_ticket();
         loop {
             let z = self.zab.as_mut().expect("ensemble mode");
-            if z.waiting.is_some() {
-                return;
-            }
-            let Some(o) = z.pending.pop() else {
+            // Behind a sync in progress, only what may pass it (a txn a
+            // COMMIT covers): a follower's client then has its reply when
+            // the COMMIT comes, not when the follower's own fsync ends too.
+            // 3 members, the client's follower alone on the disk (the
+            // other two on tmpfs), set 1x1 via that follower, 3
+            // alternations of 4 s: 3,124/3,159/3,139 -> 3,925/3,780/4,306
+            // ops/s. All three on one disk, 5 alternations, medians moved
+            // within noise (set 1x1 +2%, multi10 1x1 -4%, set 16x32 -2%).
+            let o = match z.waiting {
+                Some(_) => z.pending.pop_if(Output::may_pass_sync),
+                None => z.pending.pop(),
+            };
+            let Some(o) = o else {
+                if z.waiting.is_some() {
+                    return;
+                }
                 break;
             };
             match o {
@@ -346,7 +358,7 @@ impl Core {
                 // Joins the next synced write: the one a later barrier
                 // makes, or the one at the end of this drain.
                 Output::SyncThenAck(zxid) => z.own_ack = Some(zxid),
-                Output::Deliver(txn) => self.deliver(txn),
+                Output::Deliver(txn) | Output::DeliverCommitted(txn) => self.deliver(txn),
                 Output::Established(epoch) => {
                     z.pending_epoch = Some(epoch);
                 }

@@ -40,6 +40,16 @@ impl Pending {
         }
     }
 
+    /// The next output if `may` allows it now.
+    pub fn pop_if(&mut self, may: impl Fn(&Output) -> bool) -> Option<Output> {
+        self.trim();
+        if self.queue.front()?.as_ref().is_some_and(may) {
+            self.pop()
+        } else {
+            None
+        }
+    }
+
     /// At a sync just popped: moves the appends queued after it, up to the
     /// first other persist, into `job` (its write).
     pub fn take_appends(&mut self, job: &mut Vec<Persist>) {
@@ -255,6 +265,30 @@ mod tests {
         assert!(matches!(p.pop(), Some(Output::Send(3, _))));
         assert!(p.pop().is_none());
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn only_what_may_pass_a_sync_is_taken_while_one_runs() {
+        let mut p = Pending::default();
+        let t = Txn {
+            zxid: 2,
+            data: vec![].into(),
+        };
+        p.push(vec![
+            Output::DeliverCommitted(t.clone()),
+            Output::Persist(Persist::Applied(2)),
+            Output::Sync,
+            Output::DeliverCommitted(t),
+        ]);
+        let may = Output::may_pass_sync;
+        assert!(matches!(p.pop_if(may), Some(Output::DeliverCommitted(_))));
+        assert!(matches!(
+            p.pop_if(may),
+            Some(Output::Persist(Persist::Applied(2)))
+        ));
+        assert!(p.pop_if(may).is_none(), "not past the sync");
+        assert_eq!(p.len(), 2);
+        assert!(matches!(p.pop(), Some(Output::Sync)));
     }
 
     #[test]
