@@ -313,8 +313,8 @@ impl Core {
             // the COMMIT comes, not when the follower's own fsync ends too.
             // 3 members, the client's follower alone on the disk (the
             // other two on tmpfs), set 1x1 via that follower, 4 s runs
-            // over three sessions of alternations: median 3,159 ops/s (7
-            // runs, 3,124-3,505) -> 3,545 (10 runs, 3,037-4,306). All
+            // in three series of alternations: median 3,159 ops/s (7
+            // runs, 3,124-3,505) -> 3,555 (10 runs, 3,037-4,306). All
             // three on one disk, 5 alternations, medians moved within
             // noise (set 1x1 +2%, multi10 1x1 -4%, set 16x32 -2%).
             let o = match z.waiting {
