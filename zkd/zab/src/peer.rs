@@ -1289,7 +1289,8 @@ impl Peer {
                     return;
                 }
                 if synced {
-                    self.deliver_committed_upto(zxid);
+                    // Committed by a quorum: need not wait for our sync.
+                    self.deliver(zxid, Output::DeliverCommitted);
                 }
             }
             Msg::Logged { zxid } => {
@@ -1333,12 +1334,8 @@ impl Peer {
         self.deliver(z, Output::Deliver);
     }
 
-    /// As `deliver_upto`, for txns the leader's COMMIT covers: they need
-    /// not wait for our own sync (`Output::DeliverCommitted`).
-    fn deliver_committed_upto(&mut self, z: Zxid) {
-        self.deliver(z, Output::DeliverCommitted);
-    }
-
+    /// Delivers the logged txns up to `z` as `output` (`Deliver`, or
+    /// `DeliverCommitted` for those a COMMIT covers).
     fn deliver(&mut self, z: Zxid, output: fn(Txn) -> Output) {
         let mut last = None;
         while self.delivered < self.log.len() && self.log[self.delivered].zxid <= z {
