@@ -40,6 +40,8 @@
 #                server's first run of its workload (default 2; 0 for
 #                none, as tables made before this option). Cold, ZooKeeper
 #                ran multi10 1x1 10 KiB at 640-647 ops/s, warm at 1109
+# Each run's znodes are created by a zkbench of their own (--setup only),
+# and the machine is let settle again before the timed run (--setup skip).
 # Environment: KEEP=1 keeps the servers' data and logs; ZKD_BIN=PATH
 # benchmarks that zkd binary instead of the one just built (before/after);
 # SETTLE=0 starts each run at once instead of on a quiet machine;
@@ -59,7 +61,7 @@ warmup=2
 only=()
 while (($#)); do
   case "$1" in
-    --help|-h) sed -n '2,42p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --help|-h) sed -n '2,49p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --ensemble) members=3 ;;
     --together) together=1 ;;
     --member-delay)
@@ -309,7 +311,7 @@ results="$work/results.jsonl"
 # run_one PASS N SIDE "WORKLOAD CONNS DEPTH SIZE": one row against one side's
 # members, its line appended to $results.
 run_one() {
-  local pass=$1 n=$2 side=$3 w conns depth size hosts groups keys total w0 w1 avail line try i errs ok
+  local pass=$1 n=$2 side=$3 w conns depth size hosts groups keys total w0 w1 avail line try i errs ok prefix
   read -r w conns depth size <<< "$4"
   local r=$4
   hosts=$zkd_hosts; [[ $side == zk ]] && hosts=$zk_hosts
@@ -348,11 +350,23 @@ run_one() {
   # about 5 ops/s against about 990 in the other pass dragged its row's
   # median), is run again under another prefix, and said so; a third try
   # with errors is kept and flagged under the table.
+  #
+  # The znodes a run works on are created first, by a zkbench of their
+  # own, and the machine is let settle before the timed run: the setup's
+  # background work (flushing the 200 MB a 1x1 10 KiB delete run creates
+  # first) is not billed to the run, as a ZooKeeper snapshot left by an
+  # earlier row is not.
   for try in 1 2 3; do
     busy_start
     ok=0
-    line=$("$bench" "${row[@]}" --seconds "$seconds" --keys "$keys" --prefix "/b${pass}_$n$side$try" \
-      --cpu-of "$(IFS=,; echo "${groups[*]}")") && ok=1
+    prefix="/b${pass}_$n$side$try"
+    if "$bench" "${row[@]}" --keys "$keys" --prefix "$prefix" --setup only; then
+      busy_stop
+      settle "$side $r, after its setup"
+      busy_start
+      line=$("$bench" "${row[@]}" --seconds "$seconds" --keys "$keys" --prefix "$prefix" \
+        --setup skip --cpu-of "$(IFS=,; echo "${groups[*]}")") && ok=1
+    fi
     busy_stop
     if ((ok)); then
       [[ $line =~ \"errors\":([0-9]+) ]] && errs=${BASH_REMATCH[1]} || errs=0

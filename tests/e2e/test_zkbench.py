@@ -87,6 +87,32 @@ def test_zkbench_writes_land_in_the_keys(zkd):
         zk.stop()
 
 
+def test_zkbench_setup_only_then_skip_splits_a_run(zkd):
+    """--setup only creates a run's znodes and exits without a report;
+    --setup skip then runs on them: a delete run removes exactly those."""
+    from kazoo.client import KazooClient
+
+    common = [ZKBENCH, "--server", zkd.hosts, "--workload", "delete", "--conns", "2",
+              "--keys", "15", "--prefix", "/bench-split"]
+    only = subprocess.run(common + ["--setup", "only"], capture_output=True, text=True, timeout=60)
+    assert only.returncode == 0 and only.stdout == "", only.stdout + only.stderr
+    zk = KazooClient(hosts=zkd.hosts)
+    zk.start()
+    try:
+        assert [len(zk.get_children(f"/bench-split/c{c}")) for c in range(2)] == [15, 15]
+        # Gone before the run, and not made again by it: its delete fails.
+        zk.delete("/bench-split/c1/k4")
+        skip = subprocess.run(common + ["--setup", "skip"], capture_output=True, text=True, timeout=60)
+        assert skip.returncode == 0, skip.stderr
+        r = json.loads(skip.stdout)
+        assert r["errors"] == 1, r
+        assert [zk.get_children(f"/bench-split/c{c}") for c in range(2)] == [[], []]
+    finally:
+        zk.stop()
+    bad = subprocess.run(common + ["--setup", "later"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--setup" in bad.stderr
+
+
 def test_zkbench_ends_when_the_server_goes_away(zkd):
     """A server killed mid-run: zkbench stops (it used to wait forever for
     replies that could not come) and counts the unanswered requests."""
@@ -169,7 +195,7 @@ def test_bench_sh_runs_again_a_run_that_ended_with_errors(tmp_path):
     wrapper = zkbench_wrapper(
         tmp_path / "zkbench-breaks-once",
         f'out=$("{ZKBENCH}" "$@") || exit $?',
-        f'if [[ " $* " == *" --workload set "* && " $* " == *" --prefix /b"* && ! -e "{marker}" ]]; then',
+        f'if [[ " $* " == *" --workload set "* && " $* " == *" --setup skip "* && ! -e "{marker}" ]]; then',
         f'  touch "{marker}"; out=${{out/\\"errors\\":0,/\\"errors\\":7,}}',
         "fi",
         'echo "$out"',
@@ -210,22 +236,27 @@ def test_bench_sh_warmup_runs_the_workload_first_on_each_server(tmp_path):
     def arg(a, name):
         return a[a.index(name) + 1]
 
-    # Per server: its warm-up, then its timed run, on the same hosts.
-    assert len(runs) == 4, runs
-    for warm, timed in (runs[0:2], runs[2:4]):
+    # Per server: its warm-up, then the timed run's setup, then the timed
+    # run on the znodes that setup made, all on the same hosts.
+    assert len(runs) == 6, runs
+    for warm, setup, timed in (runs[0:3], runs[3:6]):
         assert arg(warm, "--prefix").startswith("/w1_"), warm
         assert arg(timed, "--prefix").startswith("/b1_"), timed
-        assert arg(warm, "--server") == arg(timed, "--server")
+        assert arg(setup, "--setup") == "only" and arg(timed, "--setup") == "skip"
+        assert "--setup" not in warm
+        for a in ("--prefix", "--keys", "--conns", "--workload"):
+            assert arg(setup, a) == arg(timed, a), a
+        assert arg(warm, "--server") == arg(setup, "--server") == arg(timed, "--server")
         assert arg(warm, "--workload") == arg(timed, "--workload") == "set"
         assert arg(warm, "--seconds") == "2" and arg(warm, "--keys") == "100"
-        assert "--cpu-of" not in warm and "--cpu-of" in timed
-    assert arg(runs[0], "--server") != arg(runs[2], "--server")
+        assert "--cpu-of" not in warm and "--cpu-of" not in setup and "--cpu-of" in timed
+    assert arg(runs[0], "--server") != arg(runs[3], "--server")
     row = next(l for l in out.stdout.splitlines() if l.startswith("set "))
     assert all(float(v) > 0 for v in row.split("|")[1].split()[:2]), row
     _, runs = bench("--warmup", "1")
     assert [arg(a, "--seconds") for a in runs if arg(a, "--prefix").startswith("/w1_")] == ["1", "1"]
     _, runs = bench("--warmup", "0")
-    assert len(runs) == 2 and all(arg(a, "--prefix").startswith("/b1_") for a in runs), runs
+    assert len(runs) == 4 and all(arg(a, "--prefix").startswith("/b1_") for a in runs), runs
     bad = subprocess.run([os.path.join(root, "scripts", "bench.sh"), "--warmup", "soon"],
                          capture_output=True, text=True, cwd=root)
     assert bad.returncode == 2 and "--warmup" in bad.stderr
@@ -256,5 +287,6 @@ def test_bench_sh_busy_loops_run_beside_each_run_and_are_gone_after(tmp_path):
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     starts = [l for l in out.stdout.splitlines() if l.startswith("pass 1:")]
     assert len(starts) == 2 and all("2 busy loop(s) during each run" in l for l in starts), starts
-    assert [int(n) for n in seen.read_text().split()] == [2, 2]
+    # Both servers' setup and timed run each saw both loops.
+    assert [int(n) for n in seen.read_text().split()] == [2, 2, 2, 2]
     assert busy_loops() == []

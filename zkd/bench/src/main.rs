@@ -55,6 +55,11 @@ Options:
   --keys N        znodes per connection for get/set/exists/mix, default 100
   --prefix PATH   namespace for the run, default /zkbench
   --dir DIR       fsync: where the appenders' files go (removed after)
+  --setup WHEN    both (default): create the run's znodes, then run;
+                  only: create them and stop; skip: run on the znodes an
+                  earlier --setup only made (same --prefix, --conns,
+                  --keys, --workload), so a caller can let the servers
+                  finish the setup's background work in between
   --cpu-of PGIDS  also report the CPU time the processes in these process
                   groups (comma-separated: the servers) used during the
                   timed run, per op (server_cpu_us_per_op)
@@ -72,7 +77,16 @@ struct Opts {
     prefix: String,
     dir: String,
     fill: Fill,
+    setup: Setup,
     cpu_of: Vec<i64>,
+}
+
+/// Which part of a run this invocation does (`--setup`).
+#[derive(Clone, Copy, PartialEq)]
+enum Setup {
+    Both,
+    Only,
+    Skip,
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -87,6 +101,7 @@ fn parse_args() -> Result<Opts, String> {
         prefix: "/zkbench".into(),
         dir: String::new(),
         fill: Fill::Random,
+        setup: Setup::Both,
         cpu_of: Vec::new(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -113,6 +128,14 @@ fn parse_args() -> Result<Opts, String> {
             "--prefix" => o.prefix = v,
             "--dir" => o.dir = v,
             "--fill" => o.fill = v.parse()?,
+            "--setup" => {
+                o.setup = match v.as_str() {
+                    "both" => Setup::Both,
+                    "only" => Setup::Only,
+                    "skip" => Setup::Skip,
+                    _ => return Err(format!("--setup takes both, only or skip, not {v}")),
+                }
+            }
             "--cpu-of" => {
                 o.cpu_of = v
                     .split(',')
@@ -303,7 +326,25 @@ fn op_for(o: &Opts, c: usize, n: u64, payload: &Payload, w: &mut Writer) -> Opti
 /// one connection after another, the idle ones outlived their session
 /// timeout on a slow ensemble (16,000 10 KiB creates at 4.5 ms each) and
 /// the server closed them before the run began.
-async fn setup(
+async fn setup(o: &Opts, conns: Vec<Conn>, payload: &Arc<Payload>) -> std::io::Result<Vec<Conn>> {
+    let mut out = if o.setup == Setup::Skip {
+        conns
+    } else {
+        create_all(o, conns, payload).await?
+    };
+    // On an ensemble each connection's server must have applied all of the
+    // setup (children10k reads what the others created) before the run.
+    for conn in out.iter_mut() {
+        let sync = PathRequest {
+            path: o.prefix.clone(),
+        };
+        conn.call(9, &sync.encode()).await?;
+    }
+    Ok(out)
+}
+
+/// `setup`'s znodes, created.
+async fn create_all(
     o: &Opts,
     mut conns: Vec<Conn>,
     payload: &Arc<Payload>,
@@ -352,14 +393,6 @@ async fn setup(
     let mut out = Vec::with_capacity(n);
     for t in tasks {
         out.push(t.await.map_err(std::io::Error::other)??);
-    }
-    // On an ensemble each connection's server must have applied all of the
-    // setup (children10k reads what the others created) before the run.
-    for conn in out.iter_mut() {
-        let sync = PathRequest {
-            path: o.prefix.clone(),
-        };
-        conn.call(9, &sync.encode()).await?;
     }
     Ok(out)
 }
@@ -618,6 +651,9 @@ async fn run(o: Opts) -> std::io::Result<()> {
         conns.push(Conn::open(servers[i % servers.len()]).await?);
     }
     let conns = setup(&o, conns, &payload).await?;
+    if o.setup == Setup::Only {
+        return Ok(());
+    }
     let o = Arc::new(o);
     let cpu0 = cpu::own_seconds();
     let server0 = cpu::groups_seconds(&o.cpu_of);
