@@ -335,6 +335,7 @@ fn spawn_storage(
     let (tx, rx) = jobq::channel::<Job>();
     let fsync_warning_ms = cfg.fsync_warning_ms;
     let output_max = cfg.connection_output_bytes_max;
+    let ensemble = !cfg.servers.is_empty();
     let handle = std::thread::Builder::new()
         .name("zkd-storage".into())
         .spawn(move || {
@@ -371,7 +372,7 @@ fn spawn_storage(
                     !durable_tx.is_closed()
                 })
             };
-            let mut look = Look::default();
+            let mut look = Look::new(ensemble);
             while let Some(first) = next_job(&rx, &mut look, |waited| store.idle(waited)) {
                 let mut group = Group::default();
                 for job in std::iter::once(first).chain(rx.try_iter()) {
