@@ -321,11 +321,9 @@ fn op_for(o: &Opts, c: usize, n: u64, payload: &Payload, w: &mut Writer) -> Opti
     })
 }
 
-/// Creates the namespace and the znodes a workload reads or changes. Each
-/// connection creates its own share at the same time as the others: done
-/// one connection after another, the idle ones outlived their session
-/// timeout on a slow ensemble (16,000 10 KiB creates at 4.5 ms each) and
-/// the server closed them before the run began.
+/// Readies the connections for the run: the run's znodes created (not
+/// with `--setup skip`: an earlier `--setup only` made them), then a sync
+/// on each connection.
 async fn setup(o: &Opts, conns: Vec<Conn>, payload: &Arc<Payload>) -> std::io::Result<Vec<Conn>> {
     let mut out = if o.setup == Setup::Skip {
         conns
@@ -343,7 +341,11 @@ async fn setup(o: &Opts, conns: Vec<Conn>, payload: &Arc<Payload>) -> std::io::R
     Ok(out)
 }
 
-/// `setup`'s znodes, created.
+/// Creates the namespace and the znodes a workload reads or changes. Each
+/// connection creates its own share at the same time as the others: done
+/// one connection after another, the idle ones outlived their session
+/// timeout on a slow ensemble (16,000 10 KiB creates at 4.5 ms each) and
+/// the server closed them before the run began.
 async fn create_all(
     o: &Opts,
     mut conns: Vec<Conn>,
