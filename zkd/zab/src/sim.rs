@@ -369,10 +369,10 @@ impl Sim {
     }
 
     fn drain(&mut self, id: Id, may_crash: bool) -> Result<(), String> {
+        // Behind a sync in progress, only what may pass it (as zkd's
+        // driver does). A sync this drain starts ends the drain (below).
+        let syncing = self.syncing.contains_key(&id);
         loop {
-            // Behind a sync in progress, only what may pass it (as zkd's
-            // driver does).
-            let syncing = self.syncing.contains_key(&id);
             let Some(q) = self.queues.get_mut(&id) else {
                 break;
             };
