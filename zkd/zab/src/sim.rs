@@ -372,16 +372,11 @@ impl Sim {
         // Behind a sync in progress, only what may pass it (as zkd's
         // driver does). A sync this drain starts ends the drain (below).
         let syncing = self.syncing.contains_key(&id);
-        loop {
-            let Some(q) = self.queues.get_mut(&id) else {
-                break;
-            };
-            if syncing && !q.front().is_some_and(Output::may_pass_sync) {
-                break;
-            }
-            let Some(o) = q.pop_front() else {
-                break;
-            };
+        while let Some(o) = self
+            .queues
+            .get_mut(&id)
+            .and_then(|q| q.pop_front_if(|o| !syncing || Output::may_pass_sync(o)))
+        {
             if syncing && matches!(o, Output::DeliverCommitted(_)) {
                 self.report.past_syncs += 1;
             }
