@@ -395,6 +395,19 @@ rss_of() { # total RSS (KiB) of processes whose command line matches $1
   for p in $(pgrep -f "$1" || true); do total=$((total + $(ps -o rss= -p "$p" | tr -d ' '))); done
   echo "$total"
 }
+# The disk's floor as each block of runs begins (below): the disk of a
+# shared machine drifts (on the build machine, one 4 KiB direct write +
+# fdatasync at a time took 73-88 us p50 over half an hour, then 96 us),
+# and a row of lone writes compares two servers measured minutes apart.
+floor="$work/floor"
+mkdir -p "$floor"
+block_floors="$work/block-floors"
+floor_before() {
+  settle "the disk floor before pass $1 of $2"
+  local r
+  r=$("$bench" --workload fsync --dir "$floor" --conns "$members" --size 100 --seconds 1)
+  echo "{\"side\":\"$2\",\"pass\":$1,${r#\{}" >> "$block_floors"
+}
 declare -A rss
 for ((pass = 1; pass <= repeat; pass++)); do
   # The server that goes second may inherit the first one's leftovers (a
@@ -412,6 +425,7 @@ for ((pass = 1; pass <= repeat; pass++)); do
   if ((together)); then blocks=("${sides[*]}"); else blocks=("${sides[@]}"); fi
   for block in "${blocks[@]}"; do
     read -ra up <<< "$block"
+    floor_before "$pass" "${up[*]}"
     start_servers "$pass" "${up[@]}"
     n=0
     for r in "${runs[@]}"; do
@@ -430,8 +444,6 @@ done
 # The disk's floor, measured now on the same disk: a server with fsync on
 # answers a lone write no faster than one small append is made durable.
 # One appender per member: an ensemble's members share this disk.
-floor="$work/floor"
-mkdir -p "$floor"
 floors=()
 for size in 100 10240; do
   settle "disk floor $size"
@@ -490,6 +502,14 @@ for line in sys.stdin:
     print("Disk floor, {conns} appender(s), each one {size}-byte write + fdatasync at a time"
           " (zkbench --workload fsync): {ops_per_s:.0f}/s in all, p50/p99/p99.9"
           " {p50_us}/{p99_us}/{p999_us} us".format(**r))'
+python3 - "$block_floors" "$members" <<'PY'
+import json, sys
+names = {"zkd": "zkd", "zk": "ZooKeeper", "zkd zk": "both", "zk zkd": "both"}
+rs = [json.loads(l) for l in open(sys.argv[1])]
+print(f"Disk floor as each server's runs began ({sys.argv[2]} appender(s), one 100-byte write"
+      " + fdatasync each, p50 us): "
+      + "; ".join(f"pass {r['pass']} {names[r['side']]} {r['p50_us']}" for r in rs))
+PY
 if [[ "${SETTLE:-1}" != 0 ]]; then
   echo "Waited ${settled_s} s in all, in $settle_waits waits, for a quiet machine before and after each run."
 fi

@@ -168,7 +168,13 @@ def test_bench_sh_compares_both_servers_and_what_they_wrote():
     assert zkd_kib >= 100 / 1024 and zk_kib >= 100 / 1024, row
     zkd_cpu, zk_cpu = (float(v) for v in cols[-1].split())
     assert zkd_cpu > 0 and zk_cpu > 0, row
-    assert any(l.startswith("Disk floor") for l in lines)
+    assert any(l.startswith("Disk floor, 1 appender") for l in lines)
+    # The disk floor measured as each server's runs began, in the order
+    # they ran (a lone write's row compares two moments of the disk).
+    began = next(l for l in lines if l.startswith("Disk floor as each server's runs began"))
+    got = re.findall(r"pass 1 (zkd|ZooKeeper) (\d+)", began)
+    ran = ["zkd" if "zkd 127.0.0.1:" in l else "ZooKeeper" for l in starts]
+    assert [side for side, _ in got] == ran and all(int(p50) > 0 for _, p50 in got), began
     # What memory the kernel had left as each side's runs started: least
     # and median, least first.
     mem = next(l for l in lines if l.startswith("Memory available"))
