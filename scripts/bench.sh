@@ -401,11 +401,17 @@ rss_of() { # total RSS (KiB) of processes whose command line matches $1
 # and a row of lone writes compares two servers measured minutes apart.
 floor="$work/floor"
 mkdir -p "$floor"
+# disk_floor SIZE SECONDS: one appender per member (an ensemble's members
+# share this disk), each one SIZE-byte write + fdatasync at a time; the
+# zkbench report line.
+disk_floor() {
+  "$bench" --workload fsync --dir "$floor" --conns "$members" --size "$1" --seconds "$2"
+}
 block_floors="$work/block-floors"
 floor_before() {
-  settle "the disk floor before pass $1 of $2"
+  settle "the disk floor before the runs of $2, pass $1"
   local r
-  r=$("$bench" --workload fsync --dir "$floor" --conns "$members" --size 100 --seconds 1)
+  r=$(disk_floor 100 1)
   echo "{\"side\":\"$2\",\"pass\":$1,${r#\{}" >> "$block_floors"
 }
 declare -A rss
@@ -443,11 +449,10 @@ done
 
 # The disk's floor, measured now on the same disk: a server with fsync on
 # answers a lone write no faster than one small append is made durable.
-# One appender per member: an ensemble's members share this disk.
 floors=()
 for size in 100 10240; do
   settle "disk floor $size"
-  floors+=("$("$bench" --workload fsync --dir "$floor" --conns "$members" --size "$size" --seconds "$seconds")")
+  floors+=("$(disk_floor "$size" "$seconds")")
 done
 
 python3 - "$results" "$repeat" "$together" <<'PY'
