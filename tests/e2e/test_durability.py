@@ -226,6 +226,60 @@ def test_a_burst_ending_just_after_the_log_rolls_frees_the_old_file_while_idle(z
     zk.close()
 
 
+def test_big_data_rewritten_stays_in_the_log_and_survives_a_crash(zkd):
+    """10 KiB setData over and over on a few hundred znodes: the checkpoint
+    refers to that data in the log instead of holding a copy. A znode set
+    once in between outlives the log files its data was written in (it is
+    copied into the checkpoint before they go), the log stays bounded, and
+    after kill -9 every znode reads back its last acknowledged data."""
+    import subprocess
+    from test_zkbench import ZKBENCH
+
+    logdir = os.path.join(zkd.data, "zkd.txnlog")
+
+    def files():
+        return glob.glob(os.path.join(logdir, "[0-9a-f]*-*.log"))
+
+    def value(tag):
+        return hashlib.sha256(tag.encode()).digest() * 320  # 10,240 bytes
+
+    def load(seconds, prefix):
+        out = subprocess.run(
+            [ZKBENCH, "--server", zkd.hosts, "--workload", "set", "--conns", "4", "--depth", "16",
+             "--size", "10240", "--fill", "random", "--keys", "100", "--seconds", str(seconds),
+             "--prefix", prefix],
+            capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+
+    zk = client(zkd.hosts)
+    zk.create("/kept", value("first"))
+    load(1, "/s")  # rewrites: from here on, big data is referred to
+    zk.set("/kept", value("kept"))
+    most = 0
+    for _ in range(30):
+        if "event=data_moved" in zkd.logtext():
+            break
+        load(1, "/s")
+        most = max(most, len(files()))
+    assert "event=data_moved" in zkd.logtext(), f"no data moved after 30 s of load; {most} log files"
+    assert most <= 10, f"{most} log files: the log is bounded at 8 (and one being moved)"
+    for i in range(20):
+        zk.set(f"/s/c0/k{i}", value(f"last{i}"))
+    zk.stop()
+    zk.close()
+    zkd.kill9()
+    zkd.start()
+    zk = client(zkd.hosts)
+    assert zk.get("/kept")[0] == value("kept")
+    for i in range(20):
+        assert zk.get(f"/s/c0/k{i}")[0] == value(f"last{i}"), i
+    for c in range(4):
+        for k in range(100):
+            assert len(zk.get(f"/s/c{c}/k{k}")[0]) == 10240
+    zk.stop()
+    zk.close()
+
+
 def test_torn_wal_tail_is_dropped_and_the_rest_served(zkd):
     """A crash in the middle of writing the last record leaves it torn: that
     record (never acknowledged in a real crash) is dropped, the rest served."""

@@ -115,6 +115,18 @@ impl Node {
         w.buf
     }
 
+    /// A record's mzxid and where its data's length prefix starts (the
+    /// stat and ACL before it), for storage that keeps big data apart
+    /// from the record; `None` unless the rest is exactly that data.
+    pub fn record_head(bytes: &[u8]) -> Option<(i64, usize)> {
+        let mzxid = i64::from_be_bytes(bytes.get(8..16)?.try_into().ok()?);
+        let mut r = Reader::new(bytes.get(RECORD_STAT..)?);
+        r.vec(12, Acl::read).ok()?;
+        let head = RECORD_STAT + r.position();
+        let len = r.i32().ok()?;
+        (usize::try_from(len).ok()? == r.remaining()).then_some((mzxid, head))
+    }
+
     pub fn decode(bytes: &[u8]) -> DecodeResult<(NodeStat, Vec<Acl>, Vec<u8>)> {
         let mut r = Reader::new(bytes);
         let stat = NodeStat {

@@ -173,6 +173,18 @@ impl Txn {
         txn.write(w);
     }
 
+    /// The data this txn leaves at `path` if it writes any there: of a
+    /// create or setData of it, the last one (a multi may hold several).
+    pub fn data_for(&self, path: &str) -> Option<&[u8]> {
+        match self {
+            Txn::Create { path: p, data, .. } | Txn::SetData { path: p, data, .. } if p == path => {
+                Some(data)
+            }
+            Txn::Multi(ops) => ops.iter().rev().find_map(|t| t.data_for(path)),
+            _ => None,
+        }
+    }
+
     /// About how many bytes the entry takes (at least that many, give or
     /// take ACL strings), to size buffers once.
     pub fn len_hint(&self) -> usize {

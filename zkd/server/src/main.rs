@@ -8,6 +8,8 @@
 //!   redone from the log at start-up; ZAB's epochs; the rules between them.
 //! - `staged`  — the checkpoint's records waiting for their write to RocksDB
 //!   (each node's last one only).
+//! - `valueref` — big node data left in the log that made it durable, the
+//!   checkpoint's record referring to it there.
 //! - `blobgc`  — when the checkpoint's blob files are garbage-collected.
 //! - `rocksdb_crc` — RocksDB's checksum on the CPU's crc32 instruction in
 //!   place of the shared library's table-driven one.
@@ -49,6 +51,7 @@ mod staged;
 mod storage;
 mod tls;
 mod txnlog;
+mod valueref;
 
 /// mimalloc rather than glibc malloc: per-request buffers, tree nodes and
 /// events are small, short-lived allocations from several threads, where

@@ -48,7 +48,7 @@ const BIG_RECORD: usize = 4096;
 /// Whether records lately repeat keys: a tag of each node key's hash in
 /// a slot picked by the hash, and the average share of records that found
 /// their own tag there.
-struct Recent {
+pub struct Recent {
     slots: Box<[u32]>,
     rate: f32,
 }
@@ -77,9 +77,9 @@ fn key_hash(key: &[u8]) -> u64 {
 
 impl Recent {
     /// Counts one record: a hit if its key's tag is still in its slot; a
-    /// big record is a miss and leaves the slots alone.
-    fn see(&mut self, key: &[u8], v: Option<&[u8]>) {
-        let hit = v.map_or(0, <[u8]>::len) < BIG_RECORD && {
+    /// record not `counted` is a miss and leaves the slots alone.
+    pub fn see(&mut self, key: &[u8], counted: bool) {
+        let hit = counted && {
             let hash = key_hash(key);
             // The high bits are the best mixed: the slot from the top 16,
             // the tag from the next 32 (never 0, the empty slot).
@@ -88,6 +88,18 @@ impl Recent {
             std::mem::replace(slot, tag) == tag
         };
         self.rate += (f32::from(u8::from(hit)) - self.rate) / RATE_RECORDS;
+    }
+
+    /// The share of the latest records that repeated a key (about the
+    /// last `RATE_RECORDS`).
+    pub fn rate(&self) -> f32 {
+        self.rate
+    }
+
+    /// As if the latest records had repeated keys at `rate`.
+    #[cfg(test)]
+    pub fn assume(&mut self, rate: f32) {
+        self.rate = rate;
     }
 }
 
@@ -136,7 +148,8 @@ impl Staged {
     pub fn observe(&mut self, group: &[Persist]) {
         for p in group {
             for (path, v) in &p.nodes {
-                self.recent.see(path.as_bytes(), v.as_deref());
+                let small = v.as_ref().map_or(0, Vec::len) < BIG_RECORD;
+                self.recent.see(path.as_bytes(), small);
             }
         }
     }

@@ -392,6 +392,7 @@ impl TxnLog {
     }
 
     /// Files of the current generation.
+    #[cfg(test)]
     pub fn files(&self) -> usize {
         self.segments.len()
     }
@@ -585,6 +586,73 @@ impl TxnLog {
     /// only to trim the log is worth its flush then, and not before.
     pub fn frees_through(&self, zxid: u64) -> bool {
         self.freeable_through(zxid) > 0
+    }
+
+    /// The last zxid of the newest file before the one being appended to.
+    pub fn last_closed(&self) -> Option<u64> {
+        let n = self.segments.len();
+        (n > 1).then(|| self.segments[n - 2].last)
+    }
+
+    /// The last zxid of the newest file that is older than the newest
+    /// `keep` files and holds nothing after `upto`.
+    pub fn last_beyond(&self, keep: usize, upto: u64) -> Option<u64> {
+        let n = self.segments.len().checked_sub(keep)?;
+        self.segments[..n]
+            .iter()
+            .rev()
+            .map(|s| s.last)
+            .find(|l| *l <= upto && *l > 0)
+    }
+
+    /// The records of the current generation at the zxids in `wanted`,
+    /// read back from their files (a file is read whole, once, only if it
+    /// holds one of them). A zxid not in the log is an error: the caller
+    /// holds a reference to it.
+    pub fn read(
+        &self,
+        wanted: &std::collections::BTreeSet<u64>,
+    ) -> Result<std::collections::HashMap<u64, Vec<u8>>, LogError> {
+        let mut out = std::collections::HashMap::with_capacity(wanted.len());
+        let mut after = 0u64;
+        for s in &self.segments {
+            let (from, through) = (after, s.last);
+            after = after.max(s.last);
+            if s.last == 0 || wanted.range(from + 1..=through).next().is_none() {
+                continue;
+            }
+            let mut bytes = Vec::new();
+            File::open(&s.path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(|e| io("cannot read", &s.path, e))?;
+            let salt = match bytes.get(..HEADER as usize).and_then(read_header) {
+                Some((g, _, salt)) if g == self.gen => salt,
+                _ => {
+                    return Err(LogError(format!(
+                        "{}: not a log file of generation {}",
+                        s.path.display(),
+                        self.gen
+                    )))
+                }
+            };
+            let (mut pos, mut prev) = (HEADER as usize, 0);
+            while let Ok(Some((zxid, data, end))) = next_record(&bytes, pos, salt, prev) {
+                if wanted.contains(&zxid) {
+                    out.insert(zxid, data.to_vec());
+                }
+                if zxid >= through {
+                    break;
+                }
+                (pos, prev) = (end, zxid);
+            }
+        }
+        match wanted.iter().find(|z| !out.contains_key(z)) {
+            Some(z) => Err(LogError(format!(
+                "{}: the record of txn 0x{z:x} is not in the log",
+                self.dir.display()
+            ))),
+            None => Ok(out),
+        }
     }
 
     /// Frees the files whose records are all at or below `zxid` (the
