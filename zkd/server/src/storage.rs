@@ -105,6 +105,10 @@ const HOLD_LOG_FILES: usize = 8;
 /// a node written lately (`staged::Recent`) for new ones to be references.
 const BIG_REWRITES_FOR_REFS: f32 = 0.5;
 
+/// How long the storage thread must have had no write before it moves
+/// all data still referred to in closed log files (`Store::idle_move`).
+const MOVE_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// Bytes of data moved into the checkpoint per call of `maintain` (one
 /// per storage job): a piece of a file at a time, not a stall of the
 /// storage thread for a whole file's worth.
@@ -157,6 +161,8 @@ pub struct Store {
     /// Of records with big data, how many lately rewrote a node written
     /// lately: references are made while most do (see `stage`).
     big_rewrites: crate::staged::Recent,
+    /// When tree records were last staged (`idle_move`).
+    last_write: Instant,
     /// Whether blob garbage collection runs now (see `blobgc`).
     blob_gc: BlobGc,
     /// When `blob_gc` was last steered.
@@ -541,6 +547,7 @@ impl Store {
             moved: false,
             refs: Refs::default(),
             big_rewrites: Default::default(),
+            last_write: Instant::now(),
             blob_gc: BlobGc::new(crate::blobgc::FLOOR),
             blob_gc_steered: Instant::now(),
         };
@@ -837,6 +844,7 @@ impl Store {
         last: Option<i64>,
         refs: Option<(Log, std::ops::RangeInclusive<u64>)>,
     ) -> Result<(), StoreError> {
+        self.last_write = Instant::now();
         // References pay when the data dies (is overwritten or deleted)
         // before its log file is due to go: it is then never written
         // again. Data that lives on is moved into the checkpoint in the
@@ -973,9 +981,41 @@ impl Store {
             Idle::More
         } else if self.flushing.is_some() || self.wants_flush() {
             Idle::After(MAINTAIN_WHILE_IDLE)
+        } else if let Some(wait) = self.idle_move() {
+            wait
         } else {
             Idle::Done
         }
+    }
+
+    /// Once no write has come for `MOVE_WHEN_IDLE_FOR`, the data still
+    /// referred to in any file but the one being appended to is moved
+    /// (what a busy server moves only beyond `HOLD_LOG_FILES`, and only
+    /// once nothing else keeps the file; ZAB may still keep these): the
+    /// work deferred by references is done while nothing waits for it,
+    /// not during the next burst of writes, which then frees the files as
+    /// soon as the checkpoint and ZAB's base pass them. A
+    /// 3-member ensemble ran multi10 16x32 10 KiB, then mix 16x32 10 KiB,
+    /// then multi10 1x1 10 KiB on the same members: with the moves left
+    /// to the writes that came next, 35.7k and 596 ops/s for the last two
+    /// against 51.9k and 880 without references.
+    fn idle_move(&mut self) -> Option<Idle> {
+        let movable = [Log::Txn, Log::Zab].into_iter().any(|log| {
+            self.movable_through(log, 1, false)
+                .is_some_and(|t| self.refs.held_below(log) < t)
+        });
+        if !movable {
+            return None;
+        }
+        let idle_for = self.last_write.elapsed();
+        if idle_for < MOVE_WHEN_IDLE_FOR {
+            return Some(Idle::After(MOVE_WHEN_IDLE_FOR - idle_for));
+        }
+        if let Err(e) = self.start_moving(1, false) {
+            log::warn!("cannot move data into the checkpoint while idle: {e}");
+            return None;
+        }
+        Some(Idle::More)
     }
 
     /// Makes the whole checkpoint durable now (an import; a clean stop).
@@ -1007,7 +1047,7 @@ impl Store {
             }
         }
         if self.moving.is_none() {
-            self.start_moving()?;
+            self.start_moving(HOLD_LOG_FILES, true)?;
         }
         self.move_piece()?;
         // A flush for a raised base only once the base frees a ZAB log
@@ -1048,17 +1088,25 @@ impl Store {
         ]
     }
 
-    /// Once a log holds more than `HOLD_LOG_FILES` files, begins moving
-    /// the data still referred to in the files beyond them (those nothing
-    /// else keeps: the checkpoint is past them, and ZAB's base too) into
-    /// the records, `move_piece` by piece.
-    fn start_moving(&mut self) -> Result<(), StoreError> {
+    /// The last zxid of the files of `log` beyond its newest `keep`; with
+    /// `freeable`, only those nothing but references keeps (the checkpoint
+    /// is past them, and ZAB's base too).
+    fn movable_through(&self, log: Log, keep: usize, freeable: bool) -> Option<u64> {
+        let upto = |covered: u64| if freeable { covered } else { u64::MAX };
+        match log {
+            Log::Txn => self
+                .txlog
+                .last_beyond(keep, upto(self.reached_zxid().max(0) as u64)),
+            Log::Zab => self.zablog.last_beyond(keep, upto(self.zab_free)),
+        }
+    }
+
+    /// Begins moving the data still referred to in the files of a log
+    /// beyond its newest `keep` (`movable_through`) into the records,
+    /// `move_piece` by piece.
+    fn start_moving(&mut self, keep: usize, freeable: bool) -> Result<(), StoreError> {
         for log in [Log::Txn, Log::Zab] {
-            let (l, covered) = match log {
-                Log::Txn => (&self.txlog, self.reached_zxid().max(0) as u64),
-                Log::Zab => (&self.zablog, self.zab_free),
-            };
-            let Some(through) = l.last_beyond(HOLD_LOG_FILES, covered) else {
+            let Some(through) = self.movable_through(log, keep, freeable) else {
                 continue;
             };
             let entries = self.refs.through(log, through);
@@ -1800,7 +1848,7 @@ mod tests {
         assert!(s.txlog.files() > HOLD_LOG_FILES + 1);
         assert!(valueref::is_ref(&stored(&s, "/big")));
         s.start_flush().unwrap();
-        s.start_moving().unwrap();
+        s.start_moving(HOLD_LOG_FILES, true).unwrap();
         while s.moving.is_some() {
             s.move_piece().unwrap();
         }
@@ -1827,6 +1875,63 @@ mod tests {
         let mut s = Store::open(&dir, &dir).unwrap();
         let l = s.load().unwrap();
         assert_eq!(&l.tree.get("/big").unwrap().data[..], &big[..]);
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An idle server moves the data still referred to in closed log
+    /// files, then frees them: the work references put off is done while
+    /// nothing waits for it.
+    #[test]
+    fn an_idle_store_moves_referred_data_and_frees_the_closed_files() {
+        let dir = std::env::temp_dir().join(format!("zkd-store-idlemove-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut s = Store::open(&dir, &dir).unwrap();
+        let mut tree = s.load().unwrap().tree;
+        s.txlog.set_segment_bytes(64 << 10);
+        s.big_rewrites.assume(1.0);
+        let mut zxid = 0;
+        for i in 0..30u8 {
+            let (p, _) = applied_group(
+                &mut tree,
+                &mut zxid,
+                vec![create(&format!("/n{i}"), vec![i; 6000])],
+                false,
+            );
+            s.commit(&mut [p]).unwrap();
+        }
+        assert!(s.txlog.files() > 2, "{} files", s.txlog.files());
+        assert_eq!(s.refs.len(), 30, "nothing moved while writes come");
+        // Not idle long enough yet: it waits, and moves nothing.
+        assert!(matches!(s.idle(true), Idle::After(_)));
+        assert_eq!(s.refs.len(), 30);
+        s.last_write = Instant::now() - MOVE_WHEN_IDLE_FOR;
+        for _ in 0..1000 {
+            match s.idle(true) {
+                Idle::Done => break,
+                Idle::More => {}
+                Idle::After(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        assert_eq!(s.txlog.files(), 1, "the closed files were freed");
+        let open_file: Vec<_> = (0..30u8)
+            .filter(|i| valueref::is_ref(&stored(&s, &format!("/n{i}"))))
+            .collect();
+        assert_eq!(
+            s.refs.len(),
+            open_file.len(),
+            "only the open file's data is referred to"
+        );
+        assert!(open_file.len() < 11, "{open_file:?}");
+        drop(s);
+        let mut s = Store::open(&dir, &dir).unwrap();
+        let l = s.load().unwrap();
+        for i in 0..30u8 {
+            assert_eq!(
+                &l.tree.get(&format!("/n{i}")).unwrap().data[..],
+                &[i; 6000][..]
+            );
+        }
         drop(s);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -30,8 +30,9 @@
 //! only once no reference pointed into it when a completed flush was asked
 //! for (rule 2 of `storage`); once a log holds more files than it may, the
 //! data still referred to in the files beyond is moved back into the
-//! records (`Store::move_piece`). A snapshot a learner installs replaces
-//! them all.
+//! records (`Store::move_piece`), and an idle store moves what is referred
+//! to in every closed file (`Store::idle_move`). A snapshot a learner
+//! installs replaces them all.
 
 use std::collections::{BTreeSet, HashMap};
 
