@@ -2009,7 +2009,7 @@ mod tests {
                 .len(),
             rec.nodes.len()
         );
-        // A snapshot replaces the tree, the index with it.
+        // A snapshot replaces the tree, and every reference with it.
         s.commit_ensemble_log(
             &[],
             &[Z::Snapshot {
