@@ -1815,17 +1815,24 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A new standalone store in a fresh directory named for `name`, with
+    /// 64 KiB log files, making references from its first write on.
+    fn referring_store(name: &str) -> (std::path::PathBuf, Store, DataTree) {
+        let dir = std::env::temp_dir().join(format!("zkd-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut s = Store::open(&dir, &dir).unwrap();
+        let tree = s.load().unwrap().tree;
+        s.txlog.set_segment_bytes(64 << 10);
+        s.big_rewrites.assume(1.0);
+        (dir, s, tree)
+    }
+
     /// A flush asked for before a move of data out of a log file does not
     /// free that file: the moved records are not in it, and a crash after
     /// it would leave references into a file that is gone.
     #[test]
     fn a_flush_asked_for_before_a_move_does_not_free_the_moved_file() {
-        let dir = std::env::temp_dir().join(format!("zkd-store-moveflush-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut s = Store::open(&dir, &dir).unwrap();
-        let mut tree = s.load().unwrap().tree;
-        s.txlog.set_segment_bytes(64 << 10);
-        s.big_rewrites.assume(1.0);
+        let (dir, mut s, mut tree) = referring_store("moveflush");
         let mut zxid = 0;
         let big = vec![9u8; 8000];
         let mut txns = vec![create("/big", big.clone())];
@@ -1884,12 +1891,7 @@ mod tests {
     /// nothing waits for it.
     #[test]
     fn an_idle_store_moves_referred_data_and_frees_the_closed_files() {
-        let dir = std::env::temp_dir().join(format!("zkd-store-idlemove-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut s = Store::open(&dir, &dir).unwrap();
-        let mut tree = s.load().unwrap().tree;
-        s.txlog.set_segment_bytes(64 << 10);
-        s.big_rewrites.assume(1.0);
+        let (dir, mut s, mut tree) = referring_store("idlemove");
         let mut zxid = 0;
         for i in 0..30u8 {
             let (p, _) = applied_group(
