@@ -1141,7 +1141,7 @@ impl Store {
         // moved only if its record in RocksDB still refers here.
         let mut batch = WriteBatch::default();
         let mut bytes = 0;
-        let mut txns: HashMap<u64, Txn> = HashMap::new();
+        let mut resolver = valueref::Resolver::default();
         while m.next < m.entries.len() && bytes < MOVE_PIECE_BYTES {
             let (key, zxid) = &m.entries[m.next];
             m.next += 1;
@@ -1150,15 +1150,9 @@ impl Store {
                 _ => continue,
             };
             let (path, r) = parse_ref(key, &v)?;
-            let txn = match txns.entry(*zxid) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => e.insert(
-                    valueref::decode(m.log, &m.records[zxid])
-                        .map_err(|e| StoreError(format!("damaged log record 0x{zxid:x}: {e}")))?,
-                ),
-            };
-            let rec = valueref::resolve(&r, &path, txn)
-                .map_err(|e| StoreError(format!("node {path}: {e}")))?;
+            let rec = resolver
+                .resolve(&r, &path, &m.records[zxid])
+                .map_err(StoreError)?;
             bytes += rec.len();
             self.refs.note(key, Some(&rec));
             batch.put_cf(self.nodes(), key, rec);
@@ -1196,21 +1190,13 @@ impl Store {
             wanted[r.log as usize].insert(r.zxid);
         }
         let records = [self.txlog.read(&wanted[0])?, self.zablog.read(&wanted[1])?];
-        let mut txns = HashMap::new();
+        let mut resolver = valueref::Resolver::default();
         let mut out = Vec::with_capacity(refs.len());
         for (k, v) in &refs {
             let (path, r) = parse_ref(k, v)?;
-            let txn = match txns.entry((r.log, r.zxid)) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    let rec = &records[r.log as usize][&r.zxid];
-                    e.insert(valueref::decode(r.log, rec).map_err(|e| {
-                        StoreError(format!("damaged log record 0x{:x}: {e}", r.zxid))
-                    })?)
-                }
-            };
-            let rec = valueref::resolve(&r, &path, txn)
-                .map_err(|e| StoreError(format!("node {path}: {e}")))?;
+            let rec = resolver
+                .resolve(&r, &path, &records[r.log as usize][&r.zxid])
+                .map_err(StoreError)?;
             out.push((k.clone(), rec));
         }
         Ok(out)
@@ -1248,7 +1234,7 @@ impl Store {
         // Reached, not written: what is staged goes with the flush.
         let rolled = self
             .txlog
-            .last_closed()
+            .last_beyond(1, u64::MAX)
             .is_some_and(|l| l as i64 <= self.reached_zxid() && l as i64 > self.flushed);
         self.moved
             || rolled

@@ -588,12 +588,6 @@ impl TxnLog {
         self.freeable_through(zxid) > 0
     }
 
-    /// The last zxid of the newest file before the one being appended to.
-    pub fn last_closed(&self) -> Option<u64> {
-        let n = self.segments.len();
-        (n > 1).then(|| self.segments[n - 2].last)
-    }
-
     /// The last zxid of the newest file that is older than the newest
     /// `keep` files and holds nothing after `upto`.
     pub fn last_beyond(&self, keep: usize, upto: u64) -> Option<u64> {

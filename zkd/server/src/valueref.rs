@@ -222,6 +222,26 @@ pub fn resolve(r: &Ref<'_>, path: &str, txn: &Txn) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// Resolves references, decoding each log record once (a multi writes
+/// several nodes).
+#[derive(Default)]
+pub struct Resolver(HashMap<(Log, u64), Txn>);
+
+impl Resolver {
+    /// The node record `r` (of node `path`) stands for; `record` is the log
+    /// record at `r.zxid`.
+    pub fn resolve(&mut self, r: &Ref<'_>, path: &str, record: &[u8]) -> Result<Vec<u8>, String> {
+        let txn = match self.0.entry((r.log, r.zxid)) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                decode(r.log, record)
+                    .map_err(|e| format!("damaged log record 0x{:x}: {e}", r.zxid))?,
+            ),
+        };
+        resolve(r, path, txn).map_err(|e| format!("node {path}: {e}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
