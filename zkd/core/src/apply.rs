@@ -203,7 +203,7 @@ mod tests {
             &hdr,
             &Txn::SetData {
                 path: "/x".into(),
-                data: vec![],
+                data: Default::default(),
                 version: 1
             }
         ));

@@ -19,17 +19,21 @@
 //!
 //! Supporting modules: `path` (validation), `acl` (identities and checks),
 //! `index` (the (parent, name) order that keeps a node's children adjacent),
+//! `data` (a node's data, boxed when small, shared when big), `record` (a
+//! node's persisted form, its data shared with the tree),
 //! `session` (the session table and bucketed expiry), `out_frame` (a frame
 //! to a client, whole or around a shared body).
 
 pub mod acl;
 pub mod apply;
+pub mod data;
 pub mod digest;
 pub mod index;
 pub mod out_frame;
 pub mod path;
 pub mod prep;
 pub mod quota;
+pub mod record;
 pub mod server;
 pub mod session;
 pub mod tree;

@@ -52,7 +52,7 @@ pub fn execute(
     match op {
         OpCode::Create | OpCode::Create2 | OpCode::CreateContainer => {
             let req: CreateRequest = decode(body)?;
-            let (txn, p, stat) = create(tree, hdr, ids, rules, op, &req, 0)?;
+            let (txn, p, stat) = create(tree, hdr, ids, rules, op, req, 0)?;
             let applied = if op == OpCode::Create {
                 Applied::Create(p)
             } else {
@@ -68,7 +68,7 @@ pub fn execute(
                 acl: r.acl,
                 flags: r.flags,
             };
-            let (txn, p, stat) = create(tree, hdr, ids, rules, op, &req, r.ttl)?;
+            let (txn, p, stat) = create(tree, hdr, ids, rules, op, req, r.ttl)?;
             Ok((txn, Applied::Create2(p, stat)))
         }
         // Standalone servers cannot reconfigure; the reference answers
@@ -183,7 +183,7 @@ fn create(
     ids: &[Id],
     rules: Rules,
     op: OpCode,
-    req: &CreateRequest,
+    mut req: CreateRequest,
     ttl: i64,
 ) -> Res<(Txn, String, Stat)> {
     let mode = CreateMode::from_flags(req.flags).ok_or(ErrorCode::BAD_ARGUMENTS)?;
@@ -225,22 +225,16 @@ fn create(
         quota::check(tree, &full, req.data.len() as i64, 1)?;
     }
     let new_cversion = parent_cversion.wrapping_add(1);
+    // One buffer for the txn and the tree: `Bytes` clones share it.
+    let data = bytes::Bytes::from(std::mem::take(&mut req.data));
     let txn = Txn::Create {
         path: full.clone(),
-        data: req.data.clone(),
+        data: data.clone(),
         acl: acl.clone(),
         ephemeral_owner: owner,
         parent_cversion: new_cversion,
     };
-    let stat = tree.create(
-        &full,
-        req.data.clone(),
-        acl,
-        owner,
-        new_cversion,
-        hdr.zxid,
-        hdr.time,
-    );
+    let stat = tree.create(&full, data, acl, owner, new_cversion, hdr.zxid, hdr.time);
     Ok((txn, full, stat))
 }
 
@@ -280,22 +274,22 @@ fn set_data(
     }
     // NoNode, NoAuth, a bad quota record, then the version, on the one
     // lookup of the node that also changes it.
+    // One buffer for the txn and the tree: `Bytes` clones share it.
+    let data = bytes::Bytes::from(req.data);
     let stat = tree
-        .set_data_checked(&req.path, req.data.clone(), hdr.zxid, hdr.time, |n| {
+        .set_data_checked(&req.path, data.clone(), hdr.zxid, hdr.time, |n| {
             if !acl::allows(&n.acl, perms::WRITE, ids) {
                 return Err(ErrorCode::NO_AUTH);
             }
-            valid_quota_data(&req.path, &req.data)?;
+            valid_quota_data(&req.path, &data)?;
             check_version(n.stat.version, req.version)
         })
         .ok_or(ErrorCode::NO_NODE)??;
     let version = stat.version;
-    // The request's own path and data: one copy of the data (the tree's)
-    // per setData, not two.
     Ok((
         Txn::SetData {
             path: req.path,
-            data: req.data,
+            data,
             version,
         },
         stat,
@@ -346,7 +340,7 @@ fn multi(
                     19 => OpCode::CreateContainer,
                     _ => OpCode::Create2,
                 };
-                create(tree, hdr, ids, rules, code, &c, 0).map(|(t, p, s)| {
+                create(tree, hdr, ids, rules, code, c, 0).map(|(t, p, s)| {
                     let r = if code == OpCode::Create {
                         MultiResult::Create(p)
                     } else {
@@ -362,7 +356,7 @@ fn multi(
                     acl: r.acl,
                     flags: r.flags,
                 };
-                create(tree, hdr, ids, rules, OpCode::CreateTtl, &c, r.ttl)
+                create(tree, hdr, ids, rules, OpCode::CreateTtl, c, r.ttl)
                     .map(|(t, p, s)| (t, MultiResult::Create2(p, s)))
             }
             MultiOp::Delete(d) => delete(tree, hdr, ids, &d).map(|t| (t, MultiResult::Delete)),

@@ -83,7 +83,7 @@ pub enum Effect {
 pub struct Persist {
     pub last_zxid: i64,
     pub log: Vec<(i64, Vec<u8>)>,
-    pub nodes: Vec<(String, Option<Vec<u8>>)>,
+    pub nodes: Vec<(String, Option<crate::record::NodeRecord>)>,
     pub sessions: Vec<(i64, Option<Vec<u8>>)>,
 }
 

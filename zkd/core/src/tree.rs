@@ -14,9 +14,11 @@ use zk_proto::jute::{Reader, Result as DecodeResult, Writer};
 use zk_proto::records::{Acl, Record, Stat};
 use zk_proto::EventType;
 
+use crate::data::Data;
 use crate::digest::node_hash;
 use crate::index::{ChildRange, Key, PathKey};
 use crate::path;
+use crate::record::NodeRecord;
 
 /// The stored part of a znode's `Stat`; `dataLength` and `numChildren` are
 /// derived from the node itself.
@@ -33,12 +35,12 @@ pub struct NodeStat {
     pub pzxid: i64,
 }
 
-/// Sized for a million of them: data is a boxed slice (no spare capacity,
-/// one word less than a `Vec`), and the children are not in the node but
-/// next to it in the tree's ordered map (`DataTree::children`).
+/// Sized for a million of them: data is two words (`data`), and the
+/// children are not in the node but next to it in the tree's ordered map
+/// (`DataTree::children`).
 #[derive(Debug, Clone)]
 pub struct Node {
-    pub data: Box<[u8]>,
+    pub data: Data,
     pub acl: Arc<Vec<Acl>>,
     pub stat: NodeStat,
     pub child_count: u32,
@@ -57,9 +59,9 @@ const RECORD_STAT: usize = 4 * 8 + 3 * 4 + 2 * 8;
 
 impl Node {
     /// A node without children (they link themselves as they are added).
-    pub fn new(data: Vec<u8>, acl: Arc<Vec<Acl>>, stat: NodeStat) -> Node {
+    pub fn new(data: impl Into<Data>, acl: Arc<Vec<Acl>>, stat: NodeStat) -> Node {
         Node {
-            data: data.into_boxed_slice(),
+            data: data.into(),
             acl,
             stat,
             child_count: 0,
@@ -97,8 +99,17 @@ impl Node {
         // record (8 bytes doubling to 256 for 100 B of data), and
         // `Node::encode` was 10% of the core's samples on a 3-member
         // ensemble under multi10 of 100 B setData, 16x32 (`perf`).
+        let mut w = self.encode_head(self.data.len());
+        w.extend_from_slice(&self.data);
+        debug_assert_eq!(w.len(), w.capacity());
+        w
+    }
+
+    /// `encode`'s bytes up to the data (its length prefix included), with
+    /// room for `room` more.
+    fn encode_head(&self, room: usize) -> Vec<u8> {
         let acl: usize = self.acl.iter().map(Acl::encoded_len).sum();
-        let mut w = Writer::with_capacity(RECORD_STAT + 4 + acl + 4 + self.data.len());
+        let mut w = Writer::with_capacity(RECORD_STAT + 4 + acl + 4 + room);
         let s = &self.stat;
         w.i64(s.czxid).i64(s.mzxid).i64(s.ctime).i64(s.mtime);
         w.i32(s.version)
@@ -110,16 +121,36 @@ impl Node {
         for a in self.acl.iter() {
             a.write(&mut w);
         }
-        w.buffer(&self.data);
-        debug_assert_eq!(w.buf.len(), w.buf.capacity());
+        w.i32(self.data.len() as i32);
         w.buf
+    }
+
+    /// The persisted form on its way to storage: `encode`'s bytes, big
+    /// data shared rather than copied.
+    pub fn record(&self) -> NodeRecord {
+        let Some(data) = self.data.shared() else {
+            return NodeRecord::Whole(self.encode());
+        };
+        let mut head = self.encode_head(0);
+        head.truncate(head.len() - 4);
+        NodeRecord::Split {
+            head,
+            crc: crc32c::crc32c(&data),
+            data,
+        }
+    }
+
+    /// A record's mzxid (from its first bytes: a whole record's or a
+    /// split one's head).
+    pub fn record_mzxid(bytes: &[u8]) -> Option<i64> {
+        Some(i64::from_be_bytes(bytes.get(8..16)?.try_into().ok()?))
     }
 
     /// A record's mzxid and where its data's length prefix starts (the
     /// stat and ACL before it), for storage that keeps big data apart
     /// from the record; `None` unless the rest is exactly that data.
     pub fn record_head(bytes: &[u8]) -> Option<(i64, usize)> {
-        let mzxid = i64::from_be_bytes(bytes.get(8..16)?.try_into().ok()?);
+        let mzxid = Node::record_mzxid(bytes)?;
         let mut r = Reader::new(bytes.get(RECORD_STAT..)?);
         r.vec(12, Acl::read).ok()?;
         let head = RECORD_STAT + r.position();
@@ -161,7 +192,7 @@ const JOURNAL_SCAN_MAX: usize = 16;
 
 /// What a node looked like before the current transaction first touched it.
 /// Data, ACL, stat and the node's hash (`Node::hash`) as they were.
-type Saved = Option<(Box<[u8]>, Arc<Vec<Acl>>, NodeStat, u64)>;
+type Saved = Option<(Data, Arc<Vec<Acl>>, NodeStat, u64)>;
 
 #[derive(Default)]
 struct Journal {
@@ -176,7 +207,7 @@ struct Journal {
     /// left it, when the change that left it so had the node at hand (a
     /// setData); `commit` then needs no lookup. Any later change of the
     /// node goes through `save`, which forgets it.
-    known: Vec<Option<(Vec<u8>, u64)>>,
+    known: Vec<Option<(NodeRecord, u64)>>,
     events: Vec<Event>,
 }
 
@@ -229,8 +260,8 @@ impl Journal {
 #[derive(Debug, Default)]
 pub struct Changes {
     /// Every path whose record changed (created, deleted or updated), with
-    /// its record now (`Node::encode`; `None`: deleted).
-    pub records: Vec<(String, Option<Vec<u8>>)>,
+    /// its record now (`Node::record`; `None`: deleted).
+    pub records: Vec<(String, Option<NodeRecord>)>,
     /// Watch events in the order the reference fires them.
     pub events: Vec<Event>,
 }
@@ -392,7 +423,7 @@ impl DataTree {
         self.save(p);
         if let Some(n) = self.nodes.get_mut(PathKey::new(p)) {
             self.data_bytes = self.data_bytes - n.data.len() as u64 + data.len() as u64;
-            n.data = data.into_boxed_slice();
+            n.data = data.into();
         }
     }
 
@@ -472,7 +503,7 @@ impl DataTree {
     pub fn create(
         &mut self,
         path: &str,
-        data: Vec<u8>,
+        data: impl Into<Data>,
         acl: Vec<Acl>,
         ephemeral_owner: i64,
         parent_cversion: i32,
@@ -480,6 +511,7 @@ impl DataTree {
         time: i64,
     ) -> Stat {
         let (parent, _) = path::split(path).expect("create of the root");
+        let data = data.into();
         let data_len = data.len();
         let acl = self.intern_acl(acl);
         let p = saved_mut(&mut self.nodes, &mut self.journal, parent)
@@ -564,7 +596,7 @@ impl DataTree {
     pub fn set_data(
         &mut self,
         path: &str,
-        data: Vec<u8>,
+        data: impl Into<Data>,
         version: i32,
         zxid: i64,
         time: i64,
@@ -583,7 +615,7 @@ impl DataTree {
     pub fn set_data_checked<E>(
         &mut self,
         path: &str,
-        data: Vec<u8>,
+        data: impl Into<Data>,
         zxid: i64,
         time: i64,
         check: impl FnOnce(&Node) -> Result<i32, E>,
@@ -593,11 +625,12 @@ impl DataTree {
             Ok(v) => v,
             Err(e) => return Some(Err(e)),
         };
+        let data = data.into();
         let (old_len, new_len) = (n.data.len(), data.len());
         self.data_bytes = self.data_bytes - old_len as u64 + new_len as u64;
         // The journal keeps the old data for a rollback: moved there, not
         // copied, when this txn first touches the node.
-        let old = std::mem::replace(&mut n.data, data.into_boxed_slice());
+        let old = std::mem::replace(&mut n.data, data);
         let at = self
             .journal
             .save_with(path, || Some((old, n.acl.clone(), n.stat, n.hash)));
@@ -605,7 +638,7 @@ impl DataTree {
         n.stat.mzxid = zxid;
         n.stat.mtime = time;
         n.hash = node_hash(path, &n.data, &n.acl, &n.stat);
-        self.journal.known[at] = Some((n.encode(), n.hash));
+        self.journal.known[at] = Some((n.record(), n.hash));
         let stat = n.stat();
         let acl = n.acl.clone();
         self.journal.events.push(Event {
@@ -715,7 +748,7 @@ impl DataTree {
                 None => self.nodes.get_mut(PathKey::new(&path)).map(|n| {
                     n.hash = node_hash(&path, &n.data, &n.acl, &n.stat);
                     self.digest = self.digest.wrapping_add(n.hash);
-                    n.encode()
+                    n.record()
                 }),
             };
             records.push((path, now));
@@ -932,15 +965,51 @@ mod tests {
         t.set_data("/b", b"2".to_vec(), 1, 30, 7);
         t.delete("/b", 30);
         let ch = t.commit();
-        let rec = |p: &str| ch.records.iter().find(|(q, _)| q == p).unwrap().1.clone();
+        let rec = |p: &str| {
+            let r = ch.records.iter().find(|(q, _)| q == p).unwrap().1.clone();
+            r.map(NodeRecord::into_vec)
+        };
         assert_eq!(rec("/a"), Some(t.get("/a").unwrap().encode()));
         assert_eq!(rec("/b"), None);
         assert_eq!(t.digest(), t.digest_recomputed());
         t.begin();
         t.set_data("/a", b"3".to_vec(), 2, 31, 8);
         let ch = t.commit();
-        assert_eq!(ch.records[0].1, Some(t.get("/a").unwrap().encode()));
+        let rec = ch.records[0].1.clone().map(NodeRecord::into_vec);
+        assert_eq!(rec, Some(t.get("/a").unwrap().encode()));
         assert_eq!(t.digest(), t.digest_recomputed());
+    }
+
+    /// Big data reaches storage shared with the tree, not copied, and
+    /// small data copied into a whole record; either way the record is
+    /// the node's encoding.
+    #[test]
+    fn a_record_shares_big_data_with_the_tree() {
+        let mut t = tree_with(&["/a", "/b"]);
+        t.begin();
+        t.set_data("/a", vec![7; crate::data::SHARE_MIN], 1, 30, 7);
+        t.set_data("/b", vec![7; crate::data::SHARE_MIN - 1], 1, 30, 7);
+        let ch = t.commit();
+        let rec = |p: &str| {
+            ch.records
+                .iter()
+                .find(|(q, _)| q == p)
+                .unwrap()
+                .1
+                .clone()
+                .unwrap()
+        };
+        let a = t.get("/a").unwrap();
+        match rec("/a") {
+            NodeRecord::Split { data, crc, .. } => {
+                assert_eq!(data.as_ptr(), a.data.as_ptr());
+                assert_eq!(crc, crc32c::crc32c(&a.data));
+            }
+            r => panic!("a whole record of big data: {r:?}"),
+        }
+        assert_eq!(rec("/a").into_vec(), a.encode());
+        assert!(matches!(rec("/b"), NodeRecord::Whole(_)));
+        assert_eq!(rec("/b").into_vec(), t.get("/b").unwrap().encode());
     }
 
     /// Each node's cached hash and the tree's digest stay those of a

@@ -3,6 +3,7 @@
 //! replica (or after a restart) yields the same tree. Encoded in jute, tagged
 //! with the reference's opcodes.
 
+use bytes::Bytes;
 use zk_proto::jute::{DecodeError, Reader, Result, Writer};
 use zk_proto::records::{Acl, Record};
 
@@ -24,7 +25,7 @@ pub enum Txn {
     CloseSession,
     Create {
         path: String,
-        data: Vec<u8>,
+        data: Bytes,
         acl: Vec<Acl>,
         ephemeral_owner: i64,
         parent_cversion: i32,
@@ -34,7 +35,7 @@ pub enum Txn {
     },
     SetData {
         path: String,
-        data: Vec<u8>,
+        data: Bytes,
         version: i32,
     },
     SetAcl {
@@ -134,7 +135,7 @@ impl Txn {
             -11 => Txn::CloseSession,
             1 => Txn::Create {
                 path: r.ustring()?,
-                data: r.buffer()?,
+                data: r.buffer()?.into(),
                 acl: r.vec(12, Acl::read)?,
                 ephemeral_owner: r.i64()?,
                 parent_cversion: r.i32()?,
@@ -142,7 +143,7 @@ impl Txn {
             2 => Txn::Delete { path: r.ustring()? },
             5 => Txn::SetData {
                 path: r.ustring()?,
-                data: r.buffer()?,
+                data: r.buffer()?.into(),
                 version: r.i32()?,
             },
             7 => Txn::SetAcl {
@@ -235,14 +236,14 @@ mod tests {
             Txn::Multi(vec![
                 Txn::Create {
                     path: "/a".into(),
-                    data: b"x".to_vec(),
+                    data: b"x".to_vec().into(),
                     acl: Acl::open_unsafe(),
                     ephemeral_owner: 5,
                     parent_cversion: 2,
                 },
                 Txn::SetData {
                     path: "/a".into(),
-                    data: vec![],
+                    data: Default::default(),
                     version: 1,
                 },
                 Txn::SetAcl {

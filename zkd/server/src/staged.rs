@@ -24,6 +24,7 @@
 
 use std::collections::HashMap;
 
+use zkd_core::record::NodeRecord;
 use zkd_core::server::Persist;
 
 /// Bytes of bookkeeping counted per record (the map's slot, the key's and
@@ -125,6 +126,7 @@ impl Staged {
         self.observe(group);
         for p in group.iter_mut() {
             for (path, v) in p.nodes.drain(..) {
+                let v = v.map(NodeRecord::into_vec);
                 let key = path.len();
                 self.bytes += size(key, &v);
                 if let Some(old) = self.nodes.insert(path, v) {
@@ -148,7 +150,7 @@ impl Staged {
     pub fn observe(&mut self, group: &[Persist]) {
         for p in group {
             for (path, v) in &p.nodes {
-                let small = v.as_ref().map_or(0, Vec::len) < BIG_RECORD;
+                let small = v.as_ref().map_or(0, NodeRecord::len) < BIG_RECORD;
                 self.recent.see(path.as_bytes(), small);
             }
         }
@@ -195,7 +197,7 @@ mod tests {
             log: Vec::new(),
             nodes: nodes
                 .iter()
-                .map(|(p, v)| (p.to_string(), v.map(<[u8]>::to_vec)))
+                .map(|(p, v)| (p.to_string(), v.map(|v| NodeRecord::Whole(v.to_vec()))))
                 .collect(),
             sessions: sessions
                 .iter()

@@ -46,6 +46,7 @@ use std::time::{Duration, Instant};
 
 use rocksdb::{ColumnFamilyDescriptor, FlushOptions, Options, WriteBatch, WriteOptions, DB};
 
+use zkd_core::record::NodeRecord;
 use zkd_core::server::{decode_session, Persist, RestoredSession};
 use zkd_core::tree::{DataTree, Node};
 use zkd_core::txn::Txn;
@@ -742,7 +743,8 @@ impl Store {
                     "logged txn 0x{zxid:x} does not apply to the checkpoint at 0x{last:x}"
                 )));
             }
-            nodes.extend(tree.commit().records);
+            let records = tree.commit().records.into_iter();
+            nodes.extend(records.map(|(p, v)| (p, v.map(NodeRecord::into_vec))));
             match &txn {
                 Txn::CreateSession { timeout_ms, passwd } => {
                     sessions.insert(
@@ -867,12 +869,16 @@ impl Store {
             let after = self.reached_zxid();
             let logged = |z: u64| z as i64 > after && logged.contains(&z);
             for (_, v) in group.iter_mut().flat_map(|p| p.nodes.iter_mut()) {
-                if let Some(r) = v
-                    .as_deref()
-                    .and_then(|rec| valueref::make(rec, log, logged))
-                {
-                    *v = Some(r);
+                if let Some(r) = v.as_ref().and_then(|rec| valueref::make(rec, log, logged)) {
+                    *v = Some(NodeRecord::Whole(r));
                 }
+            }
+        }
+        // What is left goes to the checkpoint whole (data shared with the
+        // tree copied now, on this thread).
+        for (_, v) in group.iter_mut().flat_map(|p| p.nodes.iter_mut()) {
+            if let Some(r) = v {
+                r.make_whole();
             }
         }
         if self.staged.is_empty() && !self.staged.repeating() {
@@ -887,7 +893,7 @@ impl Store {
                 &self.db,
                 &mut self.refs,
                 last_of_each(group.iter().map(|p| &p.nodes[..]))
-                    .map(|(p, v)| (&p[..], v.as_deref())),
+                    .map(|(p, v)| (&p[..], v.as_ref().map(NodeRecord::whole))),
                 last_of_each(group.iter().map(|p| &p.sessions[..]))
                     .map(|(id, v)| (*id, v.as_deref())),
             );
@@ -1557,7 +1563,9 @@ mod tests {
         let persist = |zxid: i64, nodes: Vec<(&str, Option<Vec<u8>>)>, sessions| Persist {
             last_zxid: zxid,
             log: vec![(zxid, entry(0, zxid, &Txn::Error(0)))],
-            nodes: nodes.into_iter().map(|(p, v)| (p.to_string(), v)).collect(),
+            nodes: (nodes.into_iter())
+                .map(|(p, v)| (p.to_string(), v.map(NodeRecord::Whole)))
+                .collect(),
             sessions,
         };
         let stored = |s: &Store, path: &str| s.db.get_cf(s.nodes(), node_key(path)).unwrap();
@@ -1695,7 +1703,7 @@ mod tests {
     fn set(path: &str, fill: u8, len: usize) -> Txn {
         Txn::SetData {
             path: path.into(),
-            data: vec![fill; len],
+            data: vec![fill; len].into(),
             version: -1,
         }
     }
@@ -1703,7 +1711,7 @@ mod tests {
     fn create(path: &str, data: Vec<u8>) -> Txn {
         Txn::Create {
             path: path.into(),
-            data,
+            data: data.into(),
             acl: Acl::open_unsafe(),
             ephemeral_owner: 0,
             parent_cversion: 1,
@@ -2098,7 +2106,7 @@ mod tests {
             };
             let create = Txn::Create {
                 path: "/a".into(),
-                data: b"v".to_vec(),
+                data: b"v".to_vec().into(),
                 acl: Acl::open_unsafe(),
                 ephemeral_owner: 7,
                 parent_cversion: 1,

@@ -36,6 +36,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use zkd_core::record::NodeRecord;
 use zkd_core::server::Proposal;
 use zkd_core::tree::Node;
 use zkd_core::txn::Txn;
@@ -85,25 +86,33 @@ pub fn is_ref(value: &[u8]) -> bool {
     value.first() == Some(&MARK)
 }
 
-/// `record` (as `Node::encode` makes it) with its data replaced by a
-/// reference into `log`, when the data is big and was written by a txn
-/// for which `logged(mzxid)` holds; `None` otherwise.
-pub fn make(record: &[u8], log: Log, logged: impl Fn(u64) -> bool) -> Option<Vec<u8>> {
+/// `record` (`Node::record`) with its data replaced by a reference into
+/// `log`, when the data is big and was written by a txn for which
+/// `logged(mzxid)` holds; `None` otherwise.
+pub fn make(record: &NodeRecord, log: Log, logged: impl Fn(u64) -> bool) -> Option<Vec<u8>> {
     if record.len() < REF_MIN {
         return None;
     }
-    let (mzxid, head) = Node::record_head(record)?;
-    let data = &record[head + 4..];
+    let (mzxid, head, data, crc) = match record {
+        NodeRecord::Whole(r) => {
+            let (mzxid, head) = Node::record_head(r)?;
+            (mzxid, &r[..head], &r[head + 4..], None)
+        }
+        NodeRecord::Split { head, data, crc } => {
+            (Node::record_mzxid(head)?, &head[..], &data[..], Some(*crc))
+        }
+    };
     if data.len() < REF_MIN || mzxid <= 0 || !logged(mzxid as u64) {
         return None;
     }
-    let mut out = Vec::with_capacity(REF_HEADER + head);
+    let crc = crc.unwrap_or_else(|| crc32c::crc32c(data));
+    let mut out = Vec::with_capacity(REF_HEADER + head.len());
     out.push(MARK);
     out.push(log as u8);
     out.extend_from_slice(&(mzxid as u64).to_be_bytes());
     out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    out.extend_from_slice(&crc32c::crc32c(data).to_be_bytes());
-    out.extend_from_slice(&record[..head]);
+    out.extend_from_slice(&crc.to_be_bytes());
+    out.extend_from_slice(head);
     Some(out)
 }
 
@@ -250,35 +259,44 @@ mod tests {
     use zkd_core::tree::NodeStat;
     use zkd_core::txn::TxnHeader;
 
-    fn record(data: Vec<u8>, mzxid: i64) -> Vec<u8> {
+    fn node(data: Vec<u8>, mzxid: i64) -> Node {
         let stat = NodeStat {
             czxid: 3,
             mzxid,
             ..Default::default()
         };
-        Node::new(data, Arc::new(vec![Acl::new(31, "world", "anyone")]), stat).encode()
+        Node::new(data, Arc::new(vec![Acl::new(31, "world", "anyone")]), stat)
+    }
+
+    fn record(data: Vec<u8>, mzxid: i64) -> Vec<u8> {
+        node(data, mzxid).encode()
     }
 
     #[test]
     fn a_big_record_round_trips_through_its_reference() {
         let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
         let rec = record(data.clone(), 9);
-        let small = record(vec![1; REF_MIN - 1], 9);
+        let whole = NodeRecord::Whole(rec.clone());
+        let small = node(vec![1; REF_MIN - 1], 9).record();
         assert!(make(&small, Log::Txn, |_| true).is_none());
-        assert!(make(&rec, Log::Txn, |z| z != 9).is_none());
-        let r = make(&rec, Log::Zab, |z| z == 9).unwrap();
+        assert!(make(&whole, Log::Txn, |z| z != 9).is_none());
+        let r = make(&whole, Log::Zab, |z| z == 9).unwrap();
         assert!(r.len() < 128, "{}", r.len());
+        // The same reference from a record that shares the tree's data.
+        let split = node(data.clone(), 9).record();
+        assert!(matches!(split, NodeRecord::Split { .. }));
+        assert_eq!(make(&split, Log::Zab, |z| z == 9), Some(r.clone()));
         let parsed = parse(&r).unwrap().unwrap();
         assert_eq!((parsed.log, parsed.zxid), (Log::Zab, 9));
         let txn = Txn::Multi(vec![
             Txn::SetData {
                 path: "/a".into(),
-                data: vec![0; 10_000],
+                data: vec![0; 10_000].into(),
                 version: -1,
             },
             Txn::SetData {
                 path: "/a".into(),
-                data: data.clone(),
+                data: data.clone().into(),
                 version: -1,
             },
         ]);
@@ -290,7 +308,7 @@ mod tests {
         other[5000] ^= 1;
         let txn = Txn::SetData {
             path: "/a".into(),
-            data: other,
+            data: other.into(),
             version: -1,
         };
         assert!(resolve(&parsed, "/a", &txn).is_err());
@@ -308,7 +326,7 @@ mod tests {
         };
         let txn = Txn::Create {
             path: "/c".into(),
-            data: vec![4; 5000],
+            data: vec![4; 5000].into(),
             acl: vec![],
             ephemeral_owner: 0,
             parent_cversion: 1,
@@ -329,7 +347,7 @@ mod tests {
     #[test]
     fn refs_follow_each_nodes_last_record() {
         let data = vec![3u8; 5000];
-        let (a, b) = (record(data.clone(), 7), record(data, 9));
+        let (a, b) = (node(data.clone(), 7).record(), node(data, 9).record());
         let ra = make(&a, Log::Txn, |_| true).unwrap();
         let rb = make(&b, Log::Txn, |_| true).unwrap();
         let rz = make(&b, Log::Zab, |_| true).unwrap();
@@ -344,7 +362,7 @@ mod tests {
         refs.note(b"k1", Some(&rb));
         assert_eq!(refs.held_below(Log::Txn), 8);
         assert_eq!(refs.through(Log::Txn, 9).len(), 2);
-        refs.note(b"k1", Some(&b));
+        refs.note(b"k1", Some(&b.clone().into_vec()));
         refs.note(b"k2", None);
         assert_eq!(refs.held_below(Log::Txn), u64::MAX);
         assert!(refs.through(Log::Txn, u64::MAX).is_empty());

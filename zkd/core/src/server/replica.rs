@@ -619,7 +619,7 @@ mod tests {
             },
             txn: Txn::Create {
                 path: "/a".into(),
-                data: b"x".to_vec(),
+                data: b"x".to_vec().into(),
                 acl: Acl::open_unsafe(),
                 ephemeral_owner: 0,
                 parent_cversion: 1,

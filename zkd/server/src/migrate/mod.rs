@@ -14,6 +14,7 @@ pub mod zkformat;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
+use zkd_core::record::NodeRecord;
 use zkd_core::server::{encode_session, Persist};
 use zkd_core::tree::{DataTree, Node};
 
@@ -253,7 +254,8 @@ pub fn import(src: &Path, cfg: &Config) -> Result<Summary, String> {
     };
     let mut progress = Progress::new("writing", tree.node_count());
     for (i, (path, node)) in tree.iter().enumerate() {
-        p.nodes.push((path.to_string(), Some(node.encode())));
+        p.nodes
+            .push((path.to_string(), Some(NodeRecord::Whole(node.encode()))));
         if i % 4096 == 0 {
             progress.at(i);
         }

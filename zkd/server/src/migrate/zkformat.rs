@@ -207,7 +207,7 @@ fn read_create(r: &mut Reader, op: i32, session: i64) -> Result<Txn, String> {
     };
     Ok(Txn::Create {
         path,
-        data,
+        data: data.into(),
         acl,
         ephemeral_owner,
         parent_cversion,
@@ -229,7 +229,7 @@ fn read_txn(r: &mut Reader, op: i32, session: i64) -> Result<Txn, String> {
         },
         5 | 16 => Txn::SetData {
             path: r.ustring().map_err(e)?,
-            data: r.buffer().map_err(e)?,
+            data: r.buffer().map_err(e)?.into(),
             version: r.i32().map_err(e)?,
         },
         7 => Txn::SetAcl {
