@@ -48,7 +48,7 @@ pub fn apply_tree(tree: &mut DataTree, hdr: &TxnHeader, txn: &Txn) -> bool {
             };
             tree.create(
                 path,
-                data.clone(),
+                data,
                 acl.clone(),
                 *ephemeral_owner,
                 pc,
@@ -69,7 +69,7 @@ pub fn apply_tree(tree: &mut DataTree, hdr: &TxnHeader, txn: &Txn) -> bool {
             data,
             version,
         } => tree
-            .set_data(path, data.clone(), *version, hdr.zxid, hdr.time)
+            .set_data(path, data, *version, hdr.zxid, hdr.time)
             .is_some(),
         Txn::SetAcl { path, acl, version } => {
             if tree.get(path).is_none() {

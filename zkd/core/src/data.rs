@@ -67,12 +67,14 @@ impl From<Vec<u8>> for Data {
     }
 }
 
-impl From<Bytes> for Data {
-    fn from(b: Bytes) -> Data {
+/// Shared if big, else copied: cloning a `Bytes` made from a `Vec` costs
+/// an allocation of its own, more than copying small data.
+impl From<&Bytes> for Data {
+    fn from(b: &Bytes) -> Data {
         if b.len() < SHARE_MIN {
             Data::Small(Box::from(&b[..]))
         } else {
-            Data::Big(Arc::new(b))
+            Data::Big(Arc::new(b.clone()))
         }
     }
 }
@@ -88,12 +90,12 @@ mod tests {
             2 * std::mem::size_of::<usize>()
         );
         let big = Bytes::from(vec![5u8; SHARE_MIN]);
-        let d = Data::from(big.clone());
+        let d = Data::from(&big);
         assert_eq!(d.shared().unwrap().as_ptr(), big.as_ptr());
         assert_eq!(&d[..], &big[..]);
         let d = Data::from(vec![5u8; SHARE_MIN]);
         assert_eq!(d.shared().unwrap().as_ptr(), d.as_ptr());
-        let small = Data::from(Bytes::from(vec![5u8; SHARE_MIN - 1]));
+        let small = Data::from(&Bytes::from(vec![5u8; SHARE_MIN - 1]));
         assert!(small.shared().is_none());
         assert_eq!(&small[..], &[5u8; SHARE_MIN - 1][..]);
         assert!(Data::from(vec![1]).shared().is_none());

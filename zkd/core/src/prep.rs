@@ -225,16 +225,24 @@ fn create(
         quota::check(tree, &full, req.data.len() as i64, 1)?;
     }
     let new_cversion = parent_cversion.wrapping_add(1);
-    // One buffer for the txn and the tree: `Bytes` clones share it.
+    // Big data: one buffer for the txn and the tree (`data`).
     let data = bytes::Bytes::from(std::mem::take(&mut req.data));
+    let stat = tree.create(
+        &full,
+        &data,
+        acl.clone(),
+        owner,
+        new_cversion,
+        hdr.zxid,
+        hdr.time,
+    );
     let txn = Txn::Create {
         path: full.clone(),
-        data: data.clone(),
-        acl: acl.clone(),
+        data,
+        acl,
         ephemeral_owner: owner,
         parent_cversion: new_cversion,
     };
-    let stat = tree.create(&full, data, acl, owner, new_cversion, hdr.zxid, hdr.time);
     Ok((txn, full, stat))
 }
 
@@ -274,10 +282,10 @@ fn set_data(
     }
     // NoNode, NoAuth, a bad quota record, then the version, on the one
     // lookup of the node that also changes it.
-    // One buffer for the txn and the tree: `Bytes` clones share it.
+    // Big data: one buffer for the txn and the tree (`data`).
     let data = bytes::Bytes::from(req.data);
     let stat = tree
-        .set_data_checked(&req.path, data.clone(), hdr.zxid, hdr.time, |n| {
+        .set_data_checked(&req.path, &data, hdr.zxid, hdr.time, |n| {
             if !acl::allows(&n.acl, perms::WRITE, ids) {
                 return Err(ErrorCode::NO_AUTH);
             }
