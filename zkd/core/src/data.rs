@@ -5,8 +5,8 @@
 //!
 //! Two words, as a boxed slice alone is. Holding every node's data as
 //! `Bytes` (four words) raised a restarted standalone server's RSS with
-//! 1,000,000 znodes of 100 bytes from 274 to 292 MiB, past a third of
-//! ZooKeeper's 862 (`scripts/bench-scale.py`).
+//! 1,000,000 znodes of 100 bytes from 267 to 292 MiB, past a third of
+//! ZooKeeper's 862 MiB (`scripts/bench-scale.py`).
 
 use std::ops::Deref;
 use std::sync::Arc;
