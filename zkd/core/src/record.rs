@@ -3,9 +3,10 @@
 //! it out. Big data is not copied into it but shared with the tree, and
 //! storage decides what to write: the data itself, or (`valueref`) only a
 //! reference to where the log already holds it. Copying every 10 KiB of
-//! data into its record was 9% of a loaded leader's core thread and 12%
-//! of a follower's (3-member ensemble, multi of ten 10 KiB setData,
-//! 16x32, `perf`), for a copy that storage mostly threw away.
+//! data into its record was 9% of a loaded leader's tokio threads'
+//! samples and 10% of a follower's (3-member ensemble, multi of ten
+//! 10 KiB setData, 16x32, `perf`), for a copy that storage mostly threw
+//! away.
 
 use bytes::Bytes;
 
@@ -18,7 +19,7 @@ pub enum NodeRecord {
     /// the record is made, on the thread that just wrote or copied the
     /// data: on the storage thread (another core, the data no longer in
     /// its cache) the same sums took 24% of a loaded follower's storage
-    /// thread, four times what the log's CRC of the same bytes took.
+    /// thread, three times what the log's CRC of the same bytes took.
     Split {
         head: Vec<u8>,
         data: Bytes,
