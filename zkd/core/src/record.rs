@@ -27,6 +27,13 @@ pub enum NodeRecord {
     },
 }
 
+/// Appends `data`, length-prefixed, to a record's head: the layout of a
+/// whole record after its stat and ACL.
+pub fn push_data(record: &mut Vec<u8>, data: &[u8]) {
+    record.extend_from_slice(&(data.len() as i32).to_be_bytes());
+    record.extend_from_slice(data);
+}
+
 impl NodeRecord {
     /// The encoded record's length.
     pub fn len(&self) -> usize {
@@ -46,8 +53,7 @@ impl NodeRecord {
             NodeRecord::Whole(r) => r,
             NodeRecord::Split { mut head, data, .. } => {
                 head.reserve_exact(4 + data.len());
-                head.extend_from_slice(&(data.len() as i32).to_be_bytes());
-                head.extend_from_slice(&data);
+                push_data(&mut head, &data);
                 head
             }
         }

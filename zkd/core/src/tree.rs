@@ -99,17 +99,17 @@ impl Node {
         // record (8 bytes doubling to 256 for 100 B of data), and
         // `Node::encode` was 10% of the core's samples on a 3-member
         // ensemble under multi10 of 100 B setData, 16x32 (`perf`).
-        let mut w = self.encode_head(self.data.len());
-        w.extend_from_slice(&self.data);
+        let mut w = self.encode_head(4 + self.data.len());
+        crate::record::push_data(&mut w, &self.data);
         debug_assert_eq!(w.len(), w.capacity());
         w
     }
 
-    /// `encode`'s bytes up to the data (its length prefix included), with
-    /// room for `room` more.
+    /// `encode`'s bytes before the data's length prefix (stat and ACL),
+    /// with room for `room` more.
     fn encode_head(&self, room: usize) -> Vec<u8> {
         let acl: usize = self.acl.iter().map(Acl::encoded_len).sum();
-        let mut w = Writer::with_capacity(RECORD_STAT + 4 + acl + 4 + room);
+        let mut w = Writer::with_capacity(RECORD_STAT + 4 + acl + room);
         let s = &self.stat;
         w.i64(s.czxid).i64(s.mzxid).i64(s.ctime).i64(s.mtime);
         w.i32(s.version)
@@ -121,7 +121,6 @@ impl Node {
         for a in self.acl.iter() {
             a.write(&mut w);
         }
-        w.i32(self.data.len() as i32);
         w.buf
     }
 
@@ -131,10 +130,8 @@ impl Node {
         let Some(data) = self.data.shared() else {
             return NodeRecord::Whole(self.encode());
         };
-        let mut head = self.encode_head(0);
-        head.truncate(head.len() - 4);
         NodeRecord::Split {
-            head,
+            head: self.encode_head(0),
             crc: crc32c::crc32c(&data),
             data,
         }

@@ -863,22 +863,19 @@ impl Store {
             }
         }
         let refs = refs.filter(|_| self.big_rewrites.rate() >= BIG_REWRITES_FOR_REFS);
-        if let Some((log, logged)) = refs {
-            // Only txns after everything the log may have freed (see
-            // `free_logs`): those after the checkpoint's zxid.
-            let after = self.reached_zxid();
-            let logged = |z: u64| z as i64 > after && logged.contains(&z);
-            for (_, v) in group.iter_mut().flat_map(|p| p.nodes.iter_mut()) {
-                if let Some(r) = v.as_ref().and_then(|rec| valueref::make(rec, log, logged)) {
-                    *v = Some(NodeRecord::Whole(r));
-                }
-            }
-        }
-        // What is left goes to the checkpoint whole (data shared with the
+        // Only txns after everything the log may have freed (see
+        // `free_logs`): those after the checkpoint's zxid.
+        let after = self.reached_zxid();
+        // Each record becomes a reference, or whole (data shared with the
         // tree copied now, on this thread).
         for (_, v) in group.iter_mut().flat_map(|p| p.nodes.iter_mut()) {
-            if let Some(r) = v {
-                r.make_whole();
+            let Some(rec) = v else { continue };
+            let made = refs.as_ref().and_then(|(log, logged)| {
+                valueref::make(rec, *log, |z| z as i64 > after && logged.contains(&z))
+            });
+            match made {
+                Some(r) => *rec = NodeRecord::Whole(r),
+                None => rec.make_whole(),
             }
         }
         if self.staged.is_empty() && !self.staged.repeating() {

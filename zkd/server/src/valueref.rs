@@ -226,8 +226,7 @@ pub fn resolve(r: &Ref<'_>, path: &str, txn: &Txn) -> Result<Vec<u8>, String> {
     }
     let mut out = Vec::with_capacity(r.head.len() + 4 + data.len());
     out.extend_from_slice(r.head);
-    out.extend_from_slice(&(data.len() as i32).to_be_bytes());
-    out.extend_from_slice(data);
+    zkd_core::record::push_data(&mut out, data);
     Ok(out)
 }
 
