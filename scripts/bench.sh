@@ -9,7 +9,7 @@
 #
 # Usage: scripts/bench.sh [--help] [--quick] [--seconds S] [--ensemble] [--member-delay US]
 #                         [--repeat N] [--run R]... [--fill F] [--together] [--busy N]
-#                         [--warmup S]
+#                         [--warmup S] [--keep-znodes]
 #   --quick      fewer workloads and shorter runs (a smoke test of the bench)
 #   --seconds S  seconds per workload (default 5)
 #   --ensemble   three members of each on loopback instead of one server;
@@ -40,6 +40,14 @@
 #                server's first run of its workload (default 2; 0 for
 #                none, as tables made before this option). Cold, ZooKeeper
 #                ran multi10 1x1 10 KiB at 640-647 ops/s, warm at 1109
+#   --keep-znodes  leave each run's znodes (its warm-up's too) in the tree
+#                for the rows after it (tables made before this option).
+#                By default they are deleted once the run is measured
+#                (zkbench --workload clear, not timed), so every row starts
+#                on the same tree on both servers: kept, the faster server
+#                carried more znodes into the later rows (a zkd ensemble's
+#                multi10 16x32 100 B: 16.4k ops/s fresh, 12.9k after two
+#                create 16x32 runs)
 # Each run's znodes are created by a zkbench of their own (--setup only),
 # and the machine is let settle again before the timed run (--setup skip).
 # Environment: KEEP=1 keeps the servers' data and logs; ZKD_BIN=PATH
@@ -58,12 +66,14 @@ member_delay=0
 together=0
 busy=0
 warmup=2
+keep_znodes=0
 only=()
 while (($#)); do
   case "$1" in
-    --help|-h) sed -n '2,49p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --help|-h) awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; exit 0 ;;
     --ensemble) members=3 ;;
     --together) together=1 ;;
+    --keep-znodes) keep_znodes=1 ;;
     --member-delay)
       member_delay="$2"; shift
       [[ "$member_delay" =~ ^[0-9]+$ ]] || { echo "bench.sh: --member-delay takes microseconds" >&2; exit 2; }
@@ -389,6 +399,15 @@ run_one() {
   settle "after $side $r"
   w1=$(disk_sectors_written)
   echo "{\"server\":\"$side\",\"pass\":$pass,\"written\":$(((w1 - w0) * 512)),\"avail_mib\":$avail,${line#\{}" >> "$results"
+  ((keep_znodes)) && return 0
+  # Its znodes go (see --keep-znodes), once what it wrote is counted; the
+  # next run's settle waits out the deletes' background work.
+  local cleared=("/b${pass}_$n$side"{1..3})
+  ((warmup > 0)) && cleared+=("/w${pass}_$n$side")
+  for prefix in "${cleared[@]}"; do
+    "$bench" --server "$hosts" --workload clear --conns 8 --depth 64 --prefix "$prefix" > /dev/null ||
+      echo "bench.sh: could not clear $prefix on $side; the rows after $r run on a bigger tree" >&2
+  done
 }
 rss_of() { # total RSS (KiB) of processes whose command line matches $1
   local total=0 p
@@ -518,4 +537,4 @@ PY
 if [[ "${SETTLE:-1}" != 0 ]]; then
   echo "Waited ${settled_s} s in all, in $settle_waits waits, for a quiet machine before and after each run."
 fi
-echo "RSS after each server's last run (all members): zkd ${rss[zkd]} KiB, ZooKeeper ${rss[zk]} KiB"
+echo "RSS after each server's last run$( ((keep_znodes)) || echo ", its znodes deleted,") (all members): zkd ${rss[zkd]} KiB, ZooKeeper ${rss[zk]} KiB"

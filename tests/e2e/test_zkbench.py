@@ -113,6 +113,56 @@ def test_zkbench_setup_only_then_skip_splits_a_run(zkd):
     assert bad.returncode == 2 and "--setup" in bad.stderr
 
 
+def test_zkbench_clear_removes_a_prefix_and_all_under_it(zkd):
+    """--workload clear deletes the prefix and its whole subtree, however
+    deep and wide (what a create run left, nested znodes, a parent with
+    more children than one request in flight), reports how many znodes it
+    deleted, and touches nothing beside the prefix."""
+    from kazoo.client import KazooClient
+
+    zk = KazooClient(hosts=zkd.hosts)
+    zk.start()
+    try:
+        zk.ensure_path("/clr/a/b/c/d")
+        made = subprocess.run(
+            [ZKBENCH, "--server", zkd.hosts, "--workload", "create", "--conns", "3", "--depth", "8",
+             "--seconds", "0.5", "--prefix", "/clr/bench"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert made.returncode == 0, made.stderr
+        assert json.loads(made.stdout)["errors"] == 0
+        zk.ensure_path("/clr-beside/x")
+        for i in range(300):
+            zk.create(f"/clr/a/wide{i}", b"x")
+        total = 0
+        stack = ["/clr"]
+        while stack:
+            p = stack.pop()
+            total += 1
+            stack.extend(f"{p}/{c}" for c in zk.get_children(p))
+        assert total > 300 + 5 + 1 + 3 + 100, total
+        out = subprocess.run(
+            [ZKBENCH, "--server", zkd.hosts, "--workload", "clear", "--conns", "2", "--depth", "16",
+             "--prefix", "/clr"],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        r = json.loads(out.stdout)
+        assert r["workload"] == "clear" and r["deleted"] == total, (r, total)
+        assert zk.exists("/clr") is None
+        assert zk.get_children("/clr-beside") == ["x"]
+        again = subprocess.run(
+            [ZKBENCH, "--server", zkd.hosts, "--workload", "clear", "--prefix", "/clr"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert again.returncode == 0 and json.loads(again.stdout)["deleted"] == 0, again.stderr
+    finally:
+        zk.stop()
+    root = subprocess.run([ZKBENCH, "--server", zkd.hosts, "--workload", "clear", "--prefix", "/"],
+                          capture_output=True, text=True, timeout=60)
+    assert root.returncode == 2 and "below /" in root.stderr
+
+
 def test_zkbench_ends_when_the_server_goes_away(zkd):
     """A server killed mid-run: zkbench stops (it used to wait forever for
     replies that could not come) and counts the unanswered requests."""
@@ -235,7 +285,11 @@ def test_bench_sh_warmup_runs_the_workload_first_on_each_server(tmp_path):
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
         runs = [l.split() for l in calls.read_text().splitlines() if "--server" in l]
         calls.unlink()
-        return out, runs
+        # Each measured run's znodes are cleared after it (see
+        # test_bench_sh_clears_each_runs_znodes_once_measured); this test
+        # is about the runs themselves.
+        bench.clears = [a for a in runs if "clear" in a]
+        return out, [a for a in runs if "clear" not in a]
 
     out, runs = bench()
 
@@ -263,9 +317,59 @@ def test_bench_sh_warmup_runs_the_workload_first_on_each_server(tmp_path):
     assert [arg(a, "--seconds") for a in runs if arg(a, "--prefix").startswith("/w1_")] == ["1", "1"]
     _, runs = bench("--warmup", "0")
     assert len(runs) == 4 and all(arg(a, "--prefix").startswith("/b1_") for a in runs), runs
+    assert bench.clears and not any(arg(a, "--prefix").startswith("/w1_") for a in bench.clears)
+    out, runs = bench("--warmup", "0", "--keep-znodes")
+    assert len(runs) == 4 and bench.clears == [], bench.clears
+    assert "its znodes deleted" not in out.stdout
     bad = subprocess.run([os.path.join(root, "scripts", "bench.sh"), "--warmup", "soon"],
                          capture_output=True, text=True, cwd=root)
     assert bad.returncode == 2 and "--warmup" in bad.stderr
+
+
+def test_bench_sh_clears_each_runs_znodes_once_measured(tmp_path):
+    """After each run is measured, bench.sh deletes the znodes it and its
+    warm-up made (zkbench --workload clear), on both servers, so the next
+    row starts on the same tree; the wrapper looks for each prefix on the
+    server before and after its clear."""
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    calls = tmp_path / "calls"
+    look = tmp_path / "look.py"
+    look.write_text(
+        "import sys\n"
+        "from kazoo.client import KazooClient\n"
+        "zk = KazooClient(hosts=sys.argv[1].split(',')[0]); zk.start(timeout=20)\n"
+        "print('there' if zk.exists(sys.argv[2]) else 'gone'); zk.stop()\n")
+    wrapper = zkbench_wrapper(
+        tmp_path / "zkbench-looks",
+        'if [[ " $* " != *" --workload clear "* ]]; then exec "' + ZKBENCH + '" "$@"; fi',
+        'a=("$@"); for ((i = 0; i < $#; i++)); do',
+        '  [[ ${a[i]} == --server ]] && host=${a[i+1]}; [[ ${a[i]} == --prefix ]] && prefix=${a[i+1]}',
+        "done",
+        f'before=$("{sys.executable}" "{look}" "$host" "$prefix")',
+        f'"{ZKBENCH}" "$@" > /dev/null || exit $?',
+        f'after=$("{sys.executable}" "{look}" "$host" "$prefix")',
+        f'echo "$host $prefix $before $after" >> "{calls}"',
+    )
+    env = dict(os.environ, SETTLE="0", ZKD_BIN=os.path.join(TARGET, "release", "zkd"), ZKBENCH_BIN=str(wrapper))
+    out = subprocess.run(
+        [os.path.join(root, "scripts", "bench.sh"), "--run", "create 1 1 100", "--seconds", "1",
+         "--warmup", "1"],
+        capture_output=True, text=True, timeout=300, env=env, cwd=root,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    cleared = [l.split() for l in calls.read_text().splitlines()]
+    hosts = sorted({c[0] for c in cleared})
+    assert len(hosts) == 2, cleared
+    for h in hosts:
+        mine = {c[1]: c[2:] for c in cleared if c[0] == h}
+        side = next(p for p in mine if p.startswith("/w1_"))[len("/w1_1"):]
+        # The warm-up's and the timed run's znodes were there, and are gone.
+        assert mine[f"/w1_1{side}"] == ["there", "gone"], mine
+        assert mine[f"/b1_1{side}1"] == ["there", "gone"], mine
+        # Tries that were not needed left nothing to clear.
+        assert mine[f"/b1_1{side}2"] == mine[f"/b1_1{side}3"] == ["gone", "gone"], mine
+    assert "its znodes deleted" in out.stdout
 
 
 def busy_loops():

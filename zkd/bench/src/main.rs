@@ -7,10 +7,12 @@
 //! measured the server and not itself. One JSON line per run on stdout.
 //!
 //! `scripts/bench.sh` runs it against both servers and prints the ratios.
-//! `--workload fsync` measures the disk instead of a server (`disk.rs`).
+//! `--workload fsync` measures the disk instead of a server (`disk.rs`);
+//! `--workload clear` deletes a run's znodes afterwards (`clear.rs`).
 //! CPU time, its own and the servers' (`--cpu-of`), is read from /proc
 //! (`cpu.rs`); the data written comes from `payload.rs`.
 
+mod clear;
 mod cpu;
 mod disk;
 mod payload;
@@ -41,6 +43,8 @@ Workloads: create set get exists children children10k delete multi10 mix
            fanout (--conns sessions each watch one znode; after --seconds
              of holding the watches one write fires them all; reports the
              time until each session got its event)
+           clear (delete --prefix and everything under it, pipelined
+             over --conns connections, --depth in flight on each)
            fsync (no server: --conns appenders, each with its own
              zero-filled file in --dir, write --size bytes and fdatasync,
              one at a time: the disk's floor for a lone durable write)
@@ -156,6 +160,15 @@ fn parse_args() -> Result<Opts, String> {
         }
     } else if o.server.is_empty() || o.workload.is_empty() {
         return Err("--server and --workload are required".into());
+    }
+    if o.conns == 0 {
+        return Err("--conns must be at least 1".into());
+    }
+    if o.workload == "clear" && (o.prefix == "/" || !o.prefix.starts_with('/')) {
+        return Err(format!(
+            "--workload clear takes a --prefix below /, not {:?}",
+            o.prefix
+        ));
     }
     Ok(o)
 }
@@ -651,6 +664,9 @@ async fn run(o: Opts) -> std::io::Result<()> {
     let servers: Vec<&str> = o.server.split(',').collect();
     for i in 0..o.conns {
         conns.push(Conn::open(servers[i % servers.len()]).await?);
+    }
+    if o.workload == "clear" {
+        return clear::run(&o.prefix, conns, o.depth).await;
     }
     let conns = setup(&o, conns, &payload).await?;
     if o.setup == Setup::Only {
