@@ -537,4 +537,4 @@ PY
 if [[ "${SETTLE:-1}" != 0 ]]; then
   echo "Waited ${settled_s} s in all, in $settle_waits waits, for a quiet machine before and after each run."
 fi
-echo "RSS after each server's last run$( ((keep_znodes)) || echo ", its znodes deleted,") (all members): zkd ${rss[zkd]} KiB, ZooKeeper ${rss[zk]} KiB"
+echo "RSS after each server's last run ($( ((keep_znodes)) || echo "its znodes deleted; ")all members): zkd ${rss[zkd]} KiB, ZooKeeper ${rss[zk]} KiB"

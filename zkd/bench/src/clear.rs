@@ -27,6 +27,9 @@ const NOT_EMPTY: i32 = -111;
 /// levels under the prefix at most).
 const MAX_DEPTH: usize = 32;
 
+/// Tries to delete a znode that has children (see `remove`).
+const ROUNDS: usize = 4;
+
 /// Each request's reply, in the order of `reqs`: its error code and body.
 async fn pipelined(
     conns: &mut Vec<Conn>,
@@ -104,8 +107,11 @@ async fn remove(
     }
     let mut deleted = 0;
     let mut pending = paths;
-    // At most twice: a node with children is emptied, then deleted.
-    for _ in 0..2 {
+    // A node with children is emptied, then deleted. A few rounds, not
+    // two: on an ensemble a list served by a member that trails the
+    // leader can miss the newest children, and the leader then refuses
+    // the delete again.
+    for _ in 0..ROUNDS {
         let reqs = (pending.iter())
             .map(|p| {
                 let d = DeleteRequest {
