@@ -15,13 +15,12 @@
 
 use zk_proto::jute::Reader;
 use zk_proto::records::{DeleteRequest, GetChildrenResponse, PathWatch, Record, ReplyHeader};
+use zk_proto::{ErrorCode, OpCode};
 
 use crate::Conn;
 
-const OP_DELETE: i32 = 2;
-const OP_GET_CHILDREN: i32 = 8;
-const NO_NODE: i32 = -101;
-const NOT_EMPTY: i32 = -111;
+const NO_NODE: i32 = ErrorCode::NO_NODE.0;
+const NOT_EMPTY: i32 = ErrorCode::NOT_EMPTY.0;
 
 /// How deep a tree `clear` goes before it gives up (zkbench's own are 3
 /// levels under the prefix at most).
@@ -36,7 +35,7 @@ async fn pipelined(
     reqs: Vec<(i32, Vec<u8>)>,
     depth: usize,
 ) -> std::io::Result<Vec<(i32, Vec<u8>)>> {
-    let n = conns.len();
+    let (n, total) = (conns.len(), reqs.len());
     let mut shares: Vec<Vec<(usize, i32, Vec<u8>)>> = (0..n).map(|_| Vec::new()).collect();
     for (i, (op, body)) in reqs.into_iter().enumerate() {
         shares[i % n].push((i, op, body));
@@ -66,20 +65,18 @@ async fn pipelined(
                     if h.xid < 0 {
                         continue;
                     }
-                    out.push((share[out.len()].0, h.err, b[16..].to_vec()));
+                    out.push((share[out.len()].0, h.err, b[r.position()..].to_vec()));
                 }
                 Ok::<_, std::io::Error>((conn, out))
             })
         })
         .collect();
-    let mut replies: Vec<Option<(i32, Vec<u8>)>> = Vec::new();
+    let mut replies: Vec<Option<(i32, Vec<u8>)>> =
+        std::iter::repeat_with(|| None).take(total).collect();
     for t in tasks {
         let (conn, out) = t.await.map_err(std::io::Error::other)??;
         conns.push(conn);
         for (i, err, body) in out {
-            if replies.len() <= i {
-                replies.resize_with(i + 1, || None);
-            }
             replies[i] = Some((err, body));
         }
     }
@@ -118,7 +115,7 @@ async fn remove(
                     path: p.clone(),
                     version: -1,
                 };
-                (OP_DELETE, d.encode())
+                (OpCode::Delete as i32, d.encode())
             })
             .collect();
         let mut full = Vec::new();
@@ -146,7 +143,7 @@ async fn remove(
                     path: p.clone(),
                     watch: false,
                 };
-                (OP_GET_CHILDREN, l.encode())
+                (OpCode::GetChildren as i32, l.encode())
             })
             .collect();
         let mut children = Vec::new();
