@@ -49,7 +49,7 @@ Workloads: create set get exists children children10k delete multi10 mix
              zero-filled file in --dir, write --size bytes and fdatasync,
              one at a time: the disk's floor for a lone durable write)
 Options:
-  --conns N       connections (sessions), default 1
+  --conns N       connections (sessions), default 1, at least 1
   --depth N       requests in flight per connection, default 1
   --seconds S     how long to run, default 5 (delete: until its nodes are gone)
   --size BYTES    data size, default 100
