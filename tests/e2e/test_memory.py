@@ -1,11 +1,12 @@
 """How a running zkd uses memory (see zkd(8), MEMORY AND PAGE CACHE):
-transparent huge pages are off for its process, and the checkpoint files
-RocksDB writes do not stay in the page cache."""
+transparent huge pages are off for its process, the checkpoint files
+RocksDB writes do not stay in the page cache, and freed memory goes back to
+the system from a thread of its own."""
 import glob
 import os
 import subprocess
 
-from conftest import client, wait_until
+from conftest import Zkd, client, wait_until
 
 
 def resident_bytes(paths):
@@ -20,6 +21,15 @@ def resident_bytes(paths):
     return sum(int(line) for line in out.split())
 
 
+def threads_of(pid):
+    return {open(c).read().strip() for c in glob.glob(f"/proc/{pid}/task/*/comm")}
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
 def test_a_running_zkd_refuses_transparent_huge_pages(zkd):
     with open(f"/proc/{zkd.proc.pid}/status") as f:
         status = dict(line.split(":", 1) for line in f if ":" in line)
@@ -27,8 +37,7 @@ def test_a_running_zkd_refuses_transparent_huge_pages(zkd):
 
 
 def test_checkpoint_files_leave_the_page_cache_once_written(zkd):
-    threads = {open(c).read().strip() for c in glob.glob(f"/proc/{zkd.proc.pid}/task/*/comm")}
-    assert "zkd-pagecache" in threads
+    assert "zkd-pagecache" in threads_of(zkd.proc.pid)
     db = os.path.join(zkd.data, "zkd.db")
     zk = client(zkd.hosts)
     try:
@@ -55,3 +64,41 @@ def test_checkpoint_files_leave_the_page_cache_once_written(zkd):
     finally:
         zk.stop()
         zk.close()
+
+
+def test_freed_memory_goes_back_within_seconds_from_zkd_purge(zkd):
+    pid = zkd.proc.pid
+    assert "zkd-purge" in threads_of(pid)
+    zk = client(zkd.hosts)
+    try:
+        # 8,000 znodes of 10 KiB: 80 MB of node data in zkd's heap, in
+        # pieces small enough to come from the allocator's arenas (which
+        # purge), not from mappings of their own (which are unmapped at
+        # once when freed).
+        zk.create("/mem")
+        data = os.urandom(10 << 10)
+        paths = [f"/mem/n{i}" for i in range(8000)]
+        for i in range(0, len(paths), 1000):
+            for r in [zk.create_async(p, data) for p in paths[i:i + 1000]]:
+                r.get(timeout=30)
+        full = rss_kib(pid)
+        for i in range(0, len(paths), 1000):
+            for r in [zk.delete_async(p) for p in paths[i:i + 1000]]:
+                r.get(timeout=30)
+        # zkd sets the allocator's own purge delay to 10 s: memory back
+        # within 8 s was given back by the zkd-purge thread (each second).
+        wait_until(lambda: rss_kib(pid) < full - 40_000, 8,
+                   what=f"zkd's RSS to fall 40 MB below {full} KiB")
+    finally:
+        zk.stop()
+        zk.close()
+
+
+def test_mimalloc_purge_delay_in_the_environment_means_no_purge_thread(tmpdir_path, monkeypatch):
+    monkeypatch.setenv("MIMALLOC_PURGE_DELAY", "1000")
+    s = Zkd(tmpdir_path).start()
+    try:
+        threads = threads_of(s.proc.pid)
+        assert "zkd-pagecache" in threads and "zkd-purge" not in threads
+    finally:
+        s.stop()

@@ -168,6 +168,7 @@ fn serve(cfg_path: PathBuf) -> i32 {
         .format_timestamp_millis()
         .init();
     crate::refuse_huge_pages();
+    crate::purge::start();
     let cfg = match Config::load(&cfg_path) {
         Ok(c) => c,
         Err(e) => {

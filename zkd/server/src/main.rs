@@ -15,6 +15,8 @@
 //!   place of the shared library's table-driven one.
 //! - `disk`    — free space checks and the fail-stop exit.
 //! - `pagecache` — keeps the checkpoint's files out of the page cache.
+//! - `purge`   — hands freed memory back to the system from a thread of its
+//!   own, not from the threads that serve requests.
 //! - `runtime` — the task that owns the pure core (`zkd_core`), the storage
 //!   thread, and the durability gate between them and clients.
 //! - `jobq`    — how the storage thread waits for its next job (a short look,
@@ -43,6 +45,7 @@ mod migrate;
 mod net;
 mod outbox;
 mod pagecache;
+mod purge;
 mod rocksdb_crc;
 mod runtime;
 mod sched;
