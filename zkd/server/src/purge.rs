@@ -17,7 +17,7 @@
 //! thread (`FOREGROUND_DELAY_MS`), and this thread forces a purge of what
 //! is free every `EVERY`: memory goes back about as soon as before, from
 //! here. Same run, 2 s of `perf sched`:
-//! runs of zkd's serving threads over 0.8 ms went from 8 (longest 3.4 ms)
+//! runs of zkd's serving threads over 1 ms went from 8 (longest 3.4 ms)
 //! to 3 (longest 1.9 ms); this thread's longest was 2.4 ms. Three
 //! alternated bench runs of that row, before -> after, medians: 1,899 ->
 //! 2,003 ops/s (pairs +11%, -9%, +11%), p99 1,342 -> 1,290 us, p99.9
