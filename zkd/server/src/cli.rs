@@ -168,7 +168,6 @@ fn serve(cfg_path: PathBuf) -> i32 {
         .format_timestamp_millis()
         .init();
     crate::refuse_huge_pages();
-    crate::purge::start();
     let cfg = match Config::load(&cfg_path) {
         Ok(c) => c,
         Err(e) => {
@@ -188,6 +187,7 @@ fn serve(cfg_path: PathBuf) -> i32 {
     let cfg = Arc::new(cfg);
     // Before any thread is started: they all inherit it.
     let slice = sched_slice(cfg.sched_slice_us);
+    crate::purge::start();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = cfg.worker_threads_for(cores);
     log::info!("event=start cores={cores} worker_threads={workers} sched_slice_us={slice}");
