@@ -15,8 +15,8 @@
 //!   place of the shared library's table-driven one.
 //! - `disk`    — free space checks and the fail-stop exit.
 //! - `pagecache` — keeps the checkpoint's files out of the page cache.
-//! - `purge`   — hands freed memory back to the system from a thread of its
-//!   own, not from the threads that serve requests.
+//! - `purge`   — hands freed memory back to the system: from a thread of its
+//!   own, not from the threads that serve requests, and at once after a load.
 //! - `runtime` — the task that owns the pure core (`zkd_core`), the storage
 //!   thread, and the durability gate between them and clients.
 //! - `jobq`    — how the storage thread waits for its next job (a short look,
@@ -62,22 +62,6 @@ mod valueref;
 /// per znode (no per-chunk header, less fragmentation after a load).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Hands memory freed after loading a tree back to the system. Loading
-/// stages every node in one vector before building the ordered map (full
-/// B-tree leaves); mimalloc purges freed memory only as later allocations
-/// pass by, so an idle server kept that vector's ~110 MB (per million
-/// znodes) resident. RocksDB's buffers from the scan go back via glibc.
-pub fn release_freed_memory() {
-    extern "C" {
-        fn mi_collect(force: bool);
-    }
-    // SAFETY: both only walk their allocator's own free lists.
-    unsafe {
-        mi_collect(true);
-        libc::malloc_trim(0);
-    }
-}
 
 /// Turns transparent huge pages off for this process (all its threads and
 /// mappings, whatever they `madvise`). mimalloc asks for huge pages on its

@@ -399,7 +399,7 @@ fn spawn_storage(
                                 return;
                             }
                             // The state it carried (the whole tree) is freed.
-                            crate::release_freed_memory();
+                            crate::purge::release_freed_memory();
                         }
                         job => group.add(job),
                     }

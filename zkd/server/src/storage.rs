@@ -704,7 +704,7 @@ impl Store {
         }
         // The load's staging (and the redo's log records) are garbage now.
         drop(replay);
-        crate::release_freed_memory();
+        crate::purge::release_freed_memory();
         let mut sessions: Vec<RestoredSession> = sessions.into_values().collect();
         sessions.sort_by_key(|s| s.id);
         Ok(Loaded {

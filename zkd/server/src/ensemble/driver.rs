@@ -444,7 +444,7 @@ impl Core {
         z.transport.send(to, &Frame::Zab(env));
         // The state (the whole tree, encoded) was copied into the frame;
         // an idle leader would keep this copy resident.
-        crate::release_freed_memory();
+        crate::purge::release_freed_memory();
     }
 
     /// Learner: install the leader's state in place of ours, on disk (one
@@ -476,7 +476,7 @@ impl Core {
         let _ = self.server.take_effects();
         self.durable = upto as i64;
         // The decoded state's staging is garbage now.
-        crate::release_freed_memory();
+        crate::purge::release_freed_memory();
         log::info!(
             "event=snapshot_installed zxid=0x{upto:x} bytes={bytes} log_txns={txns} took_ms={}",
             started.elapsed().as_millis()

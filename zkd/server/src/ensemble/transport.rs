@@ -168,7 +168,7 @@ async fn dial(
                 // A snapshot: hand its memory back now, not when later
                 // allocations happen to make mimalloc purge.
                 drop(first);
-                crate::release_freed_memory();
+                crate::purge::release_freed_memory();
             }
         }
         drop(attached);
