@@ -229,7 +229,13 @@ impl Config {
     /// --ensemble` table each way, same build): 1x1 reads 1.4-2x as fast,
     /// but 12 of the 16 create/setData/delete/multi rows 2-30% slower and
     /// the 1x1 100 B read/write mix 36% slower (10 KiB: 10% faster), so
-    /// the share stays.
+    /// the share stays. Again on a second 2-core machine (`bench.sh
+    /// --ensemble --repeat 3`, six rows each way): 16x32 100 B setData,
+    /// create and delete 28%, 19% and 22% slower with two, 1x1 10 KiB
+    /// exists 2.1x as fast. A lone read costs one thread two wake-ups on
+    /// the other CPU (socket in, reply out), ~25 µs each where the idle CPU
+    /// halts at once (that machine's haltpoll polled 0 ns): p50 62-63 µs
+    /// against 8 with two threads or with the client pinned to zkd's CPU.
     pub fn worker_threads_for(&self, cores: usize) -> usize {
         if let Some(n) = self.worker_threads {
             return n;
