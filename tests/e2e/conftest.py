@@ -46,6 +46,15 @@ def four_letter(port, word, timeout=5.0, host="127.0.0.1"):
             out += chunk
 
 
+def rss_kib(pid):
+    """A process's resident memory (VmRSS), in KiB; 0 if it has none."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def wait_until(pred, timeout=10.0, interval=0.02, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -6,7 +6,7 @@ import glob
 import os
 import subprocess
 
-from conftest import Zkd, client, wait_until
+from conftest import Zkd, client, rss_kib, wait_until
 
 
 def resident_bytes(paths):
@@ -23,11 +23,6 @@ def resident_bytes(paths):
 
 def threads_of(pid):
     return {open(c).read().strip() for c in glob.glob(f"/proc/{pid}/task/*/comm")}
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
 
 
 def test_a_running_zkd_refuses_transparent_huge_pages(zkd):

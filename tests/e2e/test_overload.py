@@ -9,17 +9,9 @@ import uuid
 import pytest
 
 import rawzk
-from conftest import Zkd, client, wait_until
+from conftest import Zkd, client, rss_kib, wait_until
 
 LIMIT = 4 << 20  # connectionOutputBytesMax for these tests
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 @pytest.fixture

@@ -234,7 +234,7 @@ impl Config {
     /// create and delete 28%, 19% and 22% slower with two, 1x1 10 KiB
     /// exists 2.1x as fast. A lone read costs one thread two wake-ups on
     /// the other CPU (socket in, reply out), ~25 µs each where the idle CPU
-    /// halts at once (that machine's haltpoll polled 0 ns): p50 62-63 µs
+    /// halts at once (that machine's haltpoll polled 0 ns): p50 61-63 µs
     /// against 8 with two threads or with the client pinned to zkd's CPU.
     pub fn worker_threads_for(&self, cores: usize) -> usize {
         if let Some(n) = self.worker_threads {
