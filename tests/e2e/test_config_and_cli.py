@@ -1,6 +1,7 @@
 """zoo.cfg handling and the zkd command line, through the real binary."""
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -32,6 +33,7 @@ def serve(cfg_text, tmp, timeout=10):
     ("dataDir={d}\nclientPort=2181\nglobalOutstandingLimit=0\n", "invalid value for globalOutstandingLimit: '0'"),
     ("dataDir={d}\nclientPort=2181\nschedSliceMicros=50\n", "invalid value for schedSliceMicros: '50' (expected 0 or 100 to 100000)"),
     ("dataDir={d}\nclientPort=2181\nschedSliceMicros=fast\n", "invalid value for schedSliceMicros: 'fast'"),
+    ("dataDir={d}\nclientPort=2181\nsyncIdleSpin=yes\n", "invalid value for syncIdleSpin: 'yes' (must be true or false)"),
 ])
 def test_invalid_values_refuse_to_start(tmpdir_path, cfg, expect):
     r = serve(cfg.format(d=os.path.join(tmpdir_path, "data")), tmpdir_path)
@@ -106,6 +108,51 @@ def test_a_chosen_scheduling_policy_is_left_alone(tmpdir_path):
         for tid in os.listdir(f"/proc/{s.proc.pid}/task"):
             with open(f"/proc/{s.proc.pid}/task/{tid}/sched") as f:
                 assert any(l.startswith("policy") and l.split(":")[1].strip() == "5" for l in f), tid
+    finally:
+        s.stop()
+
+
+def threads_named(pid, name):
+    """{tid: (policy, cpu ticks)} of the process's threads called `name`."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                if f.read().strip() != name:
+                    continue
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        # policy is field 41, utime and stime 14 and 15 (index - 3 here).
+        out[tid] = (int(fields[38]), int(fields[11]) + int(fields[12]))
+    return out
+
+
+@pytest.mark.parametrize("extra", ["", "syncIdleSpin=false\n"])
+def test_the_sync_idle_spin_helper_idles_with_the_server(tmpdir_path, extra):
+    """syncIdleSpin (default true) starts one helper thread under
+    SCHED_IDLE; after writes it parks, so an idle server's helper uses no
+    CPU. Off, there is no helper."""
+    s = Zkd(tmpdir_path, extra_cfg=extra).start()
+    try:
+        zk = client(f"127.0.0.1:{s.port}")
+        for i in range(200):
+            zk.create(f"/w{i}", b"x")
+        zk.stop()
+        helpers = threads_named(s.proc.pid, "zkd-awake")
+        if extra:
+            assert helpers == {}, helpers
+            return
+        if "event=sync_idle_spin_off" in s.logtext():
+            pytest.skip("SCHED_IDLE refused here")
+        assert len(helpers) == 1, helpers
+        (tid, (policy, ticks)), = helpers.items()
+        assert policy == 5, policy
+        time.sleep(1.0)
+        (_, later), = threads_named(s.proc.pid, "zkd-awake").values()
+        # 100 ticks a second: 1 s of spinning would be ~100.
+        assert later - ticks <= 5, (ticks, later)
     finally:
         s.stop()
 

@@ -19,6 +19,8 @@
 //!   own, not from the threads that serve requests, and at once after a load.
 //! - `runtime` — the task that owns the pure core (`zkd_core`), the storage
 //!   thread, and the durability gate between them and clients.
+//! - `awake`   — a helper that keeps the storage thread's CPU from idling
+//!   while it waits for its log sync (`syncIdleSpin`).
 //! - `jobq`    — how the storage thread waits for its next job (a short look,
 //!   then a futex sleep; neither may leave it yielded behind a busy loop).
 //! - `ensemble` — ensemble mode: ZAB's runtime side (peer transport, the
@@ -32,6 +34,7 @@
 //! - `sched`   — the CPU time slice zkd's threads ask the scheduler for.
 //! - `cli`     — `zkd serve`, `zkd status`, `--help`.
 
+mod awake;
 mod blobgc;
 mod cli;
 mod config;

@@ -336,9 +336,15 @@ fn spawn_storage(
     let fsync_warning_ms = cfg.fsync_warning_ms;
     let output_max = cfg.connection_output_bytes_max;
     let ensemble = !cfg.servers.is_empty();
+    let idle_spin = cfg.sync_idle_spin();
     let handle = std::thread::Builder::new()
         .name("zkd-storage".into())
         .spawn(move || {
+            if idle_spin {
+                if let Some(awake) = crate::awake::Awake::start() {
+                    store.keep_cpu_awake(awake);
+                }
+            }
             let (reported, metrics) = shared;
             let flush = |group: Group, store: &mut Store| {
                 group.write(store, fsync_warning_ms, |zxid, releases, standalone| {

@@ -53,6 +53,7 @@ struct SchedAttr {
 
 const SCHED_OTHER: u32 = 0;
 const SCHED_BATCH: u32 = 3;
+const SCHED_IDLE: u32 = 5;
 const SCHED_FLAG_RESET_ON_FORK: u64 = 0x01;
 
 /// The name `chrt(1)` gives a scheduling policy.
@@ -62,7 +63,7 @@ pub fn policy_name(policy: u32) -> String {
         1 => "SCHED_FIFO".into(),
         2 => "SCHED_RR".into(),
         SCHED_BATCH => "SCHED_BATCH".into(),
-        5 => "SCHED_IDLE".into(),
+        SCHED_IDLE => "SCHED_IDLE".into(),
         6 => "SCHED_DEADLINE".into(),
         n => format!("policy {n}"),
     }
@@ -125,6 +126,25 @@ pub fn set_slice(us: u64) -> io::Result<Slice> {
     } else {
         Ok(Slice::NotKept { asked_ns, got_ns })
     }
+}
+
+/// Puts the calling thread under SCHED_IDLE, keeping the slice it has
+/// (a plain `sched_setscheduler` would reset it to the kernel's).
+pub fn set_idle() -> io::Result<()> {
+    let mut a = get_attr()?;
+    a.size = std::mem::size_of::<SchedAttr>() as u32;
+    a.policy = SCHED_IDLE;
+    a.flags &= SCHED_FLAG_RESET_ON_FORK;
+    a.nice = 0;
+    a.priority = 0;
+    a.deadline = 0;
+    a.period = 0;
+    // SAFETY: `a` is a filled sched_attr; tid 0 is the calling thread.
+    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &a as *const SchedAttr, 0) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

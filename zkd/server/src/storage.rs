@@ -51,6 +51,7 @@ use zkd_core::server::{decode_session, Persist, RestoredSession};
 use zkd_core::tree::{DataTree, Node};
 use zkd_core::txn::Txn;
 
+use crate::awake::Awake;
 use crate::blobgc::BlobGc;
 use crate::staged::Staged;
 use crate::txnlog::TxnLog;
@@ -168,6 +169,9 @@ pub struct Store {
     blob_gc: BlobGc,
     /// When `blob_gc` was last steered.
     blob_gc_steered: Instant,
+    /// Keeps the CPU from idling during the log syncs clients wait for
+    /// (`syncIdleSpin`; see `awake`).
+    awake: Option<Awake>,
 }
 
 #[derive(Debug)]
@@ -199,6 +203,24 @@ fn applied(zab: &[zkd_zab::peer::Persist]) -> Option<i64> {
         zkd_zab::peer::Persist::Applied(z) => Some(*z as i64),
         _ => None,
     })
+}
+
+/// Groups of up to this many records are synced under `awake` (when
+/// there is one). A small group means few requests in flight, so the CPU
+/// is likely to go idle during the sync; in big groups the helper only
+/// took CPU from the threads serving them (standalone 16x32, 2 runs each,
+/// helper on for every sync: 100-byte setData 3-5%, create 2-7% and delete
+/// 7-13% fewer ops/s).
+const AWAKE_GROUP_MAX: usize = 4;
+
+/// `log` synced after `records` appends, under `awake` when the group is
+/// small.
+fn sync_log(awake: &mut Option<Awake>, log: &mut TxnLog, records: usize) -> Result<(), StoreError> {
+    match awake {
+        Some(a) if records <= AWAKE_GROUP_MAX => a.during(|| log.sync())?,
+        _ => log.sync()?,
+    }
+    Ok(())
 }
 
 fn session_key(id: i64) -> [u8; 9] {
@@ -551,9 +573,16 @@ impl Store {
             last_write: Instant::now(),
             blob_gc: BlobGc::new(crate::blobgc::FLOOR),
             blob_gc_steered: Instant::now(),
+            awake: None,
         };
         store.upgrade_layout(base)?;
         Ok(store)
+    }
+
+    /// From now on, the log syncs that clients and peers wait for run with
+    /// `awake`'s helper spinning on the syncing thread's CPU.
+    pub fn keep_cpu_awake(&mut self, awake: Awake) {
+        self.awake = Some(awake);
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -922,13 +951,15 @@ impl Store {
     /// log).
     pub fn commit_log(&mut self, group: &[Persist]) -> Result<i64, StoreError> {
         let mut last = self.reached_zxid();
+        let mut records = 0;
         for p in group {
             for (zxid, rec) in &p.log {
                 self.txlog.append(*zxid as u64, rec)?;
             }
+            records += p.log.len();
             last = last.max(p.last_zxid);
         }
-        self.txlog.sync()?;
+        sync_log(&mut self.awake, &mut self.txlog, records)?;
         Ok(last)
     }
 
@@ -1344,6 +1375,7 @@ impl Store {
         sync: bool,
     ) -> Result<bool, StoreError> {
         use zkd_zab::peer::Persist as Z;
+        let mut records = 0;
         for p in zab {
             match p {
                 Z::AcceptedEpoch(e) | Z::CurrentEpoch(e) => {
@@ -1360,6 +1392,7 @@ impl Store {
                     for t in txns {
                         self.zablog.append(t.zxid, &t.data)?;
                     }
+                    records += txns.len();
                 }
                 Z::Applied(_) => {}
                 Z::Compact(base) => {
@@ -1374,7 +1407,7 @@ impl Store {
             }
         }
         if sync || !tree.is_empty() || applied(zab).is_some() {
-            self.zablog.sync()?;
+            sync_log(&mut self.awake, &mut self.zablog, records)?;
         } else {
             self.zablog.write()?;
         }
