@@ -131,9 +131,9 @@ def threads_named(pid, name):
 
 @pytest.mark.parametrize("extra", ["", "syncIdleSpin=false\n"])
 def test_the_sync_idle_spin_helper_idles_with_the_server(tmpdir_path, extra):
-    """syncIdleSpin (default true) starts one helper thread under
-    SCHED_IDLE; after writes it parks, so an idle server's helper uses no
-    CPU. Off, there is no helper."""
+    """syncIdleSpin (default true on a standalone server) starts one
+    helper thread under SCHED_IDLE; after writes it parks, so an idle
+    server's helper uses no CPU. Off, there is no helper."""
     s = Zkd(tmpdir_path, extra_cfg=extra).start()
     try:
         zk = client(f"127.0.0.1:{s.port}")
