@@ -34,9 +34,9 @@
 //! It does not start where Linux refuses SCHED_IDLE (then it would compete
 //! with real work), and costs nothing when off.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::{JoinHandle, Thread};
+use std::thread::JoinHandle;
 
 struct Shared {
     /// A sync is in progress: spin.
@@ -50,7 +50,7 @@ struct Shared {
 /// The helper, owned by the storage thread.
 pub struct Awake {
     shared: Arc<Shared>,
-    thread: Thread,
+    /// `None` only while dropping.
     handle: Option<JoinHandle<()>>,
     /// The helper's thread id (for its CPU affinity).
     tid: i32,
@@ -66,17 +66,16 @@ impl Awake {
             stop: AtomicBool::new(false),
             rounds: AtomicU64::new(0),
         });
-        let tid = Arc::new(AtomicI32::new(0));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        // The helper's thread id, or why it cannot run at idle priority.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<i32, String>>();
         let handle = {
             let shared = shared.clone();
-            let tid = tid.clone();
             std::thread::Builder::new()
                 .name("zkd-awake".into())
                 .spawn(move || {
                     // SAFETY: gettid has no arguments.
-                    tid.store(unsafe { libc::gettid() }, Ordering::SeqCst);
-                    let idle = crate::sched::set_idle();
+                    let tid = unsafe { libc::gettid() };
+                    let idle = crate::sched::set_idle().map(|()| tid);
                     let ok = idle.is_ok();
                     let _ = ready_tx.send(idle.map_err(|e| e.to_string()));
                     if ok {
@@ -85,8 +84,8 @@ impl Awake {
                 })
                 .ok()?
         };
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
+        let tid = match ready_rx.recv() {
+            Ok(Ok(tid)) => tid,
             refused => {
                 let why = match refused {
                     Ok(Err(e)) => e,
@@ -96,14 +95,19 @@ impl Awake {
                 let _ = handle.join();
                 return None;
             }
-        }
+        };
         Some(Awake {
             shared,
-            thread: handle.thread().clone(),
             handle: Some(handle),
-            tid: tid.load(Ordering::SeqCst),
+            tid,
             cpu: -1,
         })
+    }
+
+    fn unpark(&self) {
+        if let Some(h) = &self.handle {
+            h.thread().unpark();
+        }
     }
 
     /// Runs `sync` with the helper spinning on this thread's CPU.
@@ -121,7 +125,7 @@ impl Awake {
             }
         }
         self.shared.on.store(true, Ordering::SeqCst);
-        self.thread.unpark();
+        self.unpark();
         let out = sync();
         self.shared.on.store(false, Ordering::SeqCst);
         out
@@ -131,7 +135,7 @@ impl Awake {
 impl Drop for Awake {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
-        self.thread.unpark();
+        self.unpark();
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }

@@ -102,6 +102,16 @@ fn get_attr() -> io::Result<SchedAttr> {
     Ok(a)
 }
 
+/// Applies `a` to the calling thread.
+fn set_attr(a: &SchedAttr) -> io::Result<()> {
+    // SAFETY: `a` is a filled sched_attr; tid 0 is the calling thread.
+    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, a as *const SchedAttr, 0) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Asks the kernel for a slice of `us` microseconds for the calling
 /// thread (and the threads it starts from now on).
 pub fn set_slice(us: u64) -> io::Result<Slice> {
@@ -115,11 +125,7 @@ pub fn set_slice(us: u64) -> io::Result<Slice> {
     a.runtime = asked_ns;
     a.deadline = 0;
     a.period = 0;
-    // SAFETY: `a` is a filled sched_attr; tid 0 is the calling thread.
-    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &a as *const SchedAttr, 0) };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    set_attr(&a)?;
     let got_ns = get_attr()?.runtime;
     if got_ns == asked_ns {
         Ok(Slice::Set)
@@ -139,12 +145,7 @@ pub fn set_idle() -> io::Result<()> {
     a.priority = 0;
     a.deadline = 0;
     a.period = 0;
-    // SAFETY: `a` is a filled sched_attr; tid 0 is the calling thread.
-    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &a as *const SchedAttr, 0) };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    set_attr(&a)
 }
 
 #[cfg(test)]
