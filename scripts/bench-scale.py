@@ -152,7 +152,6 @@ def readable(host, path, timeout=600):
     """Waits until a client connected to `host` reads `path`."""
     from kazoo.client import KazooClient
 
-
     def ok():
         c = KazooClient(hosts=host, timeout=10, connection_retry=dict(max_tries=0))
         try:
@@ -199,8 +198,16 @@ def settle_rss(servers):
 
 def standalone(kind, work, n, sessions, hold):
     s = Server(kind, work, f"{kind}-standalone")
+    try:
+        return standalone_on(s, n, sessions, hold)
+    finally:
+        # Whatever failed, no server outlives its (removed) directory.
+        s.kill()
+
+
+def standalone_on(s, n, sessions, hold):
     s.start()
-    wait_for(lambda: mode(s.port) == "standalone", 120, f"{kind} to serve")
+    wait_for(lambda: mode(s.port) == "standalone", 120, f"{s.kind} to serve")
     res = {}
     pop, last = populate(s.host(), "/scale", n)
     res["populate ops/s"] = pop["ops_per_s"]
@@ -226,7 +233,6 @@ def standalone(kind, work, n, sessions, hold):
     res[f"{sessions} sessions: event to all, p50 (ms)"] = f["p50_us"] / 1000
     res[f"{sessions} sessions: event to all, max (ms)"] = f["max_us"] / 1000
     res[f"{sessions} sessions: events missing"] = f["errors"]
-    s.kill()
     return res
 
 
@@ -272,6 +278,12 @@ def main():
             i += 1
         else:
             raise SystemExit(f"bench-scale: unknown option {args[i]} (see --help)")
+    try:
+        import kazoo  # noqa: F401
+    except ImportError:
+        # Found only once a server is up and populated otherwise.
+        raise SystemExit(f"bench-scale: kazoo is missing for {sys.executable}; run it as "
+                         "scripts/bench-scale.py (/usr/bin/python3 has Debian's python3-kazoo)")
     for b in (ZKD, ZKBENCH):
         if not os.path.exists(b):
             raise SystemExit(f"bench-scale: {b} missing: cargo build --release -p zkd -p zkbench")

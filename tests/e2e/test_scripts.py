@@ -130,3 +130,18 @@ def gone(pid):
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+def test_bench_scale_without_kazoo_says_so_before_starting_servers():
+    """bench-scale.py needs kazoo (Debian's is /usr/bin/python3's); run by a
+    Python without it, it says so and starts nothing. It used to find out
+    only after populating a zkd, and left that zkd running."""
+    before = subprocess.run(["pgrep", "-f", "zkscale"], capture_output=True, text=True).stdout.split()
+    # -S: no site-packages, so no kazoo.
+    r = subprocess.run(["/usr/bin/python3", "-S", os.path.join(ROOT, "scripts", "bench-scale.py"),
+                        "--znodes", "10", "--sessions", "2", "--standalone-only"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert "kazoo is missing" in r.stderr, r.stderr
+    after = subprocess.run(["pgrep", "-f", "zkscale"], capture_output=True, text=True).stdout.split()
+    assert set(after) <= set(before), after
