@@ -12,7 +12,8 @@ mod children_cache;
 mod replica;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+
+use bytes::Bytes;
 
 use zk_proto::codes::{perms, xid};
 use zk_proto::jute::{Reader, Writer};
@@ -255,7 +256,14 @@ fn finish_reply(w: Writer, xid: i32, zxid: i64, err: ErrorCode) -> Vec<u8> {
 /// (shared, not copied) and the stat that follows it.
 enum Children {
     Built(Writer),
-    Cached { list: Arc<[u8]>, stat: Vec<u8> },
+    Cached { list: Bytes, stat: Vec<u8> },
+}
+
+/// A getData reply's body: built here, or a node's big data (shared, not
+/// copied) and the stat that follows it.
+enum DataReply {
+    Built(Writer),
+    Shared { data: Bytes, stat: Vec<u8> },
 }
 
 fn frame(xid: i32, zxid: i64, err: ErrorCode, body: Option<&[u8]>) -> Vec<u8> {
@@ -728,14 +736,21 @@ impl Server {
             }
             OpCode::Exists => self.exists(conn, body),
             OpCode::GetData => {
-                let r = self.get_data(conn, body);
-                return self.reply_built(conn, hdr.xid, r);
+                return match self.get_data(conn, body) {
+                    Ok(DataReply::Built(w)) => self.reply_built(conn, hdr.xid, Ok(w)),
+                    Ok(DataReply::Shared { data, stat }) => {
+                        // A jute buffer: its length, then its bytes.
+                        let len = (data.len() as i32).to_be_bytes();
+                        self.reply_shared(conn, hdr.xid, &len, data, stat)
+                    }
+                    Err(e) => self.reply_built(conn, hdr.xid, Err(e)),
+                };
             }
             OpCode::GetChildren | OpCode::GetChildren2 => {
                 return match self.get_children(conn, body, op == OpCode::GetChildren2) {
                     Ok(Children::Built(w)) => self.reply_built(conn, hdr.xid, Ok(w)),
                     Ok(Children::Cached { list, stat }) => {
-                        self.reply_shared(conn, hdr.xid, list, stat)
+                        self.reply_shared(conn, hdr.xid, &[], list, stat)
                     }
                     Err(e) => self.reply_built(conn, hdr.xid, Err(e)),
                 };
@@ -788,11 +803,13 @@ impl Server {
         }
     }
 
-    /// `reply_built` for a body that is a shared part (a cached child
-    /// list) and then `tail`.
-    fn reply_shared(&mut self, conn: ConnId, xid: i32, body: Arc<[u8]>, tail: Vec<u8>) {
+    /// `reply_built` for a body that is `lead`, a shared part (a cached
+    /// child list, a node's big data) and then `tail`.
+    fn reply_shared(&mut self, conn: ConnId, xid: i32, lead: &[u8], body: Bytes, tail: Vec<u8>) {
         let z = self.replied(conn);
-        let mut head = finish_reply(reply_writer(0), xid, z, ErrorCode::OK);
+        let mut w = reply_writer(lead.len());
+        w.buf.extend_from_slice(lead);
+        let mut head = finish_reply(w, xid, z, ErrorCode::OK);
         let len = (head.len() - 4 + body.len() + tail.len()) as i32;
         head[..4].copy_from_slice(&len.to_be_bytes());
         self.send(conn, OutFrame::Shared { head, body, tail });
@@ -997,18 +1014,28 @@ impl Server {
         Ok(StatResponse { stat: n.stat() }.encode())
     }
 
-    fn get_data(&mut self, conn: ConnId, body: &[u8]) -> Result<Writer, ErrorCode> {
+    fn get_data(&mut self, conn: ConnId, body: &[u8]) -> Result<DataReply, ErrorCode> {
         let r = Self::read_path_watch(body)?;
         self.check_acl(conn, &r.path, perms::READ)?;
         if r.watch {
             self.watches.add(Kind::Data, &r.path, conn);
         }
         let n = self.tree.get(&r.path).ok_or(ErrorCode::NO_NODE)?;
+        if let Some(data) = n.data.shared() {
+            let mut stat = Writer {
+                buf: Vec::with_capacity(68),
+            };
+            n.stat().write(&mut stat);
+            return Ok(DataReply::Shared {
+                data,
+                stat: stat.buf,
+            });
+        }
         // Data, its length and the stat (68 bytes).
         let mut w = reply_writer(n.data.len() + 4 + 68);
         w.buffer(&n.data);
         n.stat().write(&mut w);
-        Ok(w)
+        Ok(DataReply::Built(w))
     }
 
     fn get_children(
@@ -1054,7 +1081,7 @@ impl Server {
                     buf: Vec::with_capacity(4 + n.child_count as usize * 16),
                 };
                 names(&self.tree, &mut w);
-                let list: Arc<[u8]> = Arc::from(w.buf);
+                let list = Bytes::from(w.buf);
                 self.children_cache.put(&r.path, version, list.clone());
                 list
             }

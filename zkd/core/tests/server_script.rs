@@ -367,3 +367,46 @@ fn big_child_lists_follow_creates_and_deletes() {
     assert!(!after_delete.contains(&"c007".to_string()));
     assert!(after_delete.contains(&"new".to_string()));
 }
+
+#[test]
+fn get_data_replies_carry_the_data_whole_or_shared() {
+    use zkd_core::data::SHARE_MIN;
+    use zkd_core::out_frame::OutFrame;
+    let mut s = server();
+    connect(&mut s, 1, at(0), 2000);
+    // Around the size from which the tree shares data instead of copying.
+    for (i, len) in [0, 100, SHARE_MIN - 1, SHARE_MIN, 10 * 1024]
+        .into_iter()
+        .enumerate()
+    {
+        let path = format!("/d{i}");
+        let data: Vec<u8> = (0..len).map(|b| (b * 7 + i) as u8).collect();
+        let create = CreateRequest {
+            path: path.clone(),
+            data: data.clone(),
+            acl: Acl::open_unsafe(),
+            flags: 0,
+        };
+        s.packet(at(10), 1, &request(1, 2 * i as i32 + 1, &create.encode()));
+        let _ = s.take_effects();
+        let _ = s.take_persist();
+        let get = PathWatch { path, watch: false };
+        s.packet(at(10), 1, &request(4, 2 * i as i32 + 2, &get.encode()));
+        let fx = s.take_effects();
+        let Effect::Send(_, frame) = &fx[0] else {
+            panic!("{fx:?}")
+        };
+        // Big data goes out from the tree's buffer, not a copy of it.
+        let shared = matches!(frame, OutFrame::Shared { .. });
+        assert_eq!(shared, len >= SHARE_MIN, "{len} bytes");
+        let bytes = frame.clone().into_vec();
+        let framed = i32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
+        assert_eq!(framed, bytes.len() - 4, "{len} bytes: the frame's length");
+        let f = frames(&fx);
+        assert_eq!(f[0].1.err, 0);
+        assert_eq!(f[0].1.xid, 2 * i as i32 + 2);
+        let r = GetDataResponse::decode(&f[0].2).unwrap();
+        assert_eq!(r.data, data, "{len} bytes");
+        assert_eq!(r.stat.data_length as usize, len);
+    }
+}

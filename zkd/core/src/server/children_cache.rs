@@ -14,7 +14,8 @@
 //! multi that fails restores all four along with the children.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+
+use bytes::Bytes;
 
 /// Parents with fewer children are listed directly (cheap enough, and
 /// the cache stays small).
@@ -34,7 +35,7 @@ struct Entry {
     version: Version,
     /// The reply's child list as sent: count, then each name; shared with
     /// the replies still on their way out.
-    names: Arc<[u8]>,
+    names: Bytes,
     used: u64,
 }
 
@@ -47,7 +48,7 @@ pub struct ChildrenCache {
 
 impl ChildrenCache {
     /// The encoded list of `path` if it is still `version`'s.
-    pub fn get(&mut self, path: &str, version: Version) -> Option<Arc<[u8]>> {
+    pub fn get(&mut self, path: &str, version: Version) -> Option<Bytes> {
         self.clock += 1;
         let clock = self.clock;
         match self.entries.get_mut(path) {
@@ -59,7 +60,7 @@ impl ChildrenCache {
         }
     }
 
-    pub fn put(&mut self, path: &str, version: Version, names: Arc<[u8]>) {
+    pub fn put(&mut self, path: &str, version: Version, names: Bytes) {
         if names.len() > MAX_BYTES / 4 {
             return;
         }
@@ -110,7 +111,7 @@ mod tests {
     #[test]
     fn an_entry_is_returned_only_for_its_version() {
         let mut c = ChildrenCache::default();
-        c.put("/a", v(5), Arc::from(&[1u8, 2, 3][..]));
+        c.put("/a", v(5), Bytes::from_static(&[1, 2, 3]));
         assert_eq!(c.get("/a", v(5)).as_deref(), Some(&[1u8, 2, 3][..]));
         assert_eq!(c.get("/a", v(6)), None);
         assert_eq!(c.get("/b", v(5)), None);
@@ -120,14 +121,18 @@ mod tests {
     fn stays_within_its_entry_and_byte_bounds() {
         let mut c = ChildrenCache::default();
         for i in 0..(MAX_ENTRIES + 10) {
-            c.put(&format!("/p{i}"), v(1), Arc::from(vec![0; 10]));
+            c.put(&format!("/p{i}"), v(1), Bytes::from(vec![0; 10]));
         }
         assert_eq!(c.entries.len(), MAX_ENTRIES);
         // The oldest went first.
         assert_eq!(c.get("/p0", v(1)), None);
         assert!(c.get(&format!("/p{}", MAX_ENTRIES + 9), v(1)).is_some());
         for i in 0..8 {
-            c.put(&format!("/big{i}"), v(1), Arc::from(vec![0; MAX_BYTES / 4]));
+            c.put(
+                &format!("/big{i}"),
+                v(1),
+                Bytes::from(vec![0; MAX_BYTES / 4]),
+            );
         }
         assert!(c.bytes <= MAX_BYTES);
         let total: usize = c.entries.values().map(|e| e.names.len()).sum();
