@@ -519,20 +519,27 @@ mod tests {
         }
     }
 
+    /// The writer's bytes for `frames()` through a `Trickle`, and the
+    /// slices of each call.
+    async fn trickle(per_call: usize, vectored: bool) -> (Vec<u8>, Vec<usize>) {
+        let got = std::sync::Arc::new(Mutex::new((Vec::new(), Vec::new())));
+        let wr = Trickle {
+            per_call,
+            vectored,
+            got: got.clone(),
+        };
+        write_all_queued(&frames(), wr).await;
+        let taken = std::mem::take(&mut *got.lock().unwrap());
+        taken
+    }
+
     /// Frames queued together go out in one vectored write, big parts as
     /// slices of their own between the copied small ones, and the bytes
     /// reach the socket in queue order however little it takes per call.
     #[tokio::test]
     async fn writer_sends_queued_frames_in_order_big_parts_uncopied() {
         for per_call in [1, 7, 1000, 1 << 20] {
-            let got = std::sync::Arc::new(Mutex::new((Vec::new(), Vec::new())));
-            let wr = Trickle {
-                per_call,
-                vectored: true,
-                got: got.clone(),
-            };
-            write_all_queued(&frames(), wr).await;
-            let (bytes, calls) = std::mem::take(&mut *got.lock().unwrap());
+            let (bytes, calls) = trickle(per_call, true).await;
             assert_eq!(bytes, concat(frames()), "{per_call} bytes per call");
             // Four big parts, each between copied bytes: nine slices.
             assert_eq!(calls[0], 9, "{per_call} bytes per call");
@@ -543,14 +550,7 @@ mod tests {
     #[tokio::test]
     async fn writer_keeps_queue_order_without_vectored_writes() {
         for per_call in [1, 1000] {
-            let got = std::sync::Arc::new(Mutex::new((Vec::new(), Vec::new())));
-            let wr = Trickle {
-                per_call,
-                vectored: false,
-                got: got.clone(),
-            };
-            write_all_queued(&frames(), wr).await;
-            let (bytes, calls) = std::mem::take(&mut *got.lock().unwrap());
+            let (bytes, calls) = trickle(per_call, false).await;
             assert_eq!(bytes, concat(frames()), "{per_call} bytes per call");
             assert!(calls.iter().all(|&n| n == 1));
         }
