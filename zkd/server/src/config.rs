@@ -425,10 +425,9 @@ impl Config {
         };
         let extended_types = flag("zookeeper.extendedTypesEnabled")?;
         let enforce_quota = flag("zookeeper.enforceQuota")?;
-        let sync_idle_spin = match get("syncIdleSpin") {
-            None => None,
-            Some(_) => Some(flag("syncIdleSpin")?),
-        };
+        let sync_idle_spin = get("syncIdleSpin")
+            .map(|_| flag("syncIdleSpin"))
+            .transpose()?;
         let global_outstanding_limit: usize = match get("globalOutstandingLimit") {
             Some(v) => {
                 let n: usize = int("globalOutstandingLimit", v)?;

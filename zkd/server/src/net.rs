@@ -285,6 +285,10 @@ struct Batch {
 }
 
 impl Batch {
+    fn is_empty(&self) -> bool {
+        self.buf.is_empty() && self.parts.is_empty()
+    }
+
     fn len(&self) -> usize {
         self.buf.len() + self.parts_len
     }
@@ -386,12 +390,11 @@ async fn writer<W: AsyncWrite + Unpin>(
             match o {
                 Out::Frame(f) => {
                     let more = rx.try_recv();
-                    if batch.buf.is_empty() && batch.parts.is_empty() && more.is_none() {
+                    if batch.is_empty() && more.is_none() {
                         failed = write_slices(wr, &mut f.parts().map(IoSlice::new))
                             .await
                             .is_err();
                         gauge.written(f.len());
-                        pending = more;
                         break;
                     }
                     batch.push(f);
@@ -410,7 +413,7 @@ async fn writer<W: AsyncWrite + Unpin>(
         if failed {
             break;
         }
-        if !batch.buf.is_empty() || !batch.parts.is_empty() {
+        if !batch.is_empty() {
             let written = batch.len();
             if batch.write_to(wr).await.is_err() {
                 break;

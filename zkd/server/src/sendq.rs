@@ -78,8 +78,8 @@ impl SendQueue {
             return self.queued();
         }
         let idle = now && !s.busy && !s.ended && s.items.is_empty();
-        // A frame around a shared body (a big child list) is the writer's,
-        // which writes its parts in one call.
+        // A frame around a shared body (a big child list, big data) is the
+        // writer's, which writes its parts in one call.
         if let (true, Some(fd), OutFrame::Whole(bytes)) = (idle, s.socket, &mut frame) {
             let sent = send_some(fd, bytes);
             if sent == bytes.len() {
