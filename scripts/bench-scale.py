@@ -19,8 +19,9 @@ Three-member ensemble, per server kind:
     and reads the last znode (the leader sends it the whole tree);
   - RSS after.
 Prints one table with zkd/ZooKeeper ratios. Needs root (raises the file
-limit for 10,000 sessions). Takes about 15 minutes with the defaults;
---znodes 100000 --sessions 2000 is a quick look.
+limit for 10,000 sessions) and kazoo (/usr/bin/python3 has Debian's).
+Takes about 15 minutes with the defaults; --znodes 100000 --sessions 2000
+is a quick look.
 """
 import json
 import os
