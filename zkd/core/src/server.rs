@@ -252,18 +252,18 @@ fn finish_reply(w: Writer, xid: i32, zxid: i64, err: ErrorCode) -> Vec<u8> {
     buf
 }
 
-/// A getChildren reply's body: built here, or a big parent's cached list
-/// (shared, not copied) and the stat that follows it.
-enum Children {
+/// A read's reply body: built here, or a shared part (a big parent's
+/// cached child list, a node's big data), not copied, and the stat that
+/// follows it.
+enum Body {
     Built(Writer),
-    Cached { list: Bytes, stat: Vec<u8> },
-}
-
-/// A getData reply's body: built here, or a node's big data (shared, not
-/// copied) and the stat that follows it.
-enum DataReply {
-    Built(Writer),
-    Shared { data: Bytes, stat: Vec<u8> },
+    Shared {
+        /// The part is a jute buffer, so its length goes first (getData's
+        /// data; a child list carries its own count).
+        buffer: bool,
+        part: Bytes,
+        stat: Vec<u8>,
+    },
 }
 
 fn frame(xid: i32, zxid: i64, err: ErrorCode, body: Option<&[u8]>) -> Vec<u8> {
@@ -736,24 +736,12 @@ impl Server {
             }
             OpCode::Exists => self.exists(conn, body),
             OpCode::GetData => {
-                return match self.get_data(conn, body) {
-                    Ok(DataReply::Built(w)) => self.reply_built(conn, hdr.xid, Ok(w)),
-                    Ok(DataReply::Shared { data, stat }) => {
-                        // A jute buffer: its length, then its bytes.
-                        let len = (data.len() as i32).to_be_bytes();
-                        self.reply_shared(conn, hdr.xid, &len, data, stat)
-                    }
-                    Err(e) => self.reply_built(conn, hdr.xid, Err(e)),
-                };
+                let r = self.get_data(conn, body);
+                return self.reply_body(conn, hdr.xid, r);
             }
             OpCode::GetChildren | OpCode::GetChildren2 => {
-                return match self.get_children(conn, body, op == OpCode::GetChildren2) {
-                    Ok(Children::Built(w)) => self.reply_built(conn, hdr.xid, Ok(w)),
-                    Ok(Children::Cached { list, stat }) => {
-                        self.reply_shared(conn, hdr.xid, &[], list, stat)
-                    }
-                    Err(e) => self.reply_built(conn, hdr.xid, Err(e)),
-                };
+                let r = self.get_children(conn, body, op == OpCode::GetChildren2);
+                return self.reply_body(conn, hdr.xid, r);
             }
             OpCode::GetAcl => self.get_acl(conn, body),
             OpCode::Sync => PathRequest::decode(body)
@@ -803,16 +791,30 @@ impl Server {
         }
     }
 
-    /// `reply_built` for a body that is `lead`, a shared part (a cached
-    /// child list, a node's big data) and then `tail`.
-    fn reply_shared(&mut self, conn: ConnId, xid: i32, lead: &[u8], body: Bytes, tail: Vec<u8>) {
+    /// `reply_built` for a `Body`: a shared part goes out between a head
+    /// and the stat of its own frame.
+    fn reply_body(&mut self, conn: ConnId, xid: i32, body: Result<Body, ErrorCode>) {
+        let (buffer, part, stat) = match body {
+            Ok(Body::Shared { buffer, part, stat }) => (buffer, part, stat),
+            Ok(Body::Built(w)) => return self.reply_built(conn, xid, Ok(w)),
+            Err(e) => return self.reply_built(conn, xid, Err(e)),
+        };
         let z = self.replied(conn);
-        let mut w = reply_writer(lead.len());
-        w.buf.extend_from_slice(lead);
+        let mut w = reply_writer(4);
+        if buffer {
+            w.i32(part.len() as i32);
+        }
         let mut head = finish_reply(w, xid, z, ErrorCode::OK);
-        let len = (head.len() - 4 + body.len() + tail.len()) as i32;
+        let len = (head.len() - 4 + part.len() + stat.len()) as i32;
         head[..4].copy_from_slice(&len.to_be_bytes());
-        self.send(conn, OutFrame::Shared { head, body, tail });
+        self.send(
+            conn,
+            OutFrame::Shared {
+                head,
+                body: part,
+                tail: stat,
+            },
+        );
     }
 
     /// Notes a reply to `conn` (for `cons`); the zxid it carries.
@@ -1014,7 +1016,7 @@ impl Server {
         Ok(StatResponse { stat: n.stat() }.encode())
     }
 
-    fn get_data(&mut self, conn: ConnId, body: &[u8]) -> Result<DataReply, ErrorCode> {
+    fn get_data(&mut self, conn: ConnId, body: &[u8]) -> Result<Body, ErrorCode> {
         let r = Self::read_path_watch(body)?;
         self.check_acl(conn, &r.path, perms::READ)?;
         if r.watch {
@@ -1026,8 +1028,9 @@ impl Server {
                 buf: Vec::with_capacity(68),
             };
             n.stat().write(&mut stat);
-            return Ok(DataReply::Shared {
-                data,
+            return Ok(Body::Shared {
+                buffer: true,
+                part: data,
                 stat: stat.buf,
             });
         }
@@ -1035,7 +1038,7 @@ impl Server {
         let mut w = reply_writer(n.data.len() + 4 + 68);
         w.buffer(&n.data);
         n.stat().write(&mut w);
-        Ok(DataReply::Built(w))
+        Ok(Body::Built(w))
     }
 
     fn get_children(
@@ -1043,7 +1046,7 @@ impl Server {
         conn: ConnId,
         body: &[u8],
         with_stat: bool,
-    ) -> Result<Children, ErrorCode> {
+    ) -> Result<Body, ErrorCode> {
         let r = Self::read_path_watch(body)?;
         self.check_acl(conn, &r.path, perms::READ)?;
         if r.watch {
@@ -1066,7 +1069,7 @@ impl Server {
             let mut w = reply_writer(4 + n.child_count as usize * 16 + 68);
             names(&self.tree, &mut w);
             stat(&mut w);
-            return Ok(Children::Built(w));
+            return Ok(Body::Built(w));
         }
         let version = children_cache::Version {
             czxid: n.stat.czxid,
@@ -1088,8 +1091,9 @@ impl Server {
         };
         let mut tail = Writer { buf: Vec::new() };
         stat(&mut tail);
-        Ok(Children::Cached {
-            list,
+        Ok(Body::Shared {
+            buffer: false,
+            part: list,
             stat: tail.buf,
         })
     }
