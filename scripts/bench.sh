@@ -254,22 +254,27 @@ mem_available_mib() {
 }
 
 # Each run starts on a quiet machine: the previous run's background work
-# (ZooKeeper writing a snapshot, RocksDB flushing or compacting, dirty
-# pages of either) is waited out, at most 30 s, so it is not billed to
-# whichever server runs next. Quiet: after a sync, for 0.5 s the disks
-# wrote under 1 MiB, the CPUs were 90% idle and under 8 MiB of pages were
-# dirty.
+# (ZooKeeper writing a snapshot, RocksDB flushing or compacting, zkd
+# freeing deleted files, dirty pages of either) is waited out, at most
+# 30 s, so it is not billed to whichever server runs next. Quiet: after a
+# sync, for 0.5 s the disks wrote and discarded under 1 MiB, the CPUs were
+# 90% idle and under 8 MiB of pages were dirty.
 # SETTLE=0 turns this off.
 # Whole physical disks only (those with a device behind them): partitions,
 # device-mapper and md volumes would count the same writes again. Read and
 # summed in bash, not awk: Debian's awk (mawk) prints numbers past 2^31 as
 # 2.15979e+09, which bash arithmetic refuses.
+# With +discarded, the sectors discarded too (the 14th field; kernels
+# before 4.18 have none): on a file system mounted with discard, freeing a
+# file is disk work, and zkd frees deleted files gradually (zkd(8),
+# zkd.trash).
 disk_sectors_written() {
-  local s=0 d w
+  local s=0 d w x
   for d in /sys/block/*; do
     [[ -e $d/device ]] || continue
-    read -r _ _ _ _ _ _ w _ < "$d/stat"
+    read -r _ _ _ _ _ _ w _ _ _ _ _ _ x _ < "$d/stat"
     s=$((s + w))
+    [[ ${1:-} == +discarded ]] && s=$((s + ${x:-0}))
   done
   echo "$s"
 }
@@ -284,9 +289,9 @@ settle() {
   while ((SECONDS - start < 30)); do
     # Dirty pages would otherwise wait up to 30 s for the kernel's writeback.
     sync
-    w0=$(disk_sectors_written); read -r b0 i0 < <(cpu_busy_idle)
+    w0=$(disk_sectors_written +discarded); read -r b0 i0 < <(cpu_busy_idle)
     sleep 0.5
-    w1=$(disk_sectors_written); read -r b1 i1 < <(cpu_busy_idle)
+    w1=$(disk_sectors_written +discarded); read -r b1 i1 < <(cpu_busy_idle)
     dirty=$(awk '/^(Dirty|Writeback):/ {s += $2} END {printf "%.0f\n", s}' /proc/meminfo)
     if ((w1 - w0 < 2048 && (b1 - b0) * 10 < (b1 - b0 + i1 - i0) && dirty < 8192)); then
       settled_s=$((settled_s + SECONDS - start))

@@ -4,6 +4,12 @@ use std::path::Path;
 
 /// Free bytes (for unprivileged users) on the filesystem holding `dir`.
 pub fn free_bytes(dir: &Path) -> Option<u64> {
+    space(dir).map(|(free, _)| free)
+}
+
+/// Free bytes (for unprivileged users) and total bytes of the filesystem
+/// holding `dir`.
+pub fn space(dir: &Path) -> Option<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
@@ -13,7 +19,8 @@ pub fn free_bytes(dir: &Path) -> Option<u64> {
     if rc != 0 {
         return None;
     }
-    Some(st.f_bavail as u64 * st.f_frsize as u64)
+    let unit = st.f_frsize as u64;
+    Some((st.f_bavail as u64 * unit, st.f_blocks as u64 * unit))
 }
 
 /// Ends the process at once, without running exit handlers: after a storage

@@ -15,6 +15,8 @@
 //!   place of the shared library's table-driven one.
 //! - `disk`    — free space checks and the fail-stop exit.
 //! - `pagecache` — keeps the checkpoint's files out of the page cache.
+//! - `trash`   — frees deleted files a piece at a time (the disk's discards
+//!   spread out, not ahead of the log's syncs).
 //! - `purge`   — hands freed memory back to the system: from a thread of its
 //!   own, not from the threads that serve requests, and at once after a load.
 //! - `runtime` — the task that owns the pure core (`zkd_core`), the storage
@@ -56,6 +58,7 @@ mod sendq;
 mod staged;
 mod storage;
 mod tls;
+mod trash;
 mod txnlog;
 mod valueref;
 
