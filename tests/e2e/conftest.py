@@ -4,6 +4,7 @@ Every server gets a fresh data directory and a free port on 127.0.0.1, is
 started as a real process, and is killed at the end of its fixture. Waits are
 bounded; nothing here sleeps for a fixed time when it can poll instead.
 """
+import glob
 import os
 import shutil
 import signal
@@ -53,6 +54,22 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def flush_a_blob_file(zk, data_dir):
+    """Writes /big/n0../big/n99, 100 MB of incompressible data, into a zkd
+    whose dataDir is `data_dir`: that fills a 64 MB memtable, so RocksDB
+    flushes the big values to a blob file and the keys to an SST. Waits
+    for the blob file; returns a function listing the checkpoint's files.
+    (Values just under jute.maxbuffer, 1 MiB with the header.)"""
+    db = os.path.join(data_dir, "zkd.db")
+    zk.create("/big")
+    for i in range(100):
+        zk.create(f"/big/n{i}", os.urandom(1000 << 10))
+    checkpoint = lambda: glob.glob(f"{db}/*.sst") + glob.glob(f"{db}/*.blob")
+    wait_until(lambda: any(p.endswith(".blob") for p in checkpoint()), 60,
+               what="RocksDB to flush a blob file")
+    return checkpoint
 
 
 def wait_until(pred, timeout=10.0, interval=0.02, what="condition"):

@@ -6,7 +6,7 @@ import glob
 import os
 import subprocess
 
-from conftest import Zkd, client, rss_kib, wait_until
+from conftest import Zkd, client, flush_a_blob_file, rss_kib, wait_until
 
 
 def resident_bytes(paths):
@@ -33,18 +33,9 @@ def test_a_running_zkd_refuses_transparent_huge_pages(zkd):
 
 def test_checkpoint_files_leave_the_page_cache_once_written(zkd):
     assert "zkd-pagecache" in threads_of(zkd.proc.pid)
-    db = os.path.join(zkd.data, "zkd.db")
     zk = client(zkd.hosts)
     try:
-        # 100 MB of incompressible data fills a 64 MB memtable, so RocksDB
-        # flushes it: the big values go to a blob file, the keys to an SST.
-        # (Values just under jute.maxbuffer, 1 MiB with the header.)
-        zk.create("/big")
-        for i in range(100):
-            zk.create(f"/big/n{i}", os.urandom(1000 << 10))
-        checkpoint = lambda: glob.glob(f"{db}/*.sst") + glob.glob(f"{db}/*.blob")
-        wait_until(lambda: any(p.endswith(".blob") for p in checkpoint()), 60,
-                   what="RocksDB to flush a blob file")
+        checkpoint = flush_a_blob_file(zk, zkd.data)
         # What the flush wrote is dropped from the cache once it is clean;
         # a control file next to it, which zkd does not look after, stays.
         control = os.path.join(zkd.dir, "control")

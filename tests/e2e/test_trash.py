@@ -2,28 +2,19 @@
 (see zkd(8), FILES, zkd.trash): every checkpoint file RocksDB writes gets
 a second name in dataDir/zkd.trash, and a file left there with no other
 name is shortened step by step, then removed."""
-import glob
 import os
 import time
 
-from conftest import Zkd, client, four_letter, wait_until
+from conftest import Zkd, client, flush_a_blob_file, four_letter, wait_until
 from test_memory import threads_of
 
 
 def test_checkpoint_files_get_a_second_name_in_the_trash(zkd):
     assert "zkd-trash" in threads_of(zkd.proc.pid)
-    db = os.path.join(zkd.data, "zkd.db")
     trash = os.path.join(zkd.data, "zkd.trash")
     zk = client(zkd.hosts)
     try:
-        # 100 MB of incompressible data fills a 64 MB memtable: RocksDB
-        # flushes a blob file and an SST (as in test_memory).
-        zk.create("/big")
-        for i in range(100):
-            zk.create(f"/big/n{i}", os.urandom(1000 << 10))
-        checkpoint = lambda: glob.glob(f"{db}/*.sst") + glob.glob(f"{db}/*.blob")
-        wait_until(lambda: any(p.endswith(".blob") for p in checkpoint()), 60,
-                   what="RocksDB to flush a blob file")
+        checkpoint = flush_a_blob_file(zk, zkd.data)
 
         def all_linked():
             inodes = {os.stat(os.path.join(trash, n)).st_ino for n in os.listdir(trash)}

@@ -23,6 +23,22 @@ pub fn space(dir: &Path) -> Option<(u64, u64)> {
     Some((st.f_bavail as u64 * unit, st.f_blocks as u64 * unit))
 }
 
+/// The SST and blob files in RocksDB's directory `db` (the checkpoint's
+/// data files), each with its metadata; `None` if `db` cannot be listed.
+pub fn checkpoint_files(
+    db: &Path,
+) -> Option<impl Iterator<Item = (std::fs::DirEntry, std::fs::Metadata)>> {
+    let entries = std::fs::read_dir(db).ok()?;
+    Some(entries.flatten().filter_map(|e| {
+        let data = matches!(
+            e.path().extension().and_then(|x| x.to_str()),
+            Some("sst" | "blob")
+        );
+        let meta = e.metadata().ok()?;
+        data.then_some((e, meta))
+    }))
+}
+
 /// Ends the process at once, without running exit handlers: after a storage
 /// failure RocksDB's own static destructors can abort on threads it still
 /// owns, which would hide the exit status the operator should see.

@@ -76,19 +76,12 @@ impl Files {
     /// the page lists of every CPU (`lru_add_drain_all`) on each ask.
     /// Best effort: an error only leaves pages cached.
     fn look(&mut self, db: &Path, mut drop_pages: impl FnMut(&Path) -> bool) {
-        let Ok(entries) = std::fs::read_dir(db) else {
+        let Some(files) = crate::disk::checkpoint_files(db) else {
             return;
         };
         let mut now = HashMap::with_capacity(self.seen.len());
-        for e in entries.flatten() {
+        for (e, meta) in files {
             let path = e.path();
-            if !matches!(
-                path.extension().and_then(|x| x.to_str()),
-                Some("sst" | "blob")
-            ) {
-                continue;
-            }
-            let Ok(meta) = e.metadata() else { continue };
             let Ok(mtime) = meta.modified() else { continue };
             let len = meta.len();
             let dropped = match self.seen.get(&path) {

@@ -164,22 +164,15 @@ impl Trash {
     /// Gives each SST and blob file of `db` not linked yet its trash name.
     /// Best effort: a file left unlinked is freed by RocksDB, at once.
     fn link_new(&mut self) {
-        let Ok(entries) = std::fs::read_dir(&self.db) else {
+        let Some(files) = crate::disk::checkpoint_files(&self.db) else {
             return;
         };
         if std::fs::create_dir_all(&self.db_trash).is_err() {
             return;
         }
         let mut now = HashSet::with_capacity(self.linked.len());
-        for e in entries.flatten() {
+        for (e, meta) in files {
             let path = e.path();
-            if !matches!(
-                path.extension().and_then(|x| x.to_str()),
-                Some("sst" | "blob")
-            ) {
-                continue;
-            }
-            let Ok(meta) = e.metadata() else { continue };
             let name = trash_name(&meta, &e.file_name());
             if !self.linked.contains(&name) {
                 match std::fs::hard_link(&path, self.db_trash.join(&name)) {
