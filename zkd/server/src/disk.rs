@@ -30,12 +30,14 @@ pub fn checkpoint_files(
 ) -> Option<impl Iterator<Item = (std::fs::DirEntry, std::fs::Metadata)>> {
     let entries = std::fs::read_dir(db).ok()?;
     Some(entries.flatten().filter_map(|e| {
-        let data = matches!(
+        if !matches!(
             e.path().extension().and_then(|x| x.to_str()),
             Some("sst" | "blob")
-        );
+        ) {
+            return None;
+        }
         let meta = e.metadata().ok()?;
-        data.then_some((e, meta))
+        Some((e, meta))
     }))
 }
 
