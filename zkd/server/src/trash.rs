@@ -7,9 +7,9 @@
 //! deletes whole files at once, the checkpoint's blob files among them
 //! (hundreds of MB each): after a compaction that dropped a cleared tree,
 //! the build machine's disk was sent 2 GB of discards in 0.4 s (`perf`
-//! block events, all from RocksDB's threads), and every member of a
-//! 3-member ensemble serving 10 KiB setData one at a time logged syncs of
-//! 4-25 ms in a row meanwhile. A/B on fresh 3-member ensembles (16x32
+//! block events, all from RocksDB's threads), and the members of a
+//! 3-member ensemble serving 10 KiB setData one at a time logged about 30
+//! syncs of 3-25 ms, one after another, meanwhile. A/B on fresh 3-member ensembles (16x32
 //! 10 KiB creates then cleared, then 10 s of 1x1 10 KiB setData, 3
 //! alternations): p99.9 7.8 / 7.9 / 9.6 ms without this, 3.4 / 3.4 / 4.5
 //! ms with it; 2,481 / 2,525 / 2,476 against 2,852 / 2,721 / 2,683 ops/s.
