@@ -252,13 +252,7 @@ fn serve(cfg_path: PathBuf) -> i32 {
                 return 74;
             }
         };
-        crate::trash::start(
-            db_dir.clone(),
-            &[
-                cfg.data_log_dir.join(crate::storage::TXNLOG_DIR),
-                cfg.data_log_dir.join(crate::storage::ZABLOG_DIR),
-            ],
-        );
+        crate::trash::start(db_dir.clone());
         crate::pagecache::keep_out(db_dir);
         let (durable_tx, durable_rx) = tokio::sync::mpsc::unbounded_channel();
         let core = match Core::new(cfg.clone(), store, durable_tx) {

@@ -375,7 +375,7 @@ impl TxnLog {
         // Spares beyond what is kept go now.
         while log.spares.len() > SPARES {
             let p = log.spares.pop().expect("non-empty");
-            crate::trash::put(&p).map_err(|e| io("cannot remove", &p, e))?;
+            std::fs::remove_file(&p).map_err(|e| io("cannot remove", &p, e))?;
         }
         Ok(log)
     }
@@ -751,10 +751,7 @@ impl TxnLog {
             std::fs::rename(path, &spare).map_err(|e| io("cannot rename", path, e))?;
             self.spares.push(spare);
         } else {
-            // Freed a piece at a time from the trash (see `trash`): with
-            // `discard`, removing it here would discard 64 MiB inside the
-            // storage thread's unlink.
-            crate::trash::put(path).map_err(|e| io("cannot remove", path, e))?;
+            std::fs::remove_file(path).map_err(|e| io("cannot remove", path, e))?;
         }
         Ok(())
     }
