@@ -9,9 +9,9 @@
 //! the build machine's disk was sent 2 GB of discards in 0.4 s (`perf`
 //! block events, all from RocksDB's threads), and the members of a
 //! 3-member ensemble serving 10 KiB setData one at a time logged about 30
-//! syncs of 3-25 ms, one after another, meanwhile. A/B on fresh 3-member ensembles (16x32
-//! 10 KiB creates then cleared, then 10 s of 1x1 10 KiB setData, 3
-//! alternations): p99.9 7.8 / 7.9 / 9.6 ms without this, 3.4 / 3.4 / 4.5
+//! syncs of 3-25 ms, one after another, meanwhile. A/B on fresh 3-member
+//! ensembles (16x32 10 KiB creates then cleared, then 10 s of 1x1 10 KiB
+//! setData, 3 alternations): p99.9 7.8 / 7.9 / 9.6 ms without this, 3.4 / 3.4 / 4.5
 //! ms with it; 2,481 / 2,525 / 2,476 against 2,852 / 2,721 / 2,683 ops/s.
 //! Same, 5 s of 16x32 10 KiB setData after the cleared creates: p99 110 /
 //! 90 / 82 ms against 66 / 60 / 76 ms, ops/s unchanged (17.7k-18.2k
@@ -51,7 +51,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The trash directory's name, beside `zkd.db`.
-pub const TRASH_DIR: &str = "zkd.trash";
+const TRASH_DIR: &str = "zkd.trash";
 
 /// Bytes freed per step. A step is one discard, which holds the disk's
 /// queue for as long as it takes: on the build machine 0.57 ms for 1 MiB,
@@ -86,11 +86,6 @@ fn pause_for(backlog: u64) -> Duration {
     Duration::from_micros(CHUNK * 1_000_000 / rate)
 }
 
-/// The trash directory for the files of `dir`: beside it.
-fn beside(dir: &Path) -> PathBuf {
-    dir.parent().unwrap_or(Path::new(".")).join(TRASH_DIR)
-}
-
 /// A file's name in the trash: its inode number first, which no other
 /// file holds while it lives (the checkpoint's names repeat when a data
 /// directory is emptied and begun again).
@@ -109,8 +104,11 @@ pub fn start(db: PathBuf) {
         .spawn(move || loop {
             trash.link_new();
             let at_once = low_on_space(&trash.db);
-            let pause = pause_for(trash.backlog());
-            trash.free(PER_LOOK, at_once, || std::thread::sleep(pause));
+            // One listing per look: the backlog sets the pace of this
+            // look's steps.
+            let deleted = trash.deleted();
+            let pause = pause_for(deleted.iter().map(|(_, len)| len).sum());
+            trash.free(deleted, PER_LOOK, at_once, || std::thread::sleep(pause));
             std::thread::sleep(LOOK_EVERY);
         });
     if let Err(e) = started {
@@ -125,7 +123,7 @@ fn low_on_space(dir: &Path) -> bool {
 
 struct Trash {
     db: PathBuf,
-    /// Where `db`'s files are linked (`beside(db)`).
+    /// Where `db`'s files are linked: `TRASH_DIR` beside it.
     trash: PathBuf,
     /// The trash names of `db`'s files linked so far (as of the last look).
     linked: HashSet<OsString>,
@@ -137,7 +135,7 @@ struct Trash {
 impl Trash {
     fn new(db: PathBuf, chunk: u64) -> Trash {
         Trash {
-            trash: beside(&db),
+            trash: db.parent().unwrap_or(Path::new(".")).join(TRASH_DIR),
             db,
             linked: HashSet::new(),
             link_failed: false,
@@ -197,18 +195,20 @@ impl Trash {
             .collect()
     }
 
-    /// Bytes of deleted files waiting to be freed.
-    fn backlog(&self) -> u64 {
-        self.deleted().iter().map(|(_, len)| len).sum()
-    }
-
-    /// Frees up to `budget` bytes of the deleted files, `chunk` at a time,
-    /// calling `pause` after each step; with `at_once` (the file system is
-    /// short of space), removes each whole and does not pause. Returns the
-    /// bytes freed. Best effort: a file that cannot be shortened is removed.
-    fn free(&mut self, budget: u64, at_once: bool, mut pause: impl FnMut()) -> u64 {
+    /// Frees up to `budget` bytes of `deleted` (as `deleted()` listed
+    /// them), `chunk` at a time, calling `pause` after each step; with
+    /// `at_once` (the file system is short of space), removes each whole
+    /// and does not pause. Returns the bytes freed. Best effort: a file
+    /// that cannot be shortened is removed.
+    fn free(
+        &self,
+        deleted: Vec<(PathBuf, u64)>,
+        budget: u64,
+        at_once: bool,
+        mut pause: impl FnMut(),
+    ) -> u64 {
         let mut freed = 0;
-        for (path, mut len) in self.deleted() {
+        for (path, mut len) in deleted {
             while !at_once && len > self.chunk && freed < budget {
                 let shorter = len - self.chunk;
                 let cut = std::fs::OpenOptions::new()
@@ -285,11 +285,18 @@ mod tests {
                 ("000013.sst".into(), 4)
             ]
         );
-        assert_eq!(t.free(u64::MAX, false, || panic!("nothing is deleted")), 0);
+        assert_eq!(
+            t.free(t.deleted(), u64::MAX, false, || panic!(
+                "nothing is deleted"
+            )),
+            0
+        );
         t.link_new(); // linked once only
         std::fs::remove_file(&blob).unwrap();
         let mut seen = Vec::new();
-        let freed = t.free(u64::MAX, false, || seen.push(trash_files(&dir)));
+        let freed = t.free(t.deleted(), u64::MAX, false, || {
+            seen.push(trash_files(&dir))
+        });
         assert_eq!(freed, 2 * chunk + 100);
         let sst = ("000013.sst".to_string(), 4);
         assert_eq!(
@@ -321,11 +328,14 @@ mod tests {
         std::fs::remove_file(db.join("000020.blob")).unwrap();
         std::fs::remove_file(db.join("000021.blob")).unwrap();
         let mut pauses = 0;
-        assert_eq!(t.free(chunk, false, || pauses += 1), chunk);
+        assert_eq!(t.free(t.deleted(), chunk, false, || pauses += 1), chunk);
         assert_eq!(pauses, 1);
         let left: u64 = trash_files(&dir).iter().map(|(_, l)| l).sum();
         assert_eq!(left, 5 * chunk);
-        assert_eq!(t.free(u64::MAX, true, || panic!("no pause")), 5 * chunk);
+        assert_eq!(
+            t.free(t.deleted(), u64::MAX, true, || panic!("no pause")),
+            5 * chunk
+        );
         assert!(trash_files(&dir).is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
