@@ -131,9 +131,11 @@ def threads_named(pid, name):
 
 @pytest.mark.parametrize("extra", ["", "syncIdleSpin=false\n"])
 def test_the_sync_idle_spin_helper_idles_with_the_server(tmpdir_path, extra):
-    """syncIdleSpin (default true on a standalone server) starts one
-    helper thread under SCHED_IDLE; after writes it parks, so an idle
-    server's helper uses no CPU. Off, there is no helper."""
+    """syncIdleSpin (default true on a standalone server) starts a
+    helper thread under SCHED_IDLE for the storage thread's CPU, and on a
+    machine with more than one CPU a second for the CPU a lone write came
+    from; after writes they park, so an idle server's helpers use no
+    CPU. Off, there is none."""
     s = Zkd(tmpdir_path, extra_cfg=extra).start()
     try:
         zk = client(f"127.0.0.1:{s.port}")
@@ -146,13 +148,13 @@ def test_the_sync_idle_spin_helper_idles_with_the_server(tmpdir_path, extra):
             return
         if "event=sync_idle_spin_off" in s.logtext():
             pytest.skip("SCHED_IDLE refused here")
-        assert len(helpers) == 1, helpers
-        (tid, (policy, ticks)), = helpers.items()
-        assert policy == 5, policy
+        assert len(helpers) == (2 if len(os.sched_getaffinity(s.proc.pid)) > 1 else 1), helpers
+        assert all(policy == 5 for policy, _ in helpers.values()), helpers
         time.sleep(1.0)
-        (_, later), = threads_named(s.proc.pid, "zkd-awake").values()
+        later = threads_named(s.proc.pid, "zkd-awake")
         # 100 ticks a second: 1 s of spinning would be ~100.
-        assert later - ticks <= 5, (ticks, later)
+        for tid, (_, ticks) in helpers.items():
+            assert later[tid][1] - ticks <= 5, (helpers, later)
     finally:
         s.stop()
 

@@ -217,7 +217,7 @@ const AWAKE_GROUP_MAX: usize = 4;
 /// small.
 fn sync_log(awake: &mut Option<Awake>, log: &mut TxnLog, records: usize) -> Result<(), StoreError> {
     match awake {
-        Some(a) if records <= AWAKE_GROUP_MAX => a.during(|| log.sync())?,
+        Some(a) if records <= AWAKE_GROUP_MAX => a.during(records == 1, || log.sync())?,
         _ => log.sync()?,
     }
     Ok(())
