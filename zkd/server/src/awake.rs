@@ -214,13 +214,8 @@ impl Helper {
     fn bind(&mut self, cpu: i32) {
         if cpu >= 0 && cpu != self.cpu {
             self.cpu = cpu;
-            // SAFETY: a zeroed cpu_set_t with one bit set, for our own thread.
-            unsafe {
-                let mut set: libc::cpu_set_t = std::mem::zeroed();
-                libc::CPU_SET(cpu as usize, &mut set);
-                // On failure (the CPU went offline) it spins wherever it is.
-                libc::sched_setaffinity(self.tid, std::mem::size_of::<libc::cpu_set_t>(), &set);
-            }
+            // On failure (the CPU went offline) it spins wherever it is.
+            pin(self.tid, cpu as usize);
         }
     }
 
@@ -242,6 +237,16 @@ impl Drop for Helper {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
+    }
+}
+
+/// Binds thread `tid` (0: the calling one) to `cpu`; false if refused.
+fn pin(tid: i32, cpu: usize) -> bool {
+    // SAFETY: a zeroed cpu_set_t with one bit set, for a thread of ours.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
     }
 }
 
@@ -341,15 +346,7 @@ mod tests {
     }
 
     fn pin_to(cpu: usize) {
-        // SAFETY: a zeroed cpu_set_t with one bit set, for our own thread.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu, &mut set);
-            assert_eq!(
-                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
-                0
-            );
-        }
+        assert!(pin(0, cpu), "cannot pin the test thread to CPU {cpu}");
     }
 
     /// The second helper spins on the CPU a lone write came from while the
