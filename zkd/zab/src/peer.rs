@@ -1064,6 +1064,21 @@ impl Peer {
     /// follower 312 -> 524 ops/s (ZooKeeper 261, 238), create 1x1 10 KiB
     /// 302 -> 454 (239, 240), set 4x1 1,290 -> 1,508 (944, 890). On
     /// loopback, within noise (4 alternations of the 1x1 and 16x32 rows).
+    ///
+    /// Tried and not kept: the same word between followers (each telling
+    /// the other, after a proposal's sync, that its log holds it; two of
+    /// three voters are a quorum too), so the forwarder commits on its
+    /// fellow's sync. 3 members on loopback, 2 alternations of fresh
+    /// ensembles, 4 s runs, ops/s before / with: delete 1x1 10 KiB
+    /// 3,110, 3,471 / 3,518, 3,254; setData 1x1 3,420, 3,379 / 3,491,
+    /// 3,538; multi10 1x1 3,149, 3,028 / 2,868, 3,012; create 1x1 10 KiB
+    /// 2,550, 2,529 / 2,428, 2,441; setData 16x32 91.0k, 90.3k / 40.1k,
+    /// 45.6k with a p99.9 of 0.5-1 s (a word per proposal, each a barrier
+    /// at its receiver that split the group commit). A trace of the 1x1
+    /// delete: the word reached the forwarder ~20 µs before the COMMIT
+    /// had, but its reply left no sooner (~280 µs into the cycle against
+    /// ~270): the four event loops (client, three members) share one CPU
+    /// there, and the word cost both followers a wake-up more.
     fn tell_forwarders(&mut self, z: Zxid) {
         let me = self.cfg.id;
         let Role::Leading(l) = &self.role else {
@@ -1129,7 +1144,16 @@ impl Peer {
             // The commit goes out before the leader applies the txn
             // itself, as ZooKeeper's leader does: a follower's client waits
             // for it, and the leader's own apply (a 10 KiB create's copy
-            // into the tree, its reply) need not delay that.
+            // into the tree, its reply) need not delay that. The order
+            // among followers is the links' (by id; the runtime's writer
+            // tasks may send them in another). Sending the forwarder's
+            // first, and straight onto its socket, was tried: 3 members
+            // on loopback, 4 alternations, medians, ops/s: delete 1x1
+            // 10 KiB 3,025 -> 3,097, setData 1x1 3,509 -> 3,384, multi10
+            // 1x1 3,097 -> 3,128, create 1x1 10 KiB 2,586 -> 2,512 (lower
+            // in all 4). A trace: the forwarder's reply left first, and
+            // the other follower's apply then ran while the client woke,
+            // on the same CPU.
             for p in followers {
                 self.lsend(p, Msg::Commit { zxid: z });
             }
