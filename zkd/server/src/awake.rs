@@ -56,9 +56,9 @@
 //! the CPU the reply left from, for lone reads. On the 3-member loopback
 //! ensemble (one worker thread per member; in a trace, the client's
 //! thread on the other CPU), ops/s without / with, fresh ensembles, 4 s
-//! runs: getData
-//! 1x1 16,401, 15,037, 17,221 / 19,969, 18,287, 19,326; getChildren 1x1
-//! 10 KiB 15,890, 15,718, 16,887 / 18,726, 18,251, 17,960; but exists
+//! runs: getData 1x1 16,401, 15,037, 17,221 / 19,969, 18,287, 19,326;
+//! getChildren 1x1 10 KiB 15,890, 15,718, 16,887 / 18,726, 18,251,
+//! 17,960; but exists
 //! 1x1 10 KiB 17,732, 16,903 / 17,118, 18,660 and the 1x1 read/write mix
 //! 25,068, 25,762 / 19,665, 18,888. Standalone, getData 1x1 33,313,
 //! 34,996 / 9,104, 14,752: a lone read's ~9 µs round trip there is a

@@ -1073,8 +1073,9 @@ impl Peer {
     /// 3,110, 3,471 / 3,518, 3,254; setData 1x1 3,420, 3,379 / 3,491,
     /// 3,538; multi10 1x1 3,149, 3,028 / 2,868, 3,012; create 1x1 10 KiB
     /// 2,550, 2,529 / 2,428, 2,441; setData 16x32 91.0k, 90.3k / 40.1k,
-    /// 45.6k with a p99.9 of 0.5-1 s (a word per proposal, each a barrier
-    /// at its receiver that split the group commit). A trace of the 1x1
+    /// 45.6k with a p99.9 of 0.5-1 s (likely the word per proposal, each
+    /// a barrier at its receiver splitting its group commit; not measured
+    /// further). A trace of the 1x1
     /// delete: the word reached the forwarder ~20 µs before the COMMIT
     /// had, but its reply left no sooner (~280 µs into the cycle against
     /// ~270): the four event loops (client, three members) share one CPU
