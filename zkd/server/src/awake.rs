@@ -58,12 +58,12 @@
 //! thread on the other CPU), ops/s without / with, fresh ensembles, 4 s
 //! runs: getData 1x1 16,401, 15,037, 17,221 / 19,969, 18,287, 19,326;
 //! getChildren 1x1 10 KiB 15,890, 15,718, 16,887 / 18,726, 18,251,
-//! 17,960; but exists
-//! 1x1 10 KiB 17,732, 16,903 / 17,118, 18,660 and the 1x1 read/write mix
-//! 25,068, 25,762 / 19,665, 18,888. Standalone, getData 1x1 33,313,
-//! 34,996 / 9,104, 14,752: a lone read's ~9 µs round trip there is a
-//! worker and its client taking turns on one CPU (a trace), which the
-//! scheduler stopped arranging with the helper runnable there.
+//! 17,960; but exists 1x1 10 KiB 17,732, 16,903 / 17,118, 18,660 and the
+//! 1x1 read/write mix 25,068, 25,762 / 19,665, 18,888. Standalone,
+//! getData 1x1 33,313, 34,996 / 9,104, 14,752: a lone read's ~9 µs round
+//! trip there is a worker and its client taking turns on one CPU (a
+//! trace), which the scheduler stopped arranging with the helper
+//! runnable there.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -593,8 +593,11 @@ impl Core {
         }
         let release = self.attachable(started);
         self.reported.queued.fetch_add(1, Ordering::SeqCst);
-        // Where the reply's client most likely sleeps (`awake`).
-        crate::awake::note_requester();
+        // Where the reply's client most likely sleeps (`awake`); only the
+        // helpers read it.
+        if self.cfg.sync_idle_spin() {
+            crate::awake::note_requester();
+        }
         if self
             .storage
             .send(Job::Standalone(persist, release))
