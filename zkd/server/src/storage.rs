@@ -538,6 +538,14 @@ impl Store {
         // (set 1x1 +5%, create 16x32 10 KiB +8%); on a 3-member ensemble
         // sharing one disk (2 alternations), create 16x32 10 KiB lost 12%
         // (8.6k/8.2k -> 7.4k/7.4k ops/s) while multi10 16x32 gained 7%.
+        // Again on the ensemble, with its 1x1 rows (fresh ensembles, 2
+        // alternations of 4 s, ops/s, page cache -> direct): delete 1x1
+        // 3,400/3,455 -> 3,431/3,449, setData 1x1 3,629/3,191 ->
+        // 3,649/3,602, create 1x1 10 KiB 2,508/2,376 -> 2,228/1,913,
+        // multi10 1x1 10 KiB 1,353/1,367 -> 1,410/1,342, setData 16x32
+        // 79.9k/86.0k -> 69.9k/66.4k, multi10 16x32 33.4k/31.6k ->
+        // 30.3k/25.0k: nothing gained that the noise does not cover, and
+        // the batched rows lost.
         let txlog = TxnLog::open(&log_dir.join(TXNLOG_DIR), 0, true, |z, d| {
             if z > last {
                 replay.push((z, d.to_vec()));
