@@ -31,13 +31,14 @@
 //!
 //! A cost no layout here removes: on ext4 without a journal (the build
 //! machine's), once per clock tick (4 ms at HZ=250) a write updates the
-//! file's times and i_version, and the next `fdatasync` writes the inode's
-//! block before its flush. A 1x1 delete on the 3-member loopback ensemble
-//! (perf block trace of an 8 s run): 8.5% of writes had it, 429 µs mean
-//! against 300. Mounting with `lazytime` did not help: an ext4 image
-//! without a journal, one appender, 753 inode writes in 3 s without it
-//! (twice), 751 and 753 with. ZooKeeper's log, written and synced the same
-//! way, should pay it too (not traced).
+//! file's times, and the next `fdatasync` writes the inode's block before
+//! its flush. A 1x1 delete on the 3-member loopback ensemble (perf block
+//! trace of an 8 s run): 8.5% of writes had it, and those took 429 µs
+//! from request to request on average against 300. Mounting with
+//! `lazytime` did not help (likely because i_version changes with the
+//! times; not checked): an ext4 image without a journal, one appender, 753
+//! inode writes in 3 s without it (twice), 751 and 753 with. ZooKeeper's
+//! log, written and synced the same way, should pay it too (not traced).
 //!
 //! Reading stops at the first record that is zeros, torn or fails its
 //! checksum in the *last* file: the tail of a write that was never
