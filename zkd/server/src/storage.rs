@@ -1553,6 +1553,14 @@ mod tests {
     use zk_proto::records::Acl;
     use zkd_core::txn::{Txn, TxnHeader};
 
+    /// An empty directory for one test's store, `name` telling tests apart
+    /// (they run in parallel in one process).
+    fn fresh_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("zkd-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
     #[test]
     fn keys_round_trip_and_group_children() {
         for p in ["/", "/a", "/a/b", "/zookeeper/quota"] {
@@ -1564,8 +1572,7 @@ mod tests {
 
     #[test]
     fn commit_then_reload() {
-        let dir = std::env::temp_dir().join(format!("zkd-store-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = fresh_dir("test");
         {
             let mut s = Store::open(&dir, &dir).unwrap();
             let mut l = s.load().unwrap();
@@ -1608,8 +1615,7 @@ mod tests {
     #[test]
     fn the_wal_reserves_at_most_a_mebibyte() {
         use std::os::unix::fs::MetadataExt;
-        let dir = std::env::temp_dir().join(format!("zkd-store-wal-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = fresh_dir("wal");
         let mut s = Store::open(&dir, &dir).unwrap();
         s.load().unwrap();
         let wals: Vec<u64> = std::fs::read_dir(&dir)
@@ -1635,8 +1641,7 @@ mod tests {
     #[test]
     fn staged_records_reach_the_checkpoint_last_one_each() {
         use zkd_core::tree::{Node, NodeStat};
-        let dir = std::env::temp_dir().join(format!("zkd-store-last-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = fresh_dir("last");
         let node = |data: &[u8]| {
             let acl = std::sync::Arc::new(Acl::open_unsafe());
             Some(Node::new(data.to_vec(), acl, NodeStat::default()).encode())
@@ -1810,8 +1815,7 @@ mod tests {
     /// into the checkpoint and flushed.
     #[test]
     fn big_data_stays_in_the_log_until_its_file_is_freed() {
-        let dir = std::env::temp_dir().join(format!("zkd-store-refs-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = fresh_dir("refs");
         let big: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
         let mut zxid = 0;
         {
@@ -1894,8 +1898,7 @@ mod tests {
     /// A new standalone store in a fresh directory named for `name`, with
     /// 64 KiB log files, making references from its first write on.
     fn referring_store(name: &str) -> (std::path::PathBuf, Store, DataTree) {
-        let dir = std::env::temp_dir().join(format!("zkd-store-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = fresh_dir(name);
         let mut s = Store::open(&dir, &dir).unwrap();
         let tree = s.load().unwrap().tree;
         s.txlog.set_segment_bytes(64 << 10);
@@ -2021,8 +2024,7 @@ mod tests {
     #[test]
     fn an_ensemble_members_refs_are_resolved_for_a_snapshot_and_moved_before_trimming() {
         use zkd_zab::peer::Persist as Z;
-        let dir = std::env::temp_dir().join(format!("zkd-store-zabrefs-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = fresh_dir("zabrefs");
         let mut s = Store::open(&dir.join("db"), &dir).unwrap();
         let mut tree = s.load().unwrap().tree;
         s.zablog.set_segment_bytes(64 << 10);
@@ -2113,8 +2115,7 @@ mod tests {
     /// proves the RocksDB property names (a wrong one reads as 0).
     #[test]
     fn blob_gc_runs_while_garbage_is_most_of_the_blob_files() {
-        let dir = std::env::temp_dir().join(format!("zkd-store-blobgc-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = fresh_dir("blobgc");
         let mut s = Store::open(&dir, &dir).unwrap();
         s.blob_gc = BlobGc::new(0);
         // Data that LZ4 cannot shrink, so the files' sizes follow it.
@@ -2177,8 +2178,7 @@ mod tests {
     /// checkpoint so a later start finds them there.
     #[test]
     fn logged_txns_the_checkpoint_lacks_are_redone_at_start() {
-        let dir = std::env::temp_dir().join(format!("zkd-store-redo-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = fresh_dir("redo");
         {
             let mut s = Store::open(&dir, &dir).unwrap();
             assert_eq!(s.load().unwrap().last_zxid, 0);
@@ -2224,8 +2224,7 @@ mod tests {
     #[test]
     fn a_zab_compaction_flushes_the_checkpoint_once_it_frees_a_file() {
         use zkd_zab::peer::Persist as Z;
-        let dir = std::env::temp_dir().join(format!("zkd-store-compact-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = fresh_dir("compact");
         let db = dir.join("db");
         let mut s = Store::open(&db, &dir).unwrap();
         s.load().unwrap();
@@ -2300,8 +2299,7 @@ mod tests {
     /// skip.
     #[test]
     fn a_logged_txn_that_does_not_apply_is_refused() {
-        let dir = std::env::temp_dir().join(format!("zkd-store-bad-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = fresh_dir("bad");
         {
             let mut s = Store::open(&dir, &dir).unwrap();
             s.load().unwrap();
@@ -2321,8 +2319,7 @@ mod tests {
     /// both logs in RocksDB) opens with everything where it now lives.
     #[test]
     fn a_store_of_the_earlier_layout_is_moved_on_open() {
-        let dir = std::env::temp_dir().join(format!("zkd-store-old-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = fresh_dir("old");
         {
             let mut opts = Options::default();
             opts.create_if_missing(true);

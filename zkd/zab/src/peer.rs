@@ -1075,11 +1075,11 @@ impl Peer {
     /// 2,550, 2,529 / 2,428, 2,441; setData 16x32 91.0k, 90.3k / 40.1k,
     /// 45.6k with a p99.9 of 0.5-1 s (likely the word per proposal, each
     /// a barrier at its receiver splitting its group commit; not measured
-    /// further). A trace of the 1x1
-    /// delete: the word reached the forwarder ~20 µs before the COMMIT
-    /// had, but its reply left no sooner (~280 µs into the cycle against
-    /// ~270): the four event loops (client, three members) share one CPU
-    /// there, and the word cost both followers a wake-up more.
+    /// further). A trace of the 1x1 delete: the word reached the forwarder
+    /// ~20 µs before the COMMIT had, but its reply left no sooner (~280 µs
+    /// into the cycle against ~270): the four event loops (client, three
+    /// members) share one CPU there, and the word cost both followers a
+    /// wake-up more.
     fn tell_forwarders(&mut self, z: Zxid) {
         let me = self.cfg.id;
         let Role::Leading(l) = &self.role else {
