@@ -42,6 +42,19 @@ const LOOK_STANDALONE: Duration = Duration::from_micros(200);
 /// 2411 -> 2819, multi10 1x1 2252 -> 2384, create 1x1 10 KiB 1687 ->
 /// 1689, setData 16x32 67.6k -> 66.8k (noise); 1200 µs gained nothing
 /// over 600; 0 (no look) lost (setData 1x1 2674-2833 -> 2274-2605).
+///
+/// What the look costs there: a trace of setData 1x1 (perf sched and
+/// syscall events, 0.5 s) had the three members' storage threads yielding
+/// to each other on one CPU, every ~2.5 µs, while the client and all three
+/// event loops ran one after another on the other CPU (a woken thread goes
+/// to the CPU that is not busy). Tried so that the event loops could use
+/// the looking CPU too: the look under SCHED_IDLE (the thread switched
+/// back to its own policy when a job came or the look ended), against
+/// this look and against none. Fresh ensembles, 2 alternations of 4 s,
+/// ops/s, this look / SCHED_IDLE look / none: setData 1x1 3006, 2468 /
+/// 2422, 2137 / 2287, 2108; delete 1x1 2578, 2272 / 2300, 1824 / 2745,
+/// 1839; multi10 1x1 2472, 2256 / 1896, 1772 / 1937, 1978; setData 16x32
+/// 76.1k, 64.6k / 76.1k, 60.6k / 68.2k, 69.8k. Not kept.
 const LOOK_ENSEMBLE: Duration = Duration::from_micros(600);
 /// A yield that took longer than this gave the CPU to another thread for
 /// more than a request's work (tens of µs).
