@@ -1081,10 +1081,10 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
     }
 
-    /// Records bigger than the chunk of zeros written ahead: the file is
-    /// extended, in several writes, to cover them and no more (zeros after
-    /// them would be run past by the next big write anyway); a small record
-    /// after them gets its chunk of zeros again; and they all read back.
+    /// Records bigger than the chunk of zeros written ahead: the file grows
+    /// to cover them and no more (zeros after them would be run past by the
+    /// next big write anyway); a small record after them gets its chunk of
+    /// zeros again; and they all read back.
     #[test]
     fn records_bigger_than_a_chunk_extend_the_file_to_their_end() {
         for direct in [true, false] {
