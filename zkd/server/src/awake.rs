@@ -50,12 +50,13 @@
 //! server's CPU time per lone write went from ~170 to ~220-260 µs.
 //!
 //! Re-measured later on the same kind of VM, which by then reported steal
-//! time (`/proc/stat`) whenever the guest kept its CPUs busy: standalone,
+//! time (`/proc/stat`) under lone writes: standalone,
 //! fresh server per run, 3 s runs, 3 alternations, ops/s with / without
 //! (`syncIdleSpin=false`): setData 1x1 3,878/3,453/3,996 ->
 //! 4,112/4,404/4,162, delete 1x1 3,801/3,956/4,151 -> 4,317/4,101/3,813,
 //! create 1x1 10 KiB 2,035/2,275/2,253 -> 2,136/2,514/1,945; steal per run
-//! 19-40 ticks with it, 1-22 without; p99.9 10-15 ms either way. Not
+//! 19-40 ticks with it, 1-22 without; p99.9 11-15 ms with it, 6-14 ms
+//! without (the VM itself was paused ~10 ms every ~100 ms). Not
 //! enough to change the default, but the gain above depends on the host.
 //!
 //! It does not start where Linux refuses SCHED_IDLE (then it would compete
