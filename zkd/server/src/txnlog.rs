@@ -509,16 +509,13 @@ impl TxnLog {
                 0
             };
             let target = (written_end + ahead).min(segment_bytes.max(written_end));
-            // None where the records go: their write below covers it (a
-            // direct one would first have to write back zeros left there
-            // in the page cache).
-            let mut at = o.allocated.max(written_end);
-            while at < target {
-                let n = (target - at).min(CHUNK) as usize;
+            // Only past the records, so at most one chunk: the records'
+            // write below covers the rest (a direct one would first have
+            // to write back zeros left there in the page cache).
+            if target > written_end {
                 o.file
-                    .write_all_at(&ZEROS[..n], at)
+                    .write_all_at(&ZEROS[..(target - written_end) as usize], written_end)
                     .map_err(|e| io("cannot extend", &o.path, e))?;
-                at += n as u64;
             }
             o.allocated = target;
         }
