@@ -77,17 +77,16 @@ fn key_hash(key: &[u8]) -> u64 {
 }
 
 impl Recent {
-    /// Counts one record: a hit if its key's tag is still in its slot; a
-    /// record not `counted` is a miss and leaves the slots alone.
+    /// Counts one record: a hit if its key's tag is still in its slot. A
+    /// record not `counted` is a miss, but leaves its tag: a later record
+    /// of its key that is counted is a hit (`Staged::observe` says why).
     pub fn see(&mut self, key: &[u8], counted: bool) {
-        let hit = counted && {
-            let hash = key_hash(key);
-            // The high bits are the best mixed: the slot from the top 16,
-            // the tag from the next 32 (never 0, the empty slot).
-            let slot = &mut self.slots[(hash >> 48) as usize % RECENT_SLOTS];
-            let tag = (hash >> 16) as u32 | 1;
-            std::mem::replace(slot, tag) == tag
-        };
+        let hash = key_hash(key);
+        // The high bits are the best mixed: the slot from the top 16,
+        // the tag from the next 32 (never 0, the empty slot).
+        let slot = &mut self.slots[(hash >> 48) as usize % RECENT_SLOTS];
+        let tag = (hash >> 16) as u32 | 1;
+        let hit = std::mem::replace(slot, tag) == tag && counted;
         self.rate += (f32::from(u8::from(hit)) - self.rate) / RATE_RECORDS;
     }
 
@@ -147,6 +146,18 @@ impl Staged {
 
     /// Counts a group's node records as repeats or new keys (`add` does,
     /// and so must a group written without being held).
+    ///
+    /// A big record counts as a new key but leaves its key's tag, so that
+    /// what comes after it (a delete's empty record) counts as a repeat:
+    /// deletes of big nodes are then held like deletes of small ones.
+    /// When big records left the slots alone, 1x1 deletes of 10 KiB nodes
+    /// (half their records a new key each, half the parent) never
+    /// counted as repeating, and every group went to RocksDB on its own
+    /// (its write ~2.6% of the machine's samples, gone this way). 3
+    /// members on loopback, 10,000 nodes of 10 KiB, delete 1x1 via a
+    /// follower, fresh ensembles, 6 alternations, ops/s before / after:
+    /// 2,112, 2,177, 2,110, 2,510, 2,464, 2,563 / 2,528, 1,929, 2,467,
+    /// 2,405, 2,643, 2,812.
     pub fn observe(&mut self, group: &[Persist]) {
         for p in group {
             for (path, v) in &p.nodes {
@@ -296,5 +307,31 @@ mod tests {
             s.clear();
         }
         assert!(!s.repeating(), "rate {}", s.recent.rate);
+    }
+
+    /// Deletes of big nodes count as repeats: the big record a node was
+    /// created with leaves its key's tag for the delete's empty record.
+    #[test]
+    fn deletes_of_big_nodes_count_as_repeats() {
+        let mut s = Staged::default();
+        let big: Option<&[u8]> = Some(&[7; BIG_RECORD]);
+        let parent: Option<&[u8]> = Some(b"p");
+        for k in 0..10_000 {
+            s.add(
+                &mut [persist(&[(&format!("/d/n{k}"), big), ("/d", parent)], &[])],
+                None,
+            );
+            s.clear();
+        }
+        // A new big node and its parent each time: half the records repeat.
+        assert!(!s.repeating(), "rate {}", s.recent.rate);
+        for k in 0..10_000 {
+            s.add(
+                &mut [persist(&[(&format!("/d/n{k}"), None), ("/d", parent)], &[])],
+                None,
+            );
+            s.clear();
+        }
+        assert!(s.repeating(), "rate {}", s.recent.rate);
     }
 }
