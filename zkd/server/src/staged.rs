@@ -317,24 +317,21 @@ mod tests {
     #[test]
     fn deletes_of_big_nodes_count_as_repeats() {
         let mut s = Staged::default();
-        let big: Option<&[u8]> = Some(&[7; BIG_RECORD]);
-        let parent: Option<&[u8]> = Some(b"p");
-        for k in 0..10_000 {
-            s.add(
-                &mut [persist(&[(&format!("/d/n{k}"), big), ("/d", parent)], &[])],
-                None,
-            );
-            s.clear();
-        }
+        // Each of 10,000 nodes written with `data`, with its parent.
+        let write = |s: &mut Staged, data: Option<&[u8]>| {
+            for k in 0..10_000 {
+                let node = format!("/d/n{k}");
+                s.add(
+                    &mut [persist(&[(&node, data), ("/d", Some(b"p"))], &[])],
+                    None,
+                );
+                s.clear();
+            }
+        };
+        write(&mut s, Some(&[7; BIG_RECORD]));
         // A new big node and its parent each time: half the records repeat.
         assert!(!s.repeating(), "rate {}", s.recent.rate);
-        for k in 0..10_000 {
-            s.add(
-                &mut [persist(&[(&format!("/d/n{k}"), None), ("/d", parent)], &[])],
-                None,
-            );
-            s.clear();
-        }
+        write(&mut s, None);
         assert!(s.repeating(), "rate {}", s.recent.rate);
     }
 }
