@@ -297,6 +297,20 @@ impl Group {
                 .and_then(|tree_follows| {
                     // Only jobs with `sync` carry `then`, so the group
                     // was synced.
+                    //
+                    // Tried and not kept: reporting first (the core starts
+                    // waking), then sending the acks under the link's lock
+                    // (so the woken core cannot overtake them on the
+                    // stream). Traces of delete 1x1 via a follower (3
+                    // members on loopback, syscall tracepoints): when the
+                    // follower's own sync ended last, its reply left p50
+                    // 79 and 90 µs after it before, 46 and 66 with it. But
+                    // untraced, fresh ensembles, 4 alternations, ops/s
+                    // before / with: delete 1x1 2,884, 3,026, 2,550, 2,768
+                    // / 2,876, 2,476, 2,623, 2,629; setData 1x1 2,634,
+                    // 2,780, 2,846, 3,104 / 2,700, 2,965, 2,819, 2,761;
+                    // multi10 1x1 2,497, 2,683, 2,232, 2,243 / 2,523,
+                    // 2,451, 2,512, 2,480: within noise.
                     for (link, frame) in self.then.drain(..) {
                         link.send_now(frame);
                     }
