@@ -94,7 +94,8 @@ const WAL_RESERVE_MAX: u64 = 1 << 20;
 /// flush ended. A follower of a 3-member loopback ensemble holding that
 /// many, its data directory wiped, from its start to a client reading the
 /// last znode through it: 7.6-10.0 s (7 runs) at 2, 4.6 and 5.2 s at 8
-/// (ZooKeeper on the same day 4.2 and 4.8 s).
+/// (ZooKeeper on the same day 4.2 and 4.8 s); `bench-scale.py` at 8: 3.72
+/// s, ZooKeeper 4.13 s in the same run.
 const DEFAULT_CF_MEMTABLES: i32 = 8;
 
 /// How often (at most) the store looks at its blob garbage.
@@ -562,7 +563,8 @@ impl Store {
         let mut default_cf = Options::default();
         default_cf.set_max_write_buffer_number(DEFAULT_CF_MEMTABLES);
         let cfs = cfs.chain(std::iter::once(ColumnFamilyDescriptor::new(
-            "default", default_cf,
+            rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
+            default_cf,
         )));
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
         let base = read_u64(&db, KEY_LOG_BASE)?;
