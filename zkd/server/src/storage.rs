@@ -93,7 +93,7 @@ const WAL_RESERVE_MAX: u64 = 1 << 20;
 /// because we have 2 immutable memtables"), and served only once that
 /// flush ended. A follower of a 3-member loopback ensemble holding that
 /// many, its data directory wiped, from its start to a client reading the
-/// last znode through it: 7.6-10.0 s (7 runs) at 2, 4.6 and 5.2 s at 8
+/// last znode through it: 7.8-9.1 s (5 runs) at 2, 4.6 and 5.2 s at 8
 /// (ZooKeeper on the same day 4.2 and 4.8 s); `bench-scale.py` at 8: 3.72
 /// s, ZooKeeper 4.13 s in the same run.
 const DEFAULT_CF_MEMTABLES: i32 = 8;
