@@ -1156,6 +1156,15 @@ impl Peer {
             // multi10 1x1 2,144 -> 2,252, create 1x1 10 KiB 1,677 ->
             // 1,750, multi10 16x32 17.1k -> 18.4k (each within this
             // machine's noise alone; none went down).
+            //
+            // Tried and not kept: the COMMIT to such a follower too when
+            // its own ack is not among the quorum's (the leader and the
+            // other follower were quicker; a trace had its reply leave
+            // ~100 µs after that quorum, behind its own sync). Fresh
+            // ensembles, delete 1x1 via a follower, 7 alternations, ops/s
+            // before / with: 2,098, 2,193, 2,450, 2,122, 2,221, 2,202,
+            // 2,704 / 879, 2,336, 2,176, 2,228, 1,992, 2,655, 2,691
+            // (medians 2,202 / 2,228): within noise.
             let followers: Vec<Id> = l
                 .links
                 .iter()
