@@ -98,6 +98,9 @@ const WAL_RESERVE_MAX: u64 = 1 << 20;
 /// s, ZooKeeper 4.13 s in the same run.
 const DEFAULT_CF_MEMTABLES: i32 = 8;
 
+/// Readahead of a whole scan of the checkpoint (`whole_scan`).
+const WHOLE_SCAN_READAHEAD: usize = 2 << 20;
+
 /// How often (at most) the store looks at its blob garbage.
 const STEER_BLOB_GC_EVERY: Duration = Duration::from_secs(1);
 
@@ -745,12 +748,9 @@ impl Store {
         // Records whose data is in a log, resolved after the scan (each
         // log file read once).
         let mut refs = Vec::new();
-        // Read once, whole: keep the blocks out of the block cache.
-        let mut once = rocksdb::ReadOptions::default();
-        once.fill_cache(false);
-        for item in self
-            .db
-            .iterator_cf_opt(self.nodes(), once, rocksdb::IteratorMode::Start)
+        for item in
+            self.db
+                .iterator_cf_opt(self.nodes(), whole_scan(), rocksdb::IteratorMode::Start)
         {
             let (k, v) = item?;
             match k.first() {
@@ -1399,7 +1399,7 @@ impl Store {
         };
         let mut w = crate::ensemble::state::StateWriter::new(zxid);
         let mut refs = Vec::new();
-        for item in snap.iterator_cf(self.nodes(), rocksdb::IteratorMode::Start) {
+        for item in snap.iterator_cf_opt(self.nodes(), whole_scan(), rocksdb::IteratorMode::Start) {
             let (k, v) = item?;
             match k.first() {
                 Some(&0xFF) => {}
@@ -1565,6 +1565,23 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// How the checkpoint is read when it is read whole (at start-up, and for
+/// a learner's snapshot): once, so its blocks stay out of the block cache,
+/// and in big reads. A leader reading the state of 1,000,000 znodes for a
+/// SNAP (`event=snapshot_sent`'s took_ms, 3-member loopback ensemble, 4
+/// reads each): 954, 985, 927, 843 ms with RocksDB's default read options,
+/// 819, 747, 784, 781 ms with these; 821, 817, 989, 1,086 with the cache
+/// left out alone, against 796, 816, 845, 844 with both in the same
+/// series. Standalone restart to the first read at that size, 3
+/// alternations: 1.50, 1.38, 1.75 s with the cache left out alone, 1.44,
+/// 1.25, 1.36 s with both.
+fn whole_scan() -> rocksdb::ReadOptions {
+    let mut ro = rocksdb::ReadOptions::default();
+    ro.fill_cache(false);
+    ro.set_readahead_size(WHOLE_SCAN_READAHEAD);
+    ro
 }
 
 /// A store closed in order leaves its staged records in RocksDB, which
