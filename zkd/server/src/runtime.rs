@@ -213,7 +213,8 @@ pub enum Job {
     },
     /// Everything before it written, a read of the store (a leader that
     /// stepped down reading its tree back, a leader reading the state for a
-    /// SNAP); the closure sends its answer.
+    /// SNAP; the closure sends its answer), or work that writes nothing (a
+    /// learner's snapshot turned into its write, `Store::prepare_install`).
     Read(Box<dyn FnOnce(&mut Store) + Send>),
 }
 

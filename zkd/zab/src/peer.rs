@@ -117,9 +117,12 @@ pub enum Persist {
     /// Replace the application's state with `state` (at `upto`, which is
     /// then both applied and the log's base) and the log with `log`. The
     /// runtime also installs the state in memory when it carries this out.
+    /// Shared, not copied: a runtime may read it on two threads at once
+    /// (zkd decodes it into its tree while its storage thread turns it
+    /// into the disk write).
     Snapshot {
         upto: Zxid,
-        state: Vec<u8>,
+        state: std::sync::Arc<Vec<u8>>,
         log: Vec<Txn>,
     },
 }
@@ -1310,8 +1313,11 @@ impl Peer {
                 self.log = log.clone();
                 self.delivered = 0;
                 self.delivered_bytes = 0;
-                self.out
-                    .push(Output::Persist(Persist::Snapshot { upto, state, log }));
+                self.out.push(Output::Persist(Persist::Snapshot {
+                    upto,
+                    state: std::sync::Arc::new(state),
+                    log,
+                }));
             }
             Msg::NewLeader { epoch } => {
                 // The synced txns first, then the epoch, then the ack.

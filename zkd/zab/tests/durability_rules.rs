@@ -183,7 +183,7 @@ fn zookeeper_2678_snap_durable_before_ack_newleader() {
     let replace = pos(&outs, |o| {
         *o == Output::Persist(Persist::Snapshot {
             upto: zxid(9, 1),
-            state: b"tree".to_vec(),
+            state: std::sync::Arc::new(b"tree".to_vec()),
             log: log.clone(),
         })
     });

@@ -449,8 +449,22 @@ impl Core {
 
     /// Learner: install the leader's state in place of ours, on disk (one
     /// write with the new log) and in memory.
-    fn install(&mut self, upto: u64, state: Vec<u8>, log: Vec<zkd_zab::types::Txn>) {
+    fn install(
+        &mut self,
+        upto: u64,
+        state: std::sync::Arc<Vec<u8>>,
+        log: Vec<zkd_zab::types::Txn>,
+    ) {
         let started = Instant::now();
+        // The storage thread builds its write of the state meanwhile
+        // (`Store::prepare_install`); it writes nothing before the job
+        // below, which only a state found sound here sends.
+        let prepare = std::sync::Arc::clone(&state);
+        let job = Job::Read(Box::new(move |store| store.prepare_install(upto, prepare)));
+        if self.storage.send(job).is_err() {
+            log::error!("storage thread is gone, stopping");
+            crate::disk::exit_now(70);
+        }
         let loaded = match super::state::load(&state) {
             Ok(l) if l.last_zxid as u64 == upto => l,
             Ok(l) => {
