@@ -16,7 +16,9 @@ Standalone, per server:
 Three-member ensemble, per server kind:
   - populate N znodes through all members; total RSS;
   - a follower loses its data directory and restarts: time until it serves
-    and reads the last znode (the leader sends it the whole tree);
+    and reads the last znode (the leader sends it the whole tree), and the
+    longest of the reads a client of the leader makes one after another
+    meanwhile (how long the leader stops serving while it sends the tree);
   - RSS after.
 Prints one table with zkd/ZooKeeper ratios. Needs root (raises the file
 limit for 10,000 sessions) and kazoo (/usr/bin/python3 has Debian's).
@@ -175,6 +177,41 @@ def time_start(s, want, last, timeout):
     return time.monotonic() - t0
 
 
+def longest_read_during(host, path, work):
+    """Runs `work()` while a client of `host` reads `path`, one request at a
+    time: returns what `work` returned and the longest read in seconds."""
+    import threading
+    from kazoo.client import KazooClient
+    c = KazooClient(hosts=host, timeout=30)
+    c.start(timeout=10)
+    stop = threading.Event()
+    longest = [0.0]
+    failed = []
+
+    def reads():
+        while not stop.is_set():
+            t = time.monotonic()
+            try:
+                c.get(path)
+            except Exception as e:  # the run then says so rather than a time
+                failed.append(e)
+                return
+            longest[0] = max(longest[0], time.monotonic() - t)
+
+    reader = threading.Thread(target=reads, daemon=True)
+    reader.start()
+    try:
+        result = work()
+    finally:
+        stop.set()
+        reader.join(60)
+        c.stop()
+        c.close()
+    if failed:
+        raise SystemExit(f"bench-scale: a read on {host} failed during the resync: {failed[0]!r}")
+    return result, longest[0]
+
+
 def zkbench(hosts, *args):
     out = subprocess.run([ZKBENCH, "--server", hosts, *args], check=True, stdout=subprocess.PIPE,
                          text=True).stdout
@@ -252,9 +289,13 @@ def ensemble(kind, work, n):
         res["3-node populate ops/s"] = pop["ops_per_s"]
         res["3-node RSS, all members (MiB)"] = settle_rss(members) / 1024
         f = next(m for m in members if mode(m.port) == "follower")
+        leader = next(m for m in members if mode(m.port) == "leader")
         f.kill()
         f.wipe()
-        res["3-node wiped follower: start to read (s)"] = time_start(f, "follower", last, 900)
+        took, longest = longest_read_during(leader.host(), last,
+                                            lambda: time_start(f, "follower", last, 900))
+        res["3-node wiped follower: start to read (s)"] = took
+        res["3-node leader's longest read meanwhile (ms)"] = longest * 1000
         res["3-node RSS after resync (MiB)"] = settle_rss(members) / 1024
         return res
     finally:
