@@ -253,6 +253,15 @@ impl Core {
         self.drain();
     }
 
+    /// Queues `job` for the storage thread; without one, nothing that
+    /// follows could be made durable, so the server stops.
+    fn to_storage(&self, job: Job) {
+        if self.storage.send(job).is_err() {
+            log::error!("storage thread is gone, stopping");
+            crate::disk::exit_now(70);
+        }
+    }
+
     fn send_job(&mut self, sync: bool) -> i64 {
         self.send_job_then(sync, None)
     }
@@ -274,10 +283,7 @@ impl Core {
             ticket,
             then,
         };
-        if self.storage.send(job).is_err() {
-            log::error!("storage thread is gone, stopping");
-            crate::disk::exit_now(70);
-        }
+        self.to_storage(job);
         ticket
     }
 
@@ -461,10 +467,7 @@ impl Core {
         // below, which only a state found sound here sends.
         let prepare = std::sync::Arc::clone(&state);
         let job = Job::Read(Box::new(move |store| store.prepare_install(upto, prepare)));
-        if self.storage.send(job).is_err() {
-            log::error!("storage thread is gone, stopping");
-            crate::disk::exit_now(70);
-        }
+        self.to_storage(job);
         let loaded = match super::state::load(&state) {
             Ok(l) if l.last_zxid as u64 == upto => l,
             Ok(l) => {
@@ -638,9 +641,7 @@ impl Core {
         let job = Job::Read(Box::new(move |store| {
             let _ = tx.send(read(store));
         }));
-        if self.storage.send(job).is_err() {
-            crate::disk::exit_now(70);
-        }
+        self.to_storage(job);
         match tokio::task::block_in_place(|| rx.recv()) {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => {
