@@ -24,7 +24,8 @@ Three-member ensemble, per server kind:
 Prints one table with zkd/ZooKeeper ratios. Needs root (raises the file
 limit for 10,000 sessions) and kazoo (/usr/bin/python3 has Debian's).
 Takes about 15 minutes with the defaults; --znodes 100000 --sessions 2000
-is a quick look.
+is a quick look. (--read-loop HOST PATH is the reader process it starts
+itself during the second resync, not meant to be run by hand.)
 """
 import json
 import os
