@@ -212,9 +212,10 @@ pub enum Job {
         then: Option<(crate::ensemble::link::Link, Vec<u8>)>,
     },
     /// Everything before it written, a read of the store (a leader that
-    /// stepped down reading its tree back, a leader reading the state for a
-    /// SNAP; the closure sends its answer), or work that writes nothing (a
-    /// learner's snapshot turned into its write, `Store::prepare_install`).
+    /// stepped down reading its tree back; the closure sends its answer),
+    /// or work that writes nothing (a leader starting the read of its state
+    /// for a SNAP on a thread of its own, `Store::read_state_in_background`;
+    /// a learner's snapshot turned into its write, `Store::prepare_install`).
     Read(Box<dyn FnOnce(&mut Store) + Send>),
 }
 

@@ -117,6 +117,7 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> LogError {
     LogError(format!("{what} {}: {e}", path.display()))
 }
 
+#[derive(Clone)]
 struct Segment {
     path: PathBuf,
     /// The last zxid in the file (0 while empty).
@@ -648,53 +649,22 @@ impl TxnLog {
             .find(|l| *l <= upto && *l > 0)
     }
 
-    /// The records of the current generation at the zxids in `wanted`,
-    /// read back from their files (a file is read whole, once, only if it
-    /// holds one of them). A zxid not in the log is an error: the caller
-    /// holds a reference to it.
+    /// The records of the current generation at the zxids in `wanted`
+    /// (`LogReader::read`).
     pub fn read(
         &self,
         wanted: &std::collections::BTreeSet<u64>,
     ) -> Result<std::collections::HashMap<u64, Vec<u8>>, LogError> {
-        let mut out = std::collections::HashMap::with_capacity(wanted.len());
-        let mut after = 0u64;
-        for s in &self.segments {
-            let (from, through) = (after, s.last);
-            after = after.max(s.last);
-            if s.last == 0 || wanted.range(from + 1..=through).next().is_none() {
-                continue;
-            }
-            let mut bytes = Vec::new();
-            File::open(&s.path)
-                .and_then(|mut f| f.read_to_end(&mut bytes))
-                .map_err(|e| io("cannot read", &s.path, e))?;
-            let salt = match bytes.get(..HEADER as usize).and_then(read_header) {
-                Some((g, _, salt)) if g == self.gen => salt,
-                _ => {
-                    return Err(LogError(format!(
-                        "{}: not a log file of generation {}",
-                        s.path.display(),
-                        self.gen
-                    )))
-                }
-            };
-            let (mut pos, mut prev) = (HEADER as usize, 0);
-            while let Ok(Some((zxid, data, end))) = next_record(&bytes, pos, salt, prev) {
-                if wanted.contains(&zxid) {
-                    out.insert(zxid, data.to_vec());
-                }
-                if zxid >= through {
-                    break;
-                }
-                (pos, prev) = (end, zxid);
-            }
-        }
-        match wanted.iter().find(|z| !out.contains_key(z)) {
-            Some(z) => Err(LogError(format!(
-                "{}: the record of txn 0x{z:x} is not in the log",
-                self.dir.display()
-            ))),
-            None => Ok(out),
+        self.reader().read(wanted)
+    }
+
+    /// What another thread needs to read back the records written so far,
+    /// for as long as the files are not freed (the caller's to ensure).
+    pub fn reader(&self) -> LogReader {
+        LogReader {
+            dir: self.dir.clone(),
+            gen: self.gen,
+            segments: self.segments.clone(),
         }
     }
 
@@ -818,10 +788,72 @@ impl TxnLog {
 
     /// Frees the files of generations before the current one.
     pub fn drop_older(&mut self) -> Result<(), LogError> {
+        if self.old.is_empty() {
+            return Ok(());
+        }
         for p in std::mem::take(&mut self.old) {
             self.free(&p)?;
         }
         sync_dir(&self.dir)
+    }
+}
+
+/// A log's files as they were when it was made (`TxnLog::reader`).
+pub struct LogReader {
+    dir: PathBuf,
+    gen: u64,
+    segments: Vec<Segment>,
+}
+
+impl LogReader {
+    /// The records of the generation at the zxids in `wanted`, read back
+    /// from their files (a file is read whole, once, only if it
+    /// holds one of them). A zxid not in the log is an error: the caller
+    /// holds a reference to it.
+    pub fn read(
+        &self,
+        wanted: &std::collections::BTreeSet<u64>,
+    ) -> Result<std::collections::HashMap<u64, Vec<u8>>, LogError> {
+        let mut out = std::collections::HashMap::with_capacity(wanted.len());
+        let mut after = 0u64;
+        for s in &self.segments {
+            let (from, through) = (after, s.last);
+            after = after.max(s.last);
+            if s.last == 0 || wanted.range(from + 1..=through).next().is_none() {
+                continue;
+            }
+            let mut bytes = Vec::new();
+            File::open(&s.path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(|e| io("cannot read", &s.path, e))?;
+            let salt = match bytes.get(..HEADER as usize).and_then(read_header) {
+                Some((g, _, salt)) if g == self.gen => salt,
+                _ => {
+                    return Err(LogError(format!(
+                        "{}: not a log file of generation {}",
+                        s.path.display(),
+                        self.gen
+                    )))
+                }
+            };
+            let (mut pos, mut prev) = (HEADER as usize, 0);
+            while let Ok(Some((zxid, data, end))) = next_record(&bytes, pos, salt, prev) {
+                if wanted.contains(&zxid) {
+                    out.insert(zxid, data.to_vec());
+                }
+                if zxid >= through {
+                    break;
+                }
+                (pos, prev) = (end, zxid);
+            }
+        }
+        match wanted.iter().find(|z| !out.contains_key(z)) {
+            Some(z) => Err(LogError(format!(
+                "{}: the record of txn 0x{z:x} is not in the log",
+                self.dir.display()
+            ))),
+            None => Ok(out),
+        }
     }
 }
 

@@ -6,6 +6,8 @@
 //! - `wire`      — frames between members (ZAB messages, forwarded requests).
 //! - `state`     — the applied state (tree + sessions) a SNAP carries.
 //! - `transport` — TCP links to every peer, with loss reported.
+//! - `hold`      — a learner's stream held behind the SNAP the leader is
+//!   reading the state for.
 //! - `link`      — one link's send queue, which the storage thread may
 //!   also send a learner's acks on, right after their sync.
 //! - `driver`    — feeds the peer messages, ticks and client writes, and
@@ -16,6 +18,7 @@
 //!   appends queued after it into its write (group commit).
 
 pub mod driver;
+pub mod hold;
 pub mod link;
 pub mod pending;
 pub mod state;
@@ -45,6 +48,9 @@ pub struct Zab {
     pub(crate) transport: Transport,
     /// Taken by the core loop.
     pub(crate) events: Option<mpsc::UnboundedReceiver<PeerEvent>>,
+    /// For what the core hears from other threads about a peer (a SNAP's
+    /// state read in the background).
+    pub(crate) events_tx: mpsc::UnboundedSender<PeerEvent>,
     /// Peer outputs not yet carried out (waiting behind a sync barrier).
     pub(crate) pending: pending::Pending,
     pub(crate) job_tree: Vec<Persist>,
@@ -190,7 +196,7 @@ pub fn start(core: &mut Core, durable: Durable) -> Result<(), String> {
     let known: Vec<u64> = cfg.servers.iter().map(|s| s.id).collect();
     tokio::spawn(transport::accept(election, known.clone(), ev_tx.clone()));
     tokio::spawn(transport::accept(quorum, known, ev_tx.clone()));
-    let transport = Transport::start(me, &addrs, ev_tx);
+    let transport = Transport::start(me, &addrs, ev_tx.clone());
     let zcfg = ZabConfig {
         id: me,
         voters,
@@ -233,6 +239,7 @@ pub fn start(core: &mut Core, durable: Durable) -> Result<(), String> {
         peer,
         transport,
         events: Some(ev_rx),
+        events_tx: ev_tx,
         pending,
         job_tree: Vec::new(),
         job_zab: Vec::new(),

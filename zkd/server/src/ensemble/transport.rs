@@ -18,16 +18,24 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+use super::hold::Holds;
 use super::link::{self, Link, Writer};
 use super::wire::{Channel, Frame, HELLO_MAGIC, PEER_FRAME_MAX};
 
 pub type Id = u64;
 
-/// What the transport tells the core.
+/// What the core hears about its peers: from the transport, and from the
+/// thread that reads a SNAP's state (`hold`).
 #[derive(Debug)]
 pub enum PeerEvent {
     Frame(Id, Frame),
     Disconnected(Id),
+    /// The SNAP for a learner whose stream hold `token` keeps.
+    Snap {
+        to: Id,
+        token: u64,
+        snap: super::hold::SnapRead,
+    },
 }
 
 /// A peer's addresses.
@@ -41,6 +49,8 @@ pub struct PeerAddr {
 /// Sending side: one queue per peer and channel.
 pub struct Transport {
     links: HashMap<(Id, u8), Link>,
+    /// Learners whose ZAB stream waits for their SNAP.
+    holds: Holds,
 }
 
 /// A write that takes longer than this means the peer is stuck (stopped,
@@ -74,13 +84,56 @@ impl Transport {
                 tokio::spawn(dial(me, p.id, ch, addr, local, rx, events.clone()));
             }
         }
-        Transport { links }
+        Transport {
+            links,
+            holds: Holds::default(),
+        }
     }
 
-    pub fn send(&self, to: Id, f: &Frame) {
-        if let Some(tx) = self.links.get(&(to, f.channel() as u8)) {
-            tx.send(f.encode());
+    pub fn send(&mut self, to: Id, f: &Frame) {
+        let ch = f.channel();
+        let mut frame = f.encode();
+        if ch == Channel::Quorum {
+            match self.holds.keep(to, frame) {
+                Some(f) => frame = f,
+                None => return,
+            }
         }
+        self.send_bytes(to, ch, frame);
+    }
+
+    fn send_bytes(&self, to: Id, ch: Channel, frame: Vec<u8>) {
+        if let Some(tx) = self.links.get(&(to, ch as u8)) {
+            tx.send(frame);
+        }
+    }
+
+    /// Holds the ZAB stream to `to` until `release` with the token.
+    pub fn hold(&mut self, to: Id) -> u64 {
+        self.holds.hold(to)
+    }
+
+    /// Sends `first` (an encoded frame) to `to`, then what its hold kept:
+    /// how many frames that was. `None`, sending nothing, if hold `token`
+    /// ended before.
+    pub fn release(&mut self, to: Id, token: u64, first: Vec<u8>) -> Option<usize> {
+        let kept = self.holds.release(to, token)?;
+        let n = kept.len();
+        for frame in std::iter::once(first).chain(kept) {
+            self.send_bytes(to, Channel::Quorum, frame);
+        }
+        Some(n)
+    }
+
+    /// Ends the hold of `to`, dropping what it kept: a gap the learner
+    /// sees in its stream, and recovers from by syncing again.
+    pub fn drop_hold(&mut self, to: Id) {
+        self.holds.drop_peer(to);
+    }
+
+    /// Ends every hold (this member stopped leading).
+    pub fn drop_holds(&mut self) {
+        self.holds.clear();
     }
 
     /// The link that carries the ZAB stream to `to`, for a thread that
