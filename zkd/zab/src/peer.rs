@@ -1493,9 +1493,17 @@ impl Peer {
                     }
                     return;
                 }
-                let limit = self.cfg.sync_limit * tick;
-                l.links
-                    .retain(|_, k| now.saturating_sub(k.last_heard) <= limit);
+                // A learner being synced says nothing between its ACKEPOCH
+                // and its NEWLEADER ack, while the state is read, sent and
+                // installed (~2 s per million znodes here): it gets
+                // initLimit + syncLimit ticks for that, as ZooKeeper's
+                // LearnerHandler gives it (tickOfNextAckDeadline).
+                let synced = self.cfg.sync_limit * tick;
+                let syncing = (self.cfg.init_limit + self.cfg.sync_limit) * tick;
+                l.links.retain(|_, k| {
+                    let limit = if k.acked_newleader { synced } else { syncing };
+                    now.saturating_sub(k.last_heard) <= limit
+                });
                 let heard = 1 + l
                     .links
                     .iter()

@@ -461,6 +461,93 @@ fn a_learner_behind_the_base_gets_the_state_and_one_at_it_a_diff() {
     assert_eq!(diff.last().map(|t| t.zxid), Some(p.last_zxid()));
 }
 
+/// Not a durability rule but a liveness one: a learner being synced is
+/// silent until its NEWLEADER ack (its state is read, sent, installed),
+/// and the leader keeps it for initLimit + syncLimit ticks meanwhile, as
+/// ZooKeeper does; a learner silent longer is dropped.
+#[test]
+fn a_learner_has_init_plus_sync_limit_to_sync_then_sync_limit() {
+    let c = cfg(1);
+    let (limit_ms, sync_ms) = (
+        (c.init_limit + c.sync_limit) * c.tick_ms,
+        c.sync_limit * c.tick_ms,
+    );
+    for (silent_ms, kept) in [(sync_ms + 100, true), (limit_ms + 100, false)] {
+        let (mut p, _) = leader_syncing_observer(c.clone(), 3, 0);
+        // The observer joined at 200 ms; the leader ticks on meanwhile.
+        let mut t = 200;
+        while t < 200 + silent_ms {
+            t += c.tick_ms;
+            p.step(Input::Tick(t));
+        }
+        let epoch = p.current_epoch();
+        let msg = Msg::AckNewLeader { epoch };
+        let outs = p.step(Input::Msg(
+            2,
+            Envelope {
+                conn: 77,
+                seq: 3,
+                msg,
+            },
+        ));
+        let up_to_date = outs.iter().any(|o| {
+            matches!(
+                o,
+                Output::Send(
+                    2,
+                    Envelope {
+                        msg: Msg::UpToDate { .. },
+                        ..
+                    }
+                )
+            )
+        });
+        assert_eq!(up_to_date, kept, "silent {silent_ms} ms: {outs:?}");
+    }
+    // Once synced, syncLimit is its limit: pinged until then, not after.
+    let (mut p, _) = leader_syncing_observer(c.clone(), 3, 0);
+    let msg = Msg::AckNewLeader {
+        epoch: p.current_epoch(),
+    };
+    p.step(Input::Msg(
+        2,
+        Envelope {
+            conn: 77,
+            seq: 3,
+            msg,
+        },
+    ));
+    let pinged = |outs: &[Output]| {
+        outs.iter().any(|o| {
+            matches!(
+                o,
+                Output::Send(
+                    2,
+                    Envelope {
+                        msg: Msg::Ping { .. },
+                        ..
+                    }
+                )
+            )
+        })
+    };
+    let (mut early, mut late) = (false, false);
+    let mut t = 200;
+    while t < 200 + sync_ms + 200 {
+        t += c.tick_ms;
+        let outs = p.step(Input::Tick(t));
+        if t <= 200 + sync_ms {
+            early |= pinged(&outs);
+        } else {
+            late |= pinged(&outs);
+        }
+    }
+    assert!(
+        early && !late,
+        "pinged before the limit {early}, after {late}"
+    );
+}
+
 #[test]
 fn a_gap_in_the_stream_is_never_applied() {
     let (mut p, conn) = follower(Durable::default());
