@@ -2211,6 +2211,53 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    const BIG: [u8; 9000] = [7; 9000];
+
+    /// Delivers txns at an ensemble member, one group each, its ZAB log
+    /// compacted through them.
+    struct Delivery {
+        zxid: i64,
+    }
+
+    impl Delivery {
+        fn txns(&mut self, s: &mut Store, tree: &mut DataTree, txns: Vec<Txn>) {
+            use zkd_zab::peer::Persist as Z;
+            let (p, proposals) = applied_group(tree, &mut self.zxid, txns, true);
+            let zab = [
+                Z::Append(proposals),
+                Z::Applied(self.zxid as u64),
+                Z::Compact(self.zxid as u64),
+            ];
+            let mut group = [p];
+            assert!(s.commit_ensemble_log(&group, &zab, true).unwrap());
+            s.commit_ensemble_tree(&mut group, &zab).unwrap();
+        }
+    }
+
+    /// A fresh ensemble member's store (small ZAB log files, references
+    /// made for all big data) with /big (`BIG`) and /hot (5,000 bytes)
+    /// delivered as its first txn.
+    fn member_with_big_data(name: &str) -> (std::path::PathBuf, Store, DataTree, Delivery) {
+        use zkd_zab::peer::Persist as Z;
+        let dir = fresh_dir(name);
+        let mut s = Store::open(&dir.join("db"), &dir).unwrap();
+        let mut tree = s.load().unwrap().tree;
+        s.zablog.set_segment_bytes(64 << 10);
+        s.big_rewrites.assume(1.0);
+        s.commit_ensemble_log(&[], &[Z::AcceptedEpoch(1), Z::CurrentEpoch(1)], true)
+            .unwrap();
+        let mut deliver = Delivery { zxid: 0 };
+        deliver.txns(
+            &mut s,
+            &mut tree,
+            vec![Txn::Multi(vec![
+                create("/big", BIG.to_vec()),
+                create("/hot", vec![1; 5000]),
+            ])],
+        );
+        (dir, s, tree, deliver)
+    }
+
     /// An ensemble member's references point into ZAB's log: a snapshot
     /// for a learner carries the data itself, the ZAB log keeps a file
     /// until the data referred to in it is moved, and a snapshot installed
@@ -2218,34 +2265,8 @@ mod tests {
     #[test]
     fn an_ensemble_members_refs_are_resolved_for_a_snapshot_and_moved_before_trimming() {
         use zkd_zab::peer::Persist as Z;
-        let dir = fresh_dir("zabrefs");
-        let mut s = Store::open(&dir.join("db"), &dir).unwrap();
-        let mut tree = s.load().unwrap().tree;
-        s.zablog.set_segment_bytes(64 << 10);
-        s.big_rewrites.assume(1.0);
-        s.commit_ensemble_log(&[], &[Z::AcceptedEpoch(1), Z::CurrentEpoch(1)], true)
-            .unwrap();
-        let mut zxid = 0;
-        let mut deliver = |s: &mut Store, tree: &mut DataTree, txns: Vec<Txn>| {
-            let (p, proposals) = applied_group(tree, &mut zxid, txns, true);
-            let zab = [
-                Z::Append(proposals),
-                Z::Applied(zxid as u64),
-                Z::Compact(zxid as u64),
-            ];
-            let mut group = [p];
-            assert!(s.commit_ensemble_log(&group, &zab, true).unwrap());
-            s.commit_ensemble_tree(&mut group, &zab).unwrap();
-        };
-        let big = vec![7u8; 9000];
-        deliver(
-            &mut s,
-            &mut tree,
-            vec![Txn::Multi(vec![
-                create("/big", big.clone()),
-                create("/hot", vec![1; 5000]),
-            ])],
-        );
+        let (dir, mut s, mut tree, mut deliver) = member_with_big_data("zabrefs");
+        let big = BIG.to_vec();
         s.write_staged().unwrap();
         assert!(valueref::is_ref(&stored(&s, "/big")));
         let (_, state) = s.applied_state().unwrap();
@@ -2258,7 +2279,7 @@ mod tests {
             "the snapshot holds the data"
         );
         for round in 0..150u8 {
-            deliver(&mut s, &mut tree, vec![set("/hot", round, 6000)]);
+            deliver.txns(&mut s, &mut tree, vec![set("/hot", round, 6000)]);
             s.write_staged().unwrap();
             if valueref::is_ref(&stored(&s, "/big")) {
                 s.zablog
@@ -2309,42 +2330,14 @@ mod tests {
     /// while a read runs, no log file it might refer into is freed.
     #[test]
     fn a_state_read_in_the_background_is_as_asked_and_keeps_its_files() {
-        use zkd_zab::peer::Persist as Z;
-        let dir = fresh_dir("bgread");
-        let mut s = Store::open(&dir.join("db"), &dir).unwrap();
-        let mut tree = s.load().unwrap().tree;
-        s.zablog.set_segment_bytes(64 << 10);
-        s.big_rewrites.assume(1.0);
-        s.commit_ensemble_log(&[], &[Z::AcceptedEpoch(1), Z::CurrentEpoch(1)], true)
-            .unwrap();
-        let mut zxid = 0;
-        let mut deliver = |s: &mut Store, tree: &mut DataTree, txns: Vec<Txn>| {
-            let (p, proposals) = applied_group(tree, &mut zxid, txns, true);
-            let zab = [
-                Z::Append(proposals),
-                Z::Applied(zxid as u64),
-                Z::Compact(zxid as u64),
-            ];
-            let mut group = [p];
-            assert!(s.commit_ensemble_log(&group, &zab, true).unwrap());
-            s.commit_ensemble_tree(&mut group, &zab).unwrap();
-        };
-        let big = vec![7u8; 9000];
-        deliver(
-            &mut s,
-            &mut tree,
-            vec![Txn::Multi(vec![
-                create("/big", big.clone()),
-                create("/hot", vec![1; 5000]),
-            ])],
-        );
+        let (dir, mut s, mut tree, mut deliver) = member_with_big_data("bgread");
         // Staged, not yet in RocksDB: the read writes it first.
         let before = tree.get("/hot").unwrap().encode();
         let (tx, rx) = std::sync::mpsc::channel();
         s.read_state_in_background(move |r| tx.send(r).unwrap())
             .unwrap();
         for round in 0..40u8 {
-            deliver(&mut s, &mut tree, vec![set("/hot", round, 6000)]);
+            deliver.txns(&mut s, &mut tree, vec![set("/hot", round, 6000)]);
         }
         s.flush().unwrap();
         let (at, state) = rx.recv().unwrap().unwrap();
@@ -2366,7 +2359,7 @@ mod tests {
         let files = s.zablog.reader();
         assert!(valueref::is_ref(&stored(&s, "/big")));
         for round in 0..150u8 {
-            deliver(&mut s, &mut tree, vec![set("/hot", round, 6000)]);
+            deliver.txns(&mut s, &mut tree, vec![set("/hot", round, 6000)]);
         }
         for _ in 0..3 {
             s.flush().unwrap();

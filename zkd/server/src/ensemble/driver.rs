@@ -22,7 +22,7 @@ use zkd_core::server::{Role, Server};
 use zkd_zab::peer::{Input, Output, Persist as ZPersist};
 use zkd_zab::types::{Id, PeerState};
 
-use super::hold::SnapRead;
+use super::hold::{Snap, SnapRead};
 use super::link::Link;
 use super::transport::PeerEvent;
 use super::wire::Frame;
@@ -91,13 +91,13 @@ fn snap_frame(
     // The state was copied into the frame and is freed now; a leader
     // left idle would otherwise keep its pages.
     crate::purge::release_freed_memory();
-    SnapRead::Ready {
+    SnapRead::Ready(Snap {
         frame,
         zxid,
         state_bytes,
         log_txns,
         started,
-    }
+    })
 }
 
 impl Core {
@@ -487,17 +487,12 @@ impl Core {
     pub(crate) fn snap_read(&mut self, to: u64, token: u64, snap: SnapRead) {
         let z = self.zab.as_mut().expect("ensemble mode");
         match snap {
-            SnapRead::Ready {
-                frame,
-                zxid,
-                state_bytes,
-                log_txns,
-                started,
-            } => {
-                if let Some(held) = z.transport.release(to, token, frame) {
+            SnapRead::Ready(s) => {
+                let took_ms = s.started.elapsed().as_millis();
+                let (zxid, bytes, log_txns) = (s.zxid, s.state_bytes, s.log_txns);
+                if let Some(held) = z.transport.release(to, token, s.frame) {
                     log::info!(
-                        "event=snapshot_sent to={to} zxid=0x{zxid:x} bytes={state_bytes} log_txns={log_txns} took_ms={} held_frames={held}",
-                        started.elapsed().as_millis()
+                        "event=snapshot_sent to={to} zxid=0x{zxid:x} bytes={bytes} log_txns={log_txns} took_ms={took_ms} held_frames={held}"
                     );
                 } else {
                     log::info!("snapshot for server.{to} not sent: its sync ended meanwhile");

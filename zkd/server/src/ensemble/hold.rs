@@ -17,16 +17,8 @@ use std::time::Instant;
 use super::transport::Id;
 
 /// What became of reading the state for a SNAP (`driver::send_snap`).
-#[derive(Debug)]
 pub enum SnapRead {
-    /// The SNAP, encoded as a frame.
-    Ready {
-        frame: Vec<u8>,
-        zxid: u64,
-        state_bytes: usize,
-        log_txns: usize,
-        started: Instant,
-    },
+    Ready(Snap),
     /// Not sent, for the reason given; the learner sees a gap in its
     /// stream and syncs again.
     NotSent(String),
@@ -43,6 +35,28 @@ pub struct Holds {
 struct Held {
     token: u64,
     frames: Vec<Vec<u8>>,
+}
+
+/// A SNAP ready to go.
+pub struct Snap {
+    /// Encoded, the state in it.
+    pub frame: Vec<u8>,
+    pub zxid: u64,
+    pub state_bytes: usize,
+    pub log_txns: usize,
+    /// When ZAB asked for it.
+    pub started: Instant,
+}
+
+/// Without the frame's bytes (hundreds of MB at a million znodes).
+impl std::fmt::Debug for SnapRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SnapRead::Ready(s) => write!(f, "Ready(0x{:x}, {} bytes)", s.zxid, s.frame.len()),
+            SnapRead::NotSent(why) => write!(f, "NotSent({why})"),
+            SnapRead::Failed(e) => write!(f, "Failed({e})"),
+        }
+    }
 }
 
 impl Holds {
