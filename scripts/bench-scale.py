@@ -18,7 +18,7 @@ Three-member ensemble, per server kind:
   - a follower loses its data directory and restarts: time until it serves
     and reads the last znode (the leader sends it the whole tree);
   - the same again while a client of the leader reads one request after
-    another: the longest of those reads (how long the leader stops serving
+    another: the longest of those reads (whether the leader keeps serving
     while it reads and sends the tree);
   - RSS after.
 Prints one table with zkd/ZooKeeper ratios. Needs root (raises the file

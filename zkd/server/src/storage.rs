@@ -1621,8 +1621,8 @@ impl Store {
 /// a learner's snapshot): once, so its blocks stay out of the block cache,
 /// and in big reads. A leader reading the state of 1,000,000 znodes for a
 /// SNAP (`event=snapshot_sent`'s took_ms, then the read alone; 3-member
-/// loopback ensemble, 4 reads each): 954, 985, 927, 843 ms with RocksDB's default read options,
-/// 819, 747, 784, 781 ms with these; 821, 817, 989, 1,086 with the cache
+/// loopback ensemble, 4 reads each): 954, 985, 927, 843 ms with RocksDB's
+/// default read options, 819, 747, 784, 781 ms with these; 821, 817, 989, 1,086 with the cache
 /// left out alone, against 796, 816, 845, 844 with both in the same
 /// series. Standalone restart to the first read at that size, 3
 /// alternations: 1.50, 1.38, 1.75 s with the cache left out alone, 1.44,
