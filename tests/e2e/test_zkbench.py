@@ -113,6 +113,23 @@ def test_zkbench_setup_only_then_skip_splits_a_run(zkd):
     assert bad.returncode == 2 and "--setup" in bad.stderr
 
 
+def test_zkbench_counts_failed_multis_as_errors(zkd):
+    """A multi whose znodes are missing fails whole (its reply's first result
+    is an error): counted as an error, not as a fast op. Set up for one
+    connection and run with two, half the multis have nothing to set."""
+    common = [ZKBENCH, "--server", zkd.hosts, "--workload", "multi10", "--depth", "4",
+              "--keys", "20", "--prefix", "/bench-multi-missing"]
+    only = subprocess.run(common + ["--conns", "1", "--setup", "only"],
+                          capture_output=True, text=True, timeout=60)
+    assert only.returncode == 0, only.stderr
+    run = subprocess.run(common + ["--conns", "2", "--seconds", "0.5", "--setup", "skip"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    r = json.loads(run.stdout)
+    # Connection 1's multis all fail; connection 0's all succeed.
+    assert 0 < r["errors"] < r["ops"], r
+
+
 def test_zkbench_clear_removes_a_prefix_and_all_under_it(zkd):
     """--workload clear deletes the prefix and its whole subtree, however
     deep and wide (what a create run left, nested znodes, a parent with
