@@ -18,7 +18,7 @@ use std::ops::Bound;
 /// A znode path compared as (parent, name): `/` first, then the children of
 /// `/` by name, then `/a`'s children, and so on.
 #[repr(transparent)]
-#[derive(Debug, PartialEq, Eq, Hash)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct PathKey(str);
 
 impl PathKey {
@@ -146,13 +146,6 @@ impl PartialEq for Key {
 }
 
 impl Eq for Key {}
-
-/// As the path's (`PathKey`'s), as `Borrow` requires.
-impl std::hash::Hash for Key {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.path().hash(state)
-    }
-}
 
 /// How many leading bytes `a` and `b` share, compared 8 at a time: keys
 /// met in one lookup share long prefixes (`/app/config/...`), and this

@@ -24,7 +24,6 @@
 
 use std::collections::HashMap;
 
-use zkd_core::index::Key;
 use zkd_core::record::NodeRecord;
 use zkd_core::server::Persist;
 
@@ -106,14 +105,7 @@ impl Recent {
 
 #[derive(Default)]
 pub struct Staged {
-    /// By the tree's own key, which holds a short path inline: looking a
-    /// record's key up then reads the map's slot, not also the bytes of
-    /// a `String` elsewhere in memory. 3 members on loopback, multi10 of
-    /// 100 B setData over 16,000 nodes, 16x32 over all members, fresh
-    /// ensembles, 5 alternations, `String` keys / these: 15.3k, 15.5k,
-    /// 15.1k, 12.6k, 14.1k / 17.2k, 16.4k, 16.0k, 16.7k, 18.2k ops/s; the
-    /// members' CPU per op, median 121 / 109 µs.
-    pub nodes: HashMap<Key, Option<Vec<u8>>>,
+    pub nodes: HashMap<String, Option<Vec<u8>>>,
     pub sessions: HashMap<i64, Option<Vec<u8>>>,
     /// About how many bytes the records hold.
     pub bytes: usize,
@@ -136,7 +128,7 @@ impl Staged {
                 let v = v.map(NodeRecord::into_vec);
                 let key = path.len();
                 self.bytes += size(key, &v);
-                if let Some(old) = self.nodes.insert(Key::from_string(path), v) {
+                if let Some(old) = self.nodes.insert(path, v) {
                     self.bytes -= size(key, &old);
                 }
             }
@@ -212,7 +204,6 @@ impl Staged {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zkd_core::index::PathKey;
 
     fn persist(nodes: &[(&str, Option<&[u8]>)], sessions: &[(i64, Option<&[u8]>)]) -> Persist {
         Persist {
@@ -247,10 +238,9 @@ mod tests {
             .all(|p| p.nodes.is_empty() && p.sessions.is_empty()));
         let mut g2 = [persist(&[("/a", Some(b"333")), ("/c", None)], &[(7, None)])];
         s.add(&mut g2, Some(6));
-        let at = |p| &s.nodes[PathKey::new(p)];
-        assert_eq!(at("/a").as_deref(), Some(&b"333"[..]));
-        assert_eq!(*at("/b"), None);
-        assert_eq!(*at("/c"), None);
+        assert_eq!(s.nodes["/a"].as_deref(), Some(&b"333"[..]));
+        assert_eq!(s.nodes["/b"], None);
+        assert_eq!(s.nodes["/c"], None);
         assert_eq!(s.nodes.len(), 3);
         assert_eq!(s.sessions[&7], None);
         assert_eq!(s.last, Some(6));

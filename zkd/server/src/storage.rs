@@ -903,7 +903,7 @@ impl Store {
             self.staged
                 .nodes
                 .iter()
-                .map(|(p, v)| (p.as_str(), v.as_deref())),
+                .map(|(p, v)| (&p[..], v.as_deref())),
             self.staged
                 .sessions
                 .iter()
