@@ -1617,16 +1617,6 @@ impl Store {
     }
 }
 
-/// How the checkpoint is read when it is read whole (at start-up, and for
-/// a learner's snapshot): once, so its blocks stay out of the block cache,
-/// and in big reads. A leader reading the state of 1,000,000 znodes for a
-/// SNAP (`event=snapshot_sent`'s took_ms, then the read alone; 3-member
-/// loopback ensemble, 4 reads each): 954, 985, 927, 843 ms with RocksDB's
-/// default read options, 819, 747, 784, 781 ms with these; 821, 817, 989, 1,086 with the cache
-/// left out alone, against 796, 816, 845, 844 with both in the same
-/// series. Standalone restart to the first read at that size, 3
-/// alternations: 1.50, 1.38, 1.75 s with the cache left out alone, 1.44,
-/// 1.25, 1.36 s with both.
 /// The state in `snap` encoded for a SNAP, with the data its records
 /// refer to read back through `readers`.
 fn read_state(
@@ -1701,6 +1691,16 @@ impl Drop for Reading {
     }
 }
 
+/// How the checkpoint is read when it is read whole (at start-up, and for a
+/// learner's snapshot): once, so its blocks stay out of the block cache, and in
+/// big reads. A leader reading the state of 1,000,000 znodes for a SNAP
+/// (`event=snapshot_sent`'s took_ms, then the read alone; 3-member loopback
+/// ensemble, 4 reads each): 954, 985, 927, 843 ms with RocksDB's default read
+/// options, 819, 747, 784, 781 ms with these; 821, 817, 989, 1,086 with the
+/// cache left out alone, against 796, 816, 845, 844 with both in the same
+/// series. Standalone restart to the first read at that size, 3 alternations:
+/// 1.50, 1.38, 1.75 s with the cache left out alone, 1.44, 1.25, 1.36 s with
+/// both.
 fn whole_scan() -> rocksdb::ReadOptions {
     let mut ro = rocksdb::ReadOptions::default();
     ro.fill_cache(false);

@@ -650,12 +650,12 @@ impl TxnLog {
     }
 
     /// The records of the current generation at the zxids in `wanted`
-    /// (`LogReader::read`).
+    /// (`read_records`).
     pub fn read(
         &self,
         wanted: &std::collections::BTreeSet<u64>,
     ) -> Result<std::collections::HashMap<u64, Vec<u8>>, LogError> {
-        self.reader().read(wanted)
+        read_records(&self.dir, self.gen, &self.segments, wanted)
     }
 
     /// What another thread needs to read back the records written so far,
@@ -806,54 +806,65 @@ pub struct LogReader {
 }
 
 impl LogReader {
-    /// The records of the generation at the zxids in `wanted`, read back
-    /// from their files (a file is read whole, once, only if it
-    /// holds one of them). A zxid not in the log is an error: the caller
-    /// holds a reference to it.
+    /// The records of the generation at the zxids in `wanted`
+    /// (`read_records`).
     pub fn read(
         &self,
         wanted: &std::collections::BTreeSet<u64>,
     ) -> Result<std::collections::HashMap<u64, Vec<u8>>, LogError> {
-        let mut out = std::collections::HashMap::with_capacity(wanted.len());
-        let mut after = 0u64;
-        for s in &self.segments {
-            let (from, through) = (after, s.last);
-            after = after.max(s.last);
-            if s.last == 0 || wanted.range(from + 1..=through).next().is_none() {
-                continue;
-            }
-            let mut bytes = Vec::new();
-            File::open(&s.path)
-                .and_then(|mut f| f.read_to_end(&mut bytes))
-                .map_err(|e| io("cannot read", &s.path, e))?;
-            let salt = match bytes.get(..HEADER as usize).and_then(read_header) {
-                Some((g, _, salt)) if g == self.gen => salt,
-                _ => {
-                    return Err(LogError(format!(
-                        "{}: not a log file of generation {}",
-                        s.path.display(),
-                        self.gen
-                    )))
-                }
-            };
-            let (mut pos, mut prev) = (HEADER as usize, 0);
-            while let Ok(Some((zxid, data, end))) = next_record(&bytes, pos, salt, prev) {
-                if wanted.contains(&zxid) {
-                    out.insert(zxid, data.to_vec());
-                }
-                if zxid >= through {
-                    break;
-                }
-                (pos, prev) = (end, zxid);
-            }
+        read_records(&self.dir, self.gen, &self.segments, wanted)
+    }
+}
+
+/// The records of generation `gen` at the zxids in `wanted`, read back
+/// from `segments` (a file is read whole, once, only if it holds one of
+/// them). A zxid not in the log is an error: the caller holds a reference
+/// to it.
+fn read_records(
+    dir: &Path,
+    gen: u64,
+    segments: &[Segment],
+    wanted: &std::collections::BTreeSet<u64>,
+) -> Result<std::collections::HashMap<u64, Vec<u8>>, LogError> {
+    let mut out = std::collections::HashMap::with_capacity(wanted.len());
+    let mut after = 0u64;
+    for s in segments {
+        let (from, through) = (after, s.last);
+        after = after.max(s.last);
+        if s.last == 0 || wanted.range(from + 1..=through).next().is_none() {
+            continue;
         }
-        match wanted.iter().find(|z| !out.contains_key(z)) {
-            Some(z) => Err(LogError(format!(
-                "{}: the record of txn 0x{z:x} is not in the log",
-                self.dir.display()
-            ))),
-            None => Ok(out),
+        let mut bytes = Vec::new();
+        File::open(&s.path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(|e| io("cannot read", &s.path, e))?;
+        let salt = match bytes.get(..HEADER as usize).and_then(read_header) {
+            Some((g, _, salt)) if g == gen => salt,
+            _ => {
+                return Err(LogError(format!(
+                    "{}: not a log file of generation {}",
+                    s.path.display(),
+                    gen
+                )))
+            }
+        };
+        let (mut pos, mut prev) = (HEADER as usize, 0);
+        while let Ok(Some((zxid, data, end))) = next_record(&bytes, pos, salt, prev) {
+            if wanted.contains(&zxid) {
+                out.insert(zxid, data.to_vec());
+            }
+            if zxid >= through {
+                break;
+            }
+            (pos, prev) = (end, zxid);
         }
+    }
+    match wanted.iter().find(|z| !out.contains_key(z)) {
+        Some(z) => Err(LogError(format!(
+            "{}: the record of txn 0x{z:x} is not in the log",
+            dir.display()
+        ))),
+        None => Ok(out),
     }
 }
 

@@ -472,6 +472,25 @@ fn a_learner_has_init_plus_sync_limit_to_sync_then_sync_limit() {
         (c.init_limit + c.sync_limit) * c.tick_ms,
         c.sync_limit * c.tick_ms,
     );
+    // The observer (2) acks NEWLEADER on its connection.
+    let ack_newleader = |p: &mut Peer| {
+        let msg = Msg::AckNewLeader {
+            epoch: p.current_epoch(),
+        };
+        p.step(Input::Msg(
+            2,
+            Envelope {
+                conn: 77,
+                seq: 3,
+                msg,
+            },
+        ))
+    };
+    let sent_to_2 = |outs: &[Output], kind: fn(&Msg) -> bool| {
+        sent(outs, |m| kind(m).then_some(()))
+            .iter()
+            .any(|(to, _)| *to == 2)
+    };
     for (silent_ms, kept) in [(sync_ms + 100, true), (limit_ms + 100, false)] {
         let (mut p, _) = leader_syncing_observer(c.clone(), 3, 0);
         // The observer joined at 200 ms; the leader ticks on meanwhile.
@@ -480,66 +499,22 @@ fn a_learner_has_init_plus_sync_limit_to_sync_then_sync_limit() {
             t += c.tick_ms;
             p.step(Input::Tick(t));
         }
-        let epoch = p.current_epoch();
-        let msg = Msg::AckNewLeader { epoch };
-        let outs = p.step(Input::Msg(
-            2,
-            Envelope {
-                conn: 77,
-                seq: 3,
-                msg,
-            },
-        ));
-        let up_to_date = outs.iter().any(|o| {
-            matches!(
-                o,
-                Output::Send(
-                    2,
-                    Envelope {
-                        msg: Msg::UpToDate { .. },
-                        ..
-                    }
-                )
-            )
-        });
+        let outs = ack_newleader(&mut p);
+        let up_to_date = sent_to_2(&outs, |m| matches!(m, Msg::UpToDate { .. }));
         assert_eq!(up_to_date, kept, "silent {silent_ms} ms: {outs:?}");
     }
     // Once synced, syncLimit is its limit: pinged until then, not after.
     let (mut p, _) = leader_syncing_observer(c.clone(), 3, 0);
-    let msg = Msg::AckNewLeader {
-        epoch: p.current_epoch(),
-    };
-    p.step(Input::Msg(
-        2,
-        Envelope {
-            conn: 77,
-            seq: 3,
-            msg,
-        },
-    ));
-    let pinged = |outs: &[Output]| {
-        outs.iter().any(|o| {
-            matches!(
-                o,
-                Output::Send(
-                    2,
-                    Envelope {
-                        msg: Msg::Ping { .. },
-                        ..
-                    }
-                )
-            )
-        })
-    };
+    ack_newleader(&mut p);
     let (mut early, mut late) = (false, false);
     let mut t = 200;
     while t < 200 + sync_ms + 200 {
         t += c.tick_ms;
-        let outs = p.step(Input::Tick(t));
+        let pinged = sent_to_2(&p.step(Input::Tick(t)), |m| matches!(m, Msg::Ping { .. }));
         if t <= 200 + sync_ms {
-            early |= pinged(&outs);
+            early |= pinged;
         } else {
-            late |= pinged(&outs);
+            late |= pinged;
         }
     }
     assert!(
