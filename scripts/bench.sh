@@ -315,6 +315,15 @@ busy_start() {
     setsid taskset -c $((i % cpus)) bash -c 'while :; do :; done' &
     busy_pids+=($!)
   done
+  # Each one is the loop before the run starts, not a fork of this shell
+  # still on its way to exec it (a run's zkbench once found 1 of 2).
+  local p
+  for p in "${busy_pids[@]}"; do
+    for ((i = 0; i < 100; i++)); do
+      grep -qa 'while :; do :; done' "/proc/$p/cmdline" 2>/dev/null && break
+      sleep 0.01
+    done
+  done
 }
 busy_stop() {
   local p
