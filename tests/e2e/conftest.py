@@ -72,6 +72,23 @@ def flush_a_blob_file(zk, data_dir):
     return checkpoint
 
 
+def threads_named(pid, name):
+    """{tid: (policy, cpu ticks)} of the process's threads called `name`."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                if f.read().strip() != name:
+                    continue
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        # policy is field 41, utime and stime 14 and 15 (index - 3 here).
+        out[tid] = (int(fields[38]), int(fields[11]) + int(fields[12]))
+    return out
+
+
 def wait_until(pred, timeout=10.0, interval=0.02, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

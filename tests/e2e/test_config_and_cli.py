@@ -6,7 +6,7 @@ import time
 import pytest
 
 import rawzk
-from conftest import ZKD, Zkd, client, four_letter, free_port, wait_until
+from conftest import ZKD, Zkd, client, four_letter, free_port, threads_named, wait_until
 
 
 def serve(cfg_text, tmp, timeout=10):
@@ -110,23 +110,6 @@ def test_a_chosen_scheduling_policy_is_left_alone(tmpdir_path):
                 assert any(l.startswith("policy") and l.split(":")[1].strip() == "5" for l in f), tid
     finally:
         s.stop()
-
-
-def threads_named(pid, name):
-    """{tid: (policy, cpu ticks)} of the process's threads called `name`."""
-    out = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/comm") as f:
-                if f.read().strip() != name:
-                    continue
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        # policy is field 41, utime and stime 14 and 15 (index - 3 here).
-        out[tid] = (int(fields[38]), int(fields[11]) + int(fields[12]))
-    return out
 
 
 @pytest.mark.parametrize("extra", ["", "syncIdleSpin=false\n"])

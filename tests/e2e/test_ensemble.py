@@ -24,7 +24,7 @@ from kazoo.exceptions import (
 from kazoo.handlers.threading import KazooTimeoutError
 
 from ensemble import Ensemble
-from conftest import wait_until
+from conftest import threads_named, wait_until
 
 # What a client sees when its server goes away mid-request.
 LOST = (ConnectionLoss, SessionExpiredError, OperationTimeoutError, KazooTimeoutError)
@@ -627,3 +627,34 @@ def test_hostile_bytes_on_peer_ports_are_dropped(ens3):
         c.close()
     assert e.mode(target) in ("follower", "leader")
     assert_same_digest(e, e.ids)
+
+
+def test_the_event_loop_look_ends_when_requests_stop(tmp_path):
+    """eventLoopLookMicros: a member's worker polls its sockets for a while
+    after each step before it sleeps. Once the requests stop, the look
+    ends: an idle member's workers use next to no CPU (the 50 ms core tick
+    and the leader's pings do not keep it looking). Off unless set."""
+    e = Ensemble(str(tmp_path), voters=3, extra_cfg="eventLoopLookMicros=300\n")
+    try:
+        e.start_all()
+        for i in e.ids:
+            assert "event_loop_look_us=300" in e.grep_log(i, "event=start")[0]
+        c = client(e.hosts([1]), randomize=False)
+        try:
+            c.create("/look", b"")
+            for n in range(300):
+                c.set("/look", b"%d" % n)
+                c.get("/look")
+        finally:
+            c.stop()
+            c.close()
+        time.sleep(0.5)
+        before = {i: threads_named(e.procs[i].pid, "tokio-rt-worker") for i in e.ids}
+        time.sleep(1.5)
+        for i in e.ids:
+            after = threads_named(e.procs[i].pid, "tokio-rt-worker")
+            # 100 ticks a second: a look that never ended would be ~150.
+            used = sum(after[t][1] - before[i][t][1] for t in before[i] if t in after)
+            assert used <= 15, (i, used)
+    finally:
+        e.close()

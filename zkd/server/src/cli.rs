@@ -190,7 +190,10 @@ fn serve(cfg_path: PathBuf) -> i32 {
     crate::purge::start();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = cfg.worker_threads_for(cores);
-    log::info!("event=start cores={cores} worker_threads={workers} sched_slice_us={slice}");
+    log::info!(
+        "event=start cores={cores} worker_threads={workers} sched_slice_us={slice} event_loop_look_us={}",
+        cfg.event_loop_look().as_micros()
+    );
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()

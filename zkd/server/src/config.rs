@@ -77,6 +77,10 @@ pub struct Config {
     /// it waits for a log sync (see `awake`). `None` (the default) lets
     /// `sync_idle_spin()` decide.
     pub sync_idle_spin: Option<bool>,
+    /// `eventLoopLookMicros`: how long a worker polls its sockets after
+    /// the core's last step before it may sleep (see `evlook`). `None`
+    /// (the default) lets `event_loop_look()` decide.
+    pub event_loop_look_us: Option<u64>,
     /// `workerThreads`: threads that serve sockets and run the core.
     /// `None` (the default) lets `worker_threads()` decide.
     pub worker_threads: Option<usize>,
@@ -224,6 +228,12 @@ impl Config {
     /// 10 KiB creates more; members on separate machines were not measured.
     pub fn sync_idle_spin(&self) -> bool {
         self.sync_idle_spin.unwrap_or(self.servers.is_empty())
+    }
+
+    /// The event loop's look (`evlook`): `eventLoopLookMicros`, off
+    /// unless set (`evlook` says why).
+    pub fn event_loop_look(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.event_loop_look_us.unwrap_or(0))
     }
 
     /// How many threads serve sockets and run the core, on a machine with
@@ -560,6 +570,16 @@ impl Config {
                 Some(n)
             }
         };
+        let event_loop_look_us: Option<u64> = match get("eventLoopLookMicros") {
+            None => None,
+            Some(v) => {
+                let n: u64 = int("eventLoopLookMicros", v)?;
+                if n > 100_000 {
+                    return Err(invalid("eventLoopLookMicros", v, "expected 0 to 100000"));
+                }
+                Some(n)
+            }
+        };
         let sched_slice_us: u64 = match get("schedSliceMicros") {
             None => DEFAULT_SCHED_SLICE_US,
             Some(v) => {
@@ -651,6 +671,7 @@ impl Config {
             "slowRequestThresholdMs",
             "workerThreads",
             "schedSliceMicros",
+            "eventLoopLookMicros",
             "syncIdleSpin",
             "secureClientPort",
             "ssl.keyStore.location",
@@ -686,6 +707,7 @@ impl Config {
             slow_request_ms,
             worker_threads,
             sched_slice_us,
+            event_loop_look_us,
             sync_idle_spin,
             secure_client_port,
             tls,
@@ -797,6 +819,25 @@ mod tests {
         assert!(forced.sync_idle_spin());
         let off = Config::parse(&format!("{base}syncIdleSpin=false\n")).unwrap();
         assert!(!off.sync_idle_spin());
+    }
+
+    #[test]
+    fn event_loop_look_is_off_unless_set() {
+        use std::time::Duration;
+        let base = "dataDir=/tmp/x\nclientPort=2181\n";
+        let members = "server.1=127.0.0.1:2888:3888\nserver.2=127.0.0.1:2889:3889\nserver.3=127.0.0.1:2890:3890\n";
+        let standalone = Config::parse(base).unwrap();
+        assert_eq!(standalone.event_loop_look(), Duration::ZERO);
+        let member = Config::parse(&format!("{base}{members}")).unwrap();
+        assert_eq!(member.event_loop_look(), Duration::ZERO);
+        let set = Config::parse(&format!("{base}{members}eventLoopLookMicros=250\n")).unwrap();
+        assert_eq!(set.event_loop_look(), Duration::from_micros(250));
+        let off = Config::parse(&format!("{base}{members}eventLoopLookMicros=0\n")).unwrap();
+        assert_eq!(off.event_loop_look(), Duration::ZERO);
+        for bad in ["-1", "100001", "soon"] {
+            let e = Config::parse(&format!("{base}eventLoopLookMicros={bad}\n")).unwrap_err();
+            assert!(e.to_string().contains("eventLoopLookMicros"), "{e}");
+        }
     }
 
     #[test]

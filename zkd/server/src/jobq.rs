@@ -186,25 +186,31 @@ pub struct Look {
 impl Look {
     /// A standalone server's look, or an ensemble member's.
     pub fn new(ensemble: bool) -> Look {
+        Look::lasting(if ensemble {
+            LOOK_ENSEMBLE
+        } else {
+            LOOK_STANDALONE
+        })
+    }
+
+    /// A look of `before_sleep` under the same rule (the event loop's,
+    /// `evlook`).
+    pub fn lasting(before_sleep: Duration) -> Look {
         Look {
-            before_sleep: if ensemble {
-                LOOK_ENSEMBLE
-            } else {
-                LOOK_STANDALONE
-            },
+            before_sleep,
             off_until: None,
             strikes: 0,
         }
     }
 
-    fn allowed(&self, now: Instant) -> bool {
+    pub fn allowed(&self, now: Instant) -> bool {
         self.off_until.is_none_or(|t| now >= t)
     }
 
     /// A yield from `before` to `after`; false if it was long, which ends
     /// this look (and, at `STRIKES` in a row, turns the look off for
     /// `LOOK_OFF`).
-    fn yielded(&mut self, before: Instant, after: Instant) -> bool {
+    pub fn yielded(&mut self, before: Instant, after: Instant) -> bool {
         if after.duration_since(before) <= LONG_YIELD {
             return true;
         }
@@ -217,7 +223,7 @@ impl Look {
     }
 
     /// A look that found its job without a long yield.
-    fn found(&mut self) {
+    pub fn found(&mut self) {
         self.strikes = 0;
     }
 }

@@ -25,6 +25,8 @@
 //!   while it waits for its log sync (`syncIdleSpin`).
 //! - `jobq`    — how the storage thread waits for its next job (a short look,
 //!   then a futex sleep; neither may leave it yielded behind a busy loop).
+//! - `evlook`  — the event loop's look (opt-in): the worker polls its
+//!   sockets a while after the core's last step before it sleeps.
 //! - `ensemble` — ensemble mode: ZAB's runtime side (peer transport, the
 //!   driver that carries out the pure peer's outputs).
 //! - `net`     — the client port: frames in, frames out, four-letter words.
@@ -42,6 +44,7 @@ mod cli;
 mod config;
 mod disk;
 mod ensemble;
+mod evlook;
 mod fourlw;
 mod frames;
 mod jobq;
@@ -59,6 +62,7 @@ mod staged;
 mod storage;
 mod tls;
 mod trash;
+
 mod txnlog;
 mod valueref;
 

@@ -858,6 +858,12 @@ impl Core {
         let tick = Duration::from_millis(tick_ms);
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let look = crate::evlook::start(self.cfg.event_loop_look());
+        let stepped = || {
+            if let Some(l) = &look {
+                l.stepped()
+            }
+        };
         loop {
             tokio::select! {
                 biased;
@@ -879,19 +885,24 @@ impl Core {
                     self.server.tick(now);
                     self.after_step(started);
                 }
+                // Not after a tick: an idle server would look every tick.
                 Some(r) = durable_rx.recv() => {
                     if self.zab.is_some() {
                         self.drain();
                     } else {
                         self.on_report(r);
                     }
+                    stepped();
                 }
                 Some(ev) = async {
                     match peer_rx.as_mut() {
                         Some(r) => r.recv().await,
                         None => std::future::pending().await,
                     }
-                } => self.on_peer_event(ev),
+                } => {
+                    self.on_peer_event(ev);
+                    stepped();
+                }
                 msg = rx.recv() => match msg {
                     Some(m) => {
                         self.handle(m);
@@ -903,6 +914,7 @@ impl Core {
                                 Err(_) => break,
                             }
                         }
+                        stepped();
                     }
                     None => break,
                 },
