@@ -77,10 +77,10 @@ pub struct Config {
     /// it waits for a log sync (see `awake`). `None` (the default) lets
     /// `sync_idle_spin()` decide.
     pub sync_idle_spin: Option<bool>,
-    /// `eventLoopLookMicros`: how long a worker polls its sockets after
-    /// the core's last step before it may sleep (see `evlook`). `None`
-    /// (the default) lets `event_loop_look()` decide.
-    pub event_loop_look_us: Option<u64>,
+    /// `eventLoopLookMicros` (default 0, off): how long a worker polls its
+    /// sockets after the core's last step before it may sleep (see
+    /// `evlook`, which says why it is off unless set).
+    pub event_loop_look_us: u64,
     /// `workerThreads`: threads that serve sockets and run the core.
     /// `None` (the default) lets `worker_threads()` decide.
     pub worker_threads: Option<usize>,
@@ -230,10 +230,9 @@ impl Config {
         self.sync_idle_spin.unwrap_or(self.servers.is_empty())
     }
 
-    /// The event loop's look (`evlook`): `eventLoopLookMicros`, off
-    /// unless set (`evlook` says why).
+    /// The event loop's look (`evlook`): `eventLoopLookMicros`.
     pub fn event_loop_look(&self) -> std::time::Duration {
-        std::time::Duration::from_micros(self.event_loop_look_us.unwrap_or(0))
+        std::time::Duration::from_micros(self.event_loop_look_us)
     }
 
     /// How many threads serve sockets and run the core, on a machine with
@@ -570,14 +569,14 @@ impl Config {
                 Some(n)
             }
         };
-        let event_loop_look_us: Option<u64> = match get("eventLoopLookMicros") {
-            None => None,
+        let event_loop_look_us: u64 = match get("eventLoopLookMicros") {
+            None => 0,
             Some(v) => {
                 let n: u64 = int("eventLoopLookMicros", v)?;
                 if n > 100_000 {
                     return Err(invalid("eventLoopLookMicros", v, "expected 0 to 100000"));
                 }
-                Some(n)
+                n
             }
         };
         let sched_slice_us: u64 = match get("schedSliceMicros") {

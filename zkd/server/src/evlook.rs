@@ -120,12 +120,11 @@ pub fn start(look: Duration) -> Option<Arc<Steps>> {
         parked: AtomicBool::new(false),
         wake: Notify::new(),
     });
-    tokio::spawn(run(steps.clone(), look));
+    tokio::spawn(run(steps.clone(), jobq::Look::lasting(look)));
     Some(steps)
 }
 
-async fn run(steps: Arc<Steps>, look: Duration) {
-    let mut rule = jobq::Look::lasting(look);
+async fn run(steps: Arc<Steps>, mut rule: jobq::Look) {
     let mut seen = steps.last_us.load(Ordering::SeqCst);
     // This look ended on a long yield.
     let mut long = false;
@@ -138,7 +137,7 @@ async fn run(steps: Arc<Steps>, look: Duration) {
             }
         }
         let now = Instant::now();
-        let until = steps.base + Duration::from_micros(last) + look;
+        let until = steps.base + Duration::from_micros(last) + rule.length();
         if !long && now < until && rule.allowed(now) {
             std::thread::yield_now();
             if rule.yielded(now, Instant::now()) {

@@ -203,6 +203,11 @@ impl Look {
         }
     }
 
+    /// How long a look lasts.
+    pub fn length(&self) -> Duration {
+        self.before_sleep
+    }
+
     pub fn allowed(&self, now: Instant) -> bool {
         self.off_until.is_none_or(|t| now >= t)
     }
